@@ -1,0 +1,304 @@
+// Package config loads edge's YAML configuration: it decodes strictly
+// (unknown keys are errors), applies defaults in one place and validates,
+// reporting every problem as FILE:LINE:COL: key.path: message.
+package config
+
+import (
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"reflect"
+	"sort"
+	"strings"
+	"time"
+
+	"gopkg.in/yaml.v3"
+)
+
+// Config is the whole configuration file. The key names are a contract with
+// users, docs and tests: add keys, never rename them.
+type Config struct {
+	// Listen holds the public listener addresses.
+	Listen Listen `yaml:"listen"`
+	// Admin is the address of the admin listener (metrics, health, publish
+	// API). Loopback only by default: "127.0.0.1:9180". "" turns it off.
+	Admin string `yaml:"admin"`
+	// AdminKeyFile, when set, names a file holding a bearer key that
+	// POST /publish/{channel} on the admin listener requires.
+	AdminKeyFile string `yaml:"admin_key_file"`
+	// Server holds connection limits and timeouts shared by every listener.
+	Server Server `yaml:"server"`
+	// Log selects the process log format and level.
+	Log Log `yaml:"log"`
+	// TLS configures certificates for every site served over HTTPS.
+	TLS TLS `yaml:"tls"`
+	// Redis, when set, connects the hub to Redis for fan-out across nodes.
+	// Without it the hub runs in memory on this node.
+	Redis *Redis `yaml:"redis"`
+	// Sites are virtual hosts, chosen by the request's Host.
+	Sites []Site `yaml:"sites"`
+
+	// File is the path the configuration was loaded from.
+	File string `yaml:"-"`
+	// Warnings are problems that do not stop edge from running.
+	Warnings Problems `yaml:"-"`
+
+	pos map[string]Pos
+}
+
+// Listen holds the addresses of the public listeners. An empty address turns
+// that listener off.
+type Listen struct {
+	// HTTP serves plain HTTP. With HTTPS on, it answers ACME HTTP-01
+	// challenges and redirects everything else to HTTPS. Default ":80".
+	HTTP string `yaml:"http"`
+	// HTTPS serves TLS with automatic certificates. Default ":443" when any
+	// site has a public host name, a manual certificate, or tls.ca internal;
+	// otherwise off.
+	HTTPS string `yaml:"https"`
+}
+
+// Server holds limits and timeouts for the HTTP servers.
+type Server struct {
+	// ReadHeaderTimeout bounds how long a client may take to send request
+	// headers (slowloris). Default 10s.
+	ReadHeaderTimeout time.Duration `yaml:"read_header_timeout"`
+	// IdleTimeout closes idle keep-alive connections (nginx
+	// keepalive_timeout). Default 75s, as nginx.
+	IdleTimeout time.Duration `yaml:"idle_timeout"`
+	// MaxHeaderBytes bounds request line plus headers. Default 64KiB.
+	MaxHeaderBytes ByteSize `yaml:"max_header_bytes"`
+	// MaxBodySize is the default request body limit for every route (nginx
+	// client_max_body_size); larger bodies get 413. Default 1MiB, as nginx;
+	// "0" in a route means unlimited.
+	MaxBodySize ByteSize `yaml:"max_body_size"`
+	// ShutdownTimeout is how long in-flight requests may finish after
+	// SIGTERM before connections are closed. Default 30s.
+	ShutdownTimeout time.Duration `yaml:"shutdown_timeout"`
+	// MaxConnections caps open client connections across all listeners;
+	// further connections wait in the kernel backlog. 0 means unlimited.
+	// Default 0.
+	MaxConnections int `yaml:"max_connections"`
+	// MaxConnectionsPerIP caps open connections from one client address;
+	// further ones are closed at once. 0 means unlimited. Default 0.
+	MaxConnectionsPerIP int `yaml:"max_connections_per_ip"`
+	// TrustedProxies lists CIDRs whose X-Forwarded-For and X-Real-IP are
+	// believed. Default none: the peer address is the client.
+	TrustedProxies []string `yaml:"trusted_proxies"`
+	// Pprof serves net/http/pprof on the admin listener. Default false.
+	Pprof bool `yaml:"pprof"`
+}
+
+// Log selects the process log (not the access log).
+type Log struct {
+	// Level is debug, info, warn or error. Default info.
+	Level string `yaml:"level"`
+	// Format is text or json. Default text.
+	Format string `yaml:"format"`
+}
+
+// Redis connects the hub to Redis.
+type Redis struct {
+	// URL is a redis:// or rediss:// URL, or unix:///path.sock.
+	URL string `yaml:"url"`
+	// Prefix is put before channel names in Redis. Default "edge:".
+	Prefix string `yaml:"prefix"`
+}
+
+// Site is a virtual host: a set of host names and the routes under them.
+type Site struct {
+	// Hosts are exact names or "*.example.com" wildcards, case-insensitive.
+	// A site without hosts is the default site.
+	Hosts []string `yaml:"hosts"`
+	// TLS is an optional manual certificate, as nginx ssl_certificate.
+	TLS *SiteTLS `yaml:"tls"`
+	// HTTPRedirect sends plain-HTTP requests for this site to HTTPS with 308.
+	// Default true when the HTTPS listener is on.
+	HTTPRedirect *bool `yaml:"http_redirect"`
+	// HSTS overrides tls.hsts for this site.
+	HSTS *HSTS `yaml:"hsts"`
+	// AccessLog writes one line per request. Default off.
+	AccessLog *AccessLog `yaml:"access_log"`
+	// Routes are matched by longest path prefix, as nginx locations.
+	Routes []Route `yaml:"routes"`
+}
+
+// AccessLog configures a site's request log.
+type AccessLog struct {
+	// File is the path to append to; "" or "stderr" logs to stderr
+	// (journald under systemd). Files are reopened on SIGUSR1.
+	File string `yaml:"file"`
+	// Format is combined (nginx/Apache) or json. Default combined.
+	Format string `yaml:"format"`
+}
+
+// Route maps a path prefix to exactly one handler.
+type Route struct {
+	// Path is the prefix, starting with "/". "/static/" matches
+	// "/static/x", not "/staticx"; a request for "/static" is redirected to
+	// "/static/" with 301, as nginx does.
+	Path string `yaml:"path"`
+	// MaxBodySize overrides server.max_body_size for this route; 0 means
+	// unlimited.
+	MaxBodySize *ByteSize `yaml:"max_body_size"`
+	// Headers adds or removes request and response headers.
+	Headers *Headers `yaml:"headers"`
+
+	Static *Static `yaml:"static"`
+	Proxy  *Proxy  `yaml:"proxy"`
+	Hub    *Hub    `yaml:"hub"`
+}
+
+// Headers edits request headers (before the handler) and response headers.
+type Headers struct {
+	Request  HeaderOps `yaml:"request"`
+	Response HeaderOps `yaml:"response"`
+}
+
+// HeaderOps sets, adds and removes header fields.
+type HeaderOps struct {
+	// Set replaces a field's values.
+	Set map[string]string `yaml:"set"`
+	// Add appends a value.
+	Add map[string]string `yaml:"add"`
+	// Remove deletes fields.
+	Remove []string `yaml:"remove"`
+}
+
+// Problem is one configuration error or warning.
+type Problem struct {
+	File      string
+	Line, Col int
+	// Path is the key path, such as "sites[0].routes[2].static.root".
+	Path    string
+	Msg     string
+	Warning bool
+}
+
+func (p Problem) String() string {
+	var b strings.Builder
+	b.WriteString(p.File)
+	if p.Line > 0 {
+		fmt.Fprintf(&b, ":%d:%d", p.Line, max(p.Col, 1))
+	}
+	b.WriteString(": ")
+	if p.Warning {
+		b.WriteString("warning: ")
+	}
+	if p.Path != "" {
+		b.WriteString(p.Path)
+		b.WriteString(": ")
+	}
+	b.WriteString(p.Msg)
+	return b.String()
+}
+
+// Problems is a list of configuration problems; as an error it prints one
+// per line.
+type Problems []Problem
+
+func (ps Problems) Error() string {
+	lines := make([]string, len(ps))
+	for i, p := range ps {
+		lines[i] = p.String()
+	}
+	return strings.Join(lines, "\n")
+}
+
+func (ps Problems) sort() {
+	sort.SliceStable(ps, func(i, j int) bool {
+		if ps[i].Line != ps[j].Line {
+			return ps[i].Line < ps[j].Line
+		}
+		return ps[i].Col < ps[j].Col
+	})
+}
+
+// Load reads, decodes, defaults and validates the file at path. On failure
+// the error is a Problems listing every problem found. Warnings of a valid
+// configuration are in Config.Warnings.
+func Load(path string) (*Config, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		if errors.Is(err, fs.ErrNotExist) {
+			return nil, Problems{{File: path, Msg: "configuration file not found"}}
+		}
+		return nil, Problems{{File: path, Msg: err.Error()}}
+	}
+	return Parse(path, data)
+}
+
+// Parse decodes data as the configuration file named file. Relative paths in
+// the configuration are resolved against file's directory.
+func Parse(file string, data []byte) (*Config, error) {
+	var root yaml.Node
+	if err := yaml.Unmarshal(data, &root); err != nil {
+		return nil, Problems{syntaxProblem(file, err)}
+	}
+	c := &Config{File: file}
+	d := &decoder{file: file, pos: map[string]Pos{}}
+	if root.Kind != 0 {
+		d.decode(&root, reflectValue(c), "")
+	}
+	c.pos = d.pos
+	// Validate even after decoding problems, so that one run reports
+	// everything; a key that failed to decode is left at its default.
+	c.applyDefaults()
+	v := &validator{c: c}
+	v.validate()
+	errs := d.probs
+	for _, p := range v.probs {
+		if p.Warning {
+			c.Warnings = append(c.Warnings, p)
+		} else {
+			errs = append(errs, p)
+		}
+	}
+	errs.sort()
+	c.Warnings.sort()
+	if len(errs) > 0 {
+		return nil, errs
+	}
+	return c, nil
+}
+
+// syntaxProblem turns a yaml.v3 syntax error ("yaml: line 3: …") into a
+// Problem with a line number.
+func syntaxProblem(file string, err error) Problem {
+	msg := strings.TrimPrefix(err.Error(), "yaml: ")
+	p := Problem{File: file, Msg: "invalid YAML: " + msg}
+	var line int
+	if n, _ := fmt.Sscanf(msg, "line %d:", &line); n == 1 {
+		p.Line, p.Col = line, 1
+		_, rest, _ := strings.Cut(msg, ":")
+		p.Msg = "invalid YAML:" + rest
+	}
+	return p
+}
+
+// Pos returns where the key path was written, or the nearest enclosing key
+// that was; the zero Pos if none was.
+func (c *Config) Pos(path string) Pos {
+	for {
+		if p, ok := c.pos[path]; ok {
+			return p
+		}
+		i := strings.LastIndexAny(path, ".[")
+		if i < 0 {
+			return Pos{}
+		}
+		path = path[:i]
+	}
+}
+
+// resolve makes a relative path relative to the configuration file.
+func (c *Config) resolve(p string) string {
+	if p == "" || filepath.IsAbs(p) {
+		return p
+	}
+	return filepath.Join(filepath.Dir(c.File), p)
+}
+
+func reflectValue(c *Config) reflect.Value { return reflect.ValueOf(c).Elem() }

@@ -1,0 +1,156 @@
+package config
+
+import (
+	"fmt"
+	"net/url"
+	"regexp"
+	"time"
+)
+
+// Hub is the embedded broadcast hub on a route (protocol v1).
+type Hub struct {
+	// Channels restricts which channel names clients may subscribe to, as
+	// patterns with "*" (matching any run of characters). Default: any.
+	Channels []string `yaml:"channels"`
+	// Origins allowed to connect ("https://dash.example.com"; "*" for any).
+	// Default: the site's own hosts over http and https.
+	Origins []string `yaml:"origins"`
+	// Auth decides who may connect, before the upgrade.
+	Auth HubAuth `yaml:"auth"`
+	// Raw sends bare payloads instead of {"channel","seq","data"}.
+	Raw bool `yaml:"raw"`
+	// PingInterval is how often the server sends ping frames. Default 25s.
+	PingInterval time.Duration `yaml:"ping_interval"`
+	// IdleTimeout closes a connection that sent no frame and no pong for
+	// this long. Default 60s.
+	IdleTimeout time.Duration `yaml:"idle_timeout"`
+	// MaxMessageSize is the largest client message; larger closes with 1009.
+	// Default 64KiB.
+	MaxMessageSize ByteSize `yaml:"max_message_size"`
+	// QueueSize is the number of messages queued per client before the
+	// client is dropped as slow (close 1013). Default 256.
+	QueueSize int `yaml:"queue_size"`
+	// MaxSubscriptions per connection. Default 64.
+	MaxSubscriptions int `yaml:"max_subscriptions"`
+	// PublishRate is how many publish messages per second one client may
+	// send (burst of the same size). Default 10; 0 after setting
+	// allow_publish means the default.
+	PublishRate float64 `yaml:"publish_rate"`
+	// AllowPublish lets clients publish (when their token also allows it).
+	// Default false.
+	AllowPublish bool `yaml:"allow_publish"`
+	// MaxConnectionsPerIP caps hub connections per client address. 0: no cap.
+	MaxConnectionsPerIP int `yaml:"max_connections_per_ip"`
+	// History keeps recent messages per channel for recovery with since.
+	History HubHistory `yaml:"history"`
+	// PresenceSubs lists connected subjects (token sub) per channel in
+	// presence. Default false.
+	PresenceSubs bool `yaml:"presence_subs"`
+}
+
+// HubAuth selects how hub clients are authorised.
+type HubAuth struct {
+	// Mode is none (default), jwt or request.
+	Mode string `yaml:"mode"`
+	// SecretFile holds the HS256 secret (jwt mode).
+	SecretFile string `yaml:"secret_file"`
+	// PublicKeyFile holds a PEM RS256 or ES256 public key (jwt mode).
+	PublicKeyFile string `yaml:"public_key_file"`
+	// URL receives the upgrade's cookies and Authorization (request mode),
+	// as nginx auth_request: 2xx allows, anything else refuses.
+	URL string `yaml:"url"`
+	// ChannelsHeader is a response header of the auth URL listing allowed
+	// channels, comma-separated. Default "X-Edge-Channels".
+	ChannelsHeader string `yaml:"channels_header"`
+	// Timeout of the auth request. Default 5s.
+	Timeout time.Duration `yaml:"timeout"`
+	// QueryParam carrying the token. Default "token".
+	QueryParam string `yaml:"query_param"`
+	// Cookie carrying the token. Default "edge_token".
+	Cookie string `yaml:"cookie"`
+}
+
+// HubHistory bounds the per-channel history.
+type HubHistory struct {
+	// Size is the number of messages kept per channel. Default 100; 0 keeps
+	// none (then since always yields a gap when something was missed).
+	Size *int `yaml:"size"`
+	// TTL drops messages older than this. Default 5m.
+	TTL time.Duration `yaml:"ttl"`
+}
+
+var channelPattern = regexp.MustCompile(`^[A-Za-z0-9_.:*/-]{1,128}$`)
+
+func (v *validator) hub(hp string, h *Hub) {
+	for i, ch := range h.Channels {
+		if !channelPattern.MatchString(ch) {
+			v.errf(fmt.Sprintf("%s.channels[%d]", hp, i), "invalid channel pattern %q (letters, digits, _ . : / - and *)", ch)
+		}
+	}
+	for i, o := range h.Origins {
+		if o == "*" {
+			continue
+		}
+		u, err := url.Parse(o)
+		if err != nil || u.Host == "" || (u.Scheme != "http" && u.Scheme != "https") || (u.Path != "" && u.Path != "/") {
+			v.errf(fmt.Sprintf("%s.origins[%d]", hp, i), "invalid origin %q: want scheme://host[:port] or *", o)
+		}
+	}
+	a := &h.Auth
+	switch a.Mode {
+	case "none":
+	case "jwt":
+		switch {
+		case (a.SecretFile == "") == (a.PublicKeyFile == ""):
+			v.errf(hp+".auth", "jwt needs exactly one of secret_file or public_key_file")
+		case a.SecretFile != "":
+			v.readable(hp+".auth.secret_file", a.SecretFile)
+		default:
+			v.readable(hp+".auth.public_key_file", a.PublicKeyFile)
+		}
+	case "request":
+		if a.URL == "" {
+			v.errf(hp+".auth.url", "request auth needs a url")
+		} else {
+			v.httpURL(hp+".auth.url", a.URL)
+		}
+	default:
+		v.errf(hp+".auth.mode", "%q is not one of none, jwt, request", a.Mode)
+	}
+	if h.MaxMessageSize < 128 {
+		v.errf(hp+".max_message_size", "must be at least 128 bytes")
+	}
+	if h.QueueSize < 1 {
+		v.errf(hp+".queue_size", "must be at least 1")
+	}
+	if h.PingInterval >= h.IdleTimeout {
+		v.errf(hp+".ping_interval", "ping_interval %s must be shorter than idle_timeout %s", h.PingInterval, h.IdleTimeout)
+	}
+	if *h.History.Size < 0 {
+		v.errf(hp+".history.size", "must not be negative")
+	}
+}
+
+func (h *Hub) defaults(c *Config) {
+	setDur(&h.PingInterval, 25*time.Second)
+	setDur(&h.IdleTimeout, 60*time.Second)
+	setSize(&h.MaxMessageSize, 64<<10)
+	if h.QueueSize == 0 {
+		h.QueueSize = 256
+	}
+	if h.MaxSubscriptions == 0 {
+		h.MaxSubscriptions = 64
+	}
+	if h.PublishRate == 0 {
+		h.PublishRate = 10
+	}
+	a := &h.Auth
+	setStr(&a.Mode, "none")
+	a.SecretFile, a.PublicKeyFile = c.resolve(a.SecretFile), c.resolve(a.PublicKeyFile)
+	setStr(&a.ChannelsHeader, "X-Edge-Channels")
+	setDur(&a.Timeout, 5*time.Second)
+	setStr(&a.QueryParam, "token")
+	setStr(&a.Cookie, "edge_token")
+	setInt(&h.History.Size, 100)
+	setDur(&h.History.TTL, 5*time.Minute)
+}

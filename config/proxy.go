@@ -1,0 +1,196 @@
+package config
+
+import (
+	"fmt"
+	"net/url"
+	"os"
+	"strings"
+	"time"
+)
+
+// Proxy forwards requests to a pool of upstream servers, WebSocket and other
+// upgrades included.
+type Proxy struct {
+	// Upstreams are the servers: "http://host:port", "https://host:port" or
+	// "unix:/path.sock", each a URL or a mapping with url, weight, backup,
+	// max_fails and fail_timeout.
+	Upstreams []Upstream `yaml:"upstreams"`
+	// Balance is round_robin (default), least_conn, ip_hash or first.
+	Balance string `yaml:"balance"`
+	// MaxFails failures within FailTimeout mark a server down for
+	// FailTimeout, as nginx. Default 1; 0 turns passive health off.
+	MaxFails *int `yaml:"max_fails"`
+	// FailTimeout is the window and the down time. Default 10s.
+	FailTimeout time.Duration `yaml:"fail_timeout"`
+	// HealthCheck probes servers actively. Default off.
+	HealthCheck *HealthCheck `yaml:"health_check"`
+	// DialTimeout bounds connecting to an upstream; a refused or unreachable
+	// upstream answers 502 within it. Default 5s.
+	DialTimeout time.Duration `yaml:"dial_timeout"`
+	// TLSHandshakeTimeout bounds the TLS handshake to an https upstream.
+	// Default 5s.
+	TLSHandshakeTimeout time.Duration `yaml:"tls_handshake_timeout"`
+	// ResponseHeaderTimeout bounds the wait for the response headers; 504
+	// after it. There is no timeout on bodies. Default 60s.
+	ResponseHeaderTimeout time.Duration `yaml:"response_header_timeout"`
+	// TunnelIdleTimeout closes an upgraded connection (WebSocket) after this
+	// long without traffic either way. Default 1h; "0" means never.
+	TunnelIdleTimeout *time.Duration `yaml:"tunnel_idle_timeout"`
+	// KeepAlive is the number of idle connections kept per upstream server.
+	// Default 32.
+	KeepAlive *int `yaml:"keepalive"`
+	// Host sets the Host header sent upstream. Default: the client's Host.
+	Host string `yaml:"host"`
+	// Forwarded adds an RFC 7239 Forwarded header. Default false.
+	Forwarded bool `yaml:"forwarded"`
+	// TLS configures connections to https upstreams.
+	TLS *UpstreamTLS `yaml:"tls"`
+	// Retries is how many other servers are tried when connecting failed
+	// before anything was sent. Default 1 (for idempotent requests and
+	// upgrades only).
+	Retries *int `yaml:"retries"`
+	// FlushInterval: responses are flushed at once when 0 (SSE, chunked).
+	// Default 0; -1 is not needed.
+	FlushInterval time.Duration `yaml:"flush_interval"`
+}
+
+// Upstream is one server of a proxy pool.
+type Upstream struct {
+	URL string `yaml:"url"`
+	// Weight for round_robin and least_conn. Default 1.
+	Weight int `yaml:"weight"`
+	// Backup servers get traffic only when all others are down.
+	Backup bool `yaml:"backup"`
+}
+
+func (u *Upstream) setScalar(s string) error {
+	if s == "" {
+		return fmt.Errorf("empty upstream")
+	}
+	u.URL = s
+	return nil
+}
+
+// HealthCheck probes each upstream server.
+type HealthCheck struct {
+	// Path requested with GET. Default "/".
+	Path string `yaml:"path"`
+	// Interval between probes. Default 10s.
+	Interval time.Duration `yaml:"interval"`
+	// Timeout of one probe. Default 2s.
+	Timeout time.Duration `yaml:"timeout"`
+	// Status expected; 0 means any 2xx or 3xx. Default 0.
+	Status int `yaml:"status"`
+	// Fails consecutive failed probes mark a server down. Default 1.
+	Fails int `yaml:"fails"`
+	// Passes consecutive good probes bring it back. Default 1.
+	Passes int `yaml:"passes"`
+}
+
+// UpstreamTLS configures TLS towards https upstreams.
+type UpstreamTLS struct {
+	// CA is a PEM file of roots to trust instead of the system's.
+	CA string `yaml:"ca"`
+	// ServerName is the SNI and verified name. Default: the URL's host.
+	ServerName string `yaml:"server_name"`
+	// InsecureSkipVerify turns verification off. Never in production.
+	InsecureSkipVerify bool `yaml:"insecure_skip_verify"`
+}
+
+func (v *validator) proxy(pp string, p *Proxy) {
+	if len(p.Upstreams) == 0 {
+		v.errf(pp+".upstreams", "no upstreams: add at least one URL such as http://127.0.0.1:9000")
+	}
+	for i, u := range p.Upstreams {
+		v.upstream(fmt.Sprintf("%s.upstreams[%d]", pp, i), u)
+	}
+	v.oneOf(pp+".balance", p.Balance, "round_robin", "least_conn", "ip_hash", "first")
+	if *p.MaxFails < 0 {
+		v.errf(pp+".max_fails", "must not be negative")
+	}
+	if *p.KeepAlive < 0 {
+		v.errf(pp+".keepalive", "must not be negative")
+	}
+	if *p.Retries < 0 {
+		v.errf(pp+".retries", "must not be negative")
+	}
+	if hc := p.HealthCheck; hc != nil {
+		if !strings.HasPrefix(hc.Path, "/") {
+			v.errf(pp+".health_check.path", "path %q must start with /", hc.Path)
+		}
+		if hc.Status != 0 && (hc.Status < 100 || hc.Status > 599) {
+			v.errf(pp+".health_check.status", "invalid HTTP status %d", hc.Status)
+		}
+		if hc.Timeout > hc.Interval {
+			v.errf(pp+".health_check.timeout", "timeout %s is longer than interval %s", hc.Timeout, hc.Interval)
+		}
+	}
+	if t := p.TLS; t != nil && t.CA != "" {
+		v.pemCerts(pp+".tls.ca", t.CA)
+	}
+}
+
+func (v *validator) upstream(path string, u Upstream) {
+	if u.Weight < 0 {
+		v.errf(path+".weight", "must not be negative")
+	}
+	if rest, ok := strings.CutPrefix(u.URL, "unix:"); ok {
+		sock := strings.TrimPrefix(rest, "//")
+		if sock == "" || !strings.HasPrefix(sock, "/") {
+			v.errf(path, "unix upstream %q needs an absolute socket path, as unix:/run/app.sock", u.URL)
+		}
+		// The socket may appear after edge starts (the backend starts
+		// later), so a missing file is a warning, not an error.
+		if st, err := os.Stat(sock); err == nil && st.Mode()&os.ModeSocket == 0 {
+			v.errf(path, "%s is not a socket", sock)
+		} else if err != nil && sock != "" {
+			v.warnf(path, "socket %s does not exist yet", sock)
+		}
+		return
+	}
+	pu, err := url.Parse(u.URL)
+	switch {
+	case err != nil:
+		v.errf(path, "invalid URL %q", u.URL)
+	case pu.Scheme != "http" && pu.Scheme != "https":
+		v.errf(path, "unknown scheme %q in %q: want http://, https:// or unix:/path", pu.Scheme, u.URL)
+	case pu.Host == "":
+		v.errf(path, "missing host in %q", u.URL)
+	case pu.Path != "" && pu.Path != "/" || pu.RawQuery != "":
+		v.errf(path, "upstream %q must not have a path or query", u.URL)
+	}
+}
+
+func (p *Proxy) defaults(c *Config) {
+	setStr(&p.Balance, "round_robin")
+	setInt(&p.MaxFails, 1)
+	setDur(&p.FailTimeout, 10*time.Second)
+	setDur(&p.DialTimeout, 5*time.Second)
+	setDur(&p.TLSHandshakeTimeout, 5*time.Second)
+	setDur(&p.ResponseHeaderTimeout, 60*time.Second)
+	if p.TunnelIdleTimeout == nil {
+		d := time.Hour
+		p.TunnelIdleTimeout = &d
+	}
+	setInt(&p.KeepAlive, 32)
+	setInt(&p.Retries, 1)
+	for i := range p.Upstreams {
+		if p.Upstreams[i].Weight == 0 {
+			p.Upstreams[i].Weight = 1
+		}
+	}
+	if hc := p.HealthCheck; hc != nil {
+		setStr(&hc.Path, "/")
+		setDur(&hc.Interval, 10*time.Second)
+		setDur(&hc.Timeout, 2*time.Second)
+		if hc.Fails == 0 {
+			hc.Fails = 1
+		}
+		if hc.Passes == 0 {
+			hc.Passes = 1
+		}
+	}
+	if p.TLS != nil {
+		p.TLS.CA = c.resolve(p.TLS.CA)
+	}
+}

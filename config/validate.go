@@ -1,0 +1,294 @@
+package config
+
+import (
+	"crypto/x509"
+	"fmt"
+	"net"
+	"net/netip"
+	"net/url"
+	"os"
+	"path"
+	"regexp"
+	"strconv"
+	"strings"
+)
+
+// validator collects every problem of a decoded, defaulted Config.
+type validator struct {
+	c     *Config
+	probs Problems
+}
+
+func (v *validator) add(warn bool, path, format string, args ...any) {
+	p := v.c.Pos(path)
+	v.probs = append(v.probs, Problem{
+		File: v.c.File, Line: p.Line, Col: p.Col, Path: path,
+		Msg: fmt.Sprintf(format, args...), Warning: warn,
+	})
+}
+
+func (v *validator) errf(path, format string, args ...any) { v.add(false, path, format, args...) }
+
+func (v *validator) warnf(path, format string, args ...any) { v.add(true, path, format, args...) }
+
+func (v *validator) validate() {
+	c := v.c
+	v.addr("listen.http", c.Listen.HTTP)
+	v.addr("listen.https", c.Listen.HTTPS)
+	v.addr("admin", c.Admin)
+	if c.Listen.HTTP == "" && c.Listen.HTTPS == "" {
+		v.errf("listen", "no listener: set listen.http or listen.https")
+	}
+	if c.AdminKeyFile != "" {
+		v.readable("admin_key_file", c.AdminKeyFile)
+	}
+	v.oneOf("log.level", c.Log.Level, "debug", "info", "warn", "error")
+	v.oneOf("log.format", c.Log.Format, "text", "json")
+	for i, cidr := range c.Server.TrustedProxies {
+		v.cidr(fmt.Sprintf("server.trusted_proxies[%d]", i), cidr)
+	}
+	if c.Server.MaxConnections < 0 {
+		v.errf("server.max_connections", "must not be negative")
+	}
+	if c.Server.MaxConnectionsPerIP < 0 {
+		v.errf("server.max_connections_per_ip", "must not be negative")
+	}
+	v.tls()
+	if c.Redis != nil {
+		v.redis()
+	}
+	if len(c.Sites) == 0 {
+		v.errf("sites", "no sites: add at least one site with a route")
+	}
+	v.sites()
+}
+
+func (v *validator) addr(path, a string) {
+	if a == "" {
+		return
+	}
+	host, port, err := net.SplitHostPort(a)
+	if err != nil {
+		v.errf(path, "invalid address %q: want host:port or :port", a)
+		return
+	}
+	if n, err := strconv.Atoi(port); err != nil || n < 0 || n > 65535 {
+		v.errf(path, "invalid port %q", port)
+	}
+	if host != "" && host != "localhost" {
+		if _, err := netip.ParseAddr(host); err != nil {
+			v.errf(path, "listen host %q must be an IP address or localhost", host)
+		}
+	}
+}
+
+func (v *validator) oneOf(path, val string, allowed ...string) {
+	for _, a := range allowed {
+		if val == a {
+			return
+		}
+	}
+	v.errf(path, "%q is not one of %s", val, strings.Join(allowed, ", "))
+}
+
+func (v *validator) cidr(path, s string) {
+	if _, err := netip.ParsePrefix(s); err == nil {
+		return
+	}
+	if _, err := netip.ParseAddr(s); err == nil {
+		return
+	}
+	v.errf(path, "invalid CIDR %q", s)
+}
+
+func (v *validator) readable(path, file string) {
+	f, err := os.Open(file)
+	if err != nil {
+		v.errf(path, "cannot read %s: %v", file, unwrapPathErr(err))
+		return
+	}
+	f.Close()
+}
+
+func (v *validator) dir(path, dir string) {
+	st, err := os.Stat(dir)
+	switch {
+	case err != nil:
+		v.errf(path, "directory %s: %v", dir, unwrapPathErr(err))
+	case !st.IsDir():
+		v.errf(path, "%s is not a directory", dir)
+	}
+}
+
+func unwrapPathErr(err error) error {
+	if pe, ok := err.(*os.PathError); ok {
+		return pe.Err
+	}
+	return err
+}
+
+func (v *validator) hasPublicHosts() bool {
+	for _, s := range v.c.Sites {
+		if s.TLS != nil {
+			continue
+		}
+		for _, h := range s.Hosts {
+			if isPublicName(h) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// isPublicName reports whether a public ACME CA could issue for h: not an
+// IP address, not localhost, and with a dot and a public-looking suffix.
+func isPublicName(h string) bool {
+	h = strings.ToLower(strings.TrimPrefix(h, "*."))
+	if _, err := netip.ParseAddr(h); err == nil {
+		return false
+	}
+	if !strings.Contains(h, ".") || h == "localhost" {
+		return false
+	}
+	for _, suf := range []string{".localhost", ".local", ".internal", ".test", ".example", ".invalid", ".lan", ".home.arpa"} {
+		if strings.HasSuffix(h, suf) {
+			return false
+		}
+	}
+	return true
+}
+
+func (v *validator) pemCerts(path, file string) {
+	data, err := os.ReadFile(file)
+	if err != nil {
+		v.errf(path, "cannot read %s: %v", file, unwrapPathErr(err))
+		return
+	}
+	if !x509.NewCertPool().AppendCertsFromPEM(data) {
+		v.errf(path, "%s holds no PEM certificate", file)
+	}
+}
+
+func (v *validator) redis() {
+	r := v.c.Redis
+	u, err := url.Parse(r.URL)
+	switch {
+	case r.URL == "":
+		v.errf("redis.url", "missing: redis://host:6379/0, rediss://… or unix:///path.sock")
+	case err != nil:
+		v.errf("redis.url", "invalid URL: %v", err)
+	case u.Scheme != "redis" && u.Scheme != "rediss" && u.Scheme != "unix":
+		v.errf("redis.url", "unknown scheme %q: want redis, rediss or unix", u.Scheme)
+	case u.Scheme != "unix" && u.Host == "":
+		v.errf("redis.url", "missing host in %q", r.URL)
+	case u.Scheme == "unix" && u.Path == "":
+		v.errf("redis.url", "missing socket path in %q", r.URL)
+	}
+	if u != nil && u.Scheme != "unix" && strings.Trim(u.Path, "/") != "" {
+		if _, err := strconv.Atoi(strings.Trim(u.Path, "/")); err != nil {
+			v.errf("redis.url", "database %q is not a number", strings.Trim(u.Path, "/"))
+		}
+	}
+}
+
+var hostLabel = regexp.MustCompile(`^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$`)
+
+func (v *validator) hostName(path, h string) {
+	name := strings.ToLower(h)
+	if _, err := netip.ParseAddr(name); err == nil {
+		return
+	}
+	name = strings.TrimPrefix(name, "*.")
+	if name == "" || len(name) > 253 || strings.Contains(name, "*") {
+		v.errf(path, "invalid host name %q (wildcards only as a leading \"*.\")", h)
+		return
+	}
+	for _, label := range strings.Split(name, ".") {
+		if !hostLabel.MatchString(label) && label != "_acme-challenge" {
+			v.errf(path, "invalid host name %q", h)
+			return
+		}
+	}
+}
+
+func (v *validator) sites() {
+	hosts := map[string]string{}
+	defaultSite := ""
+	for i, s := range v.c.Sites {
+		sp := fmt.Sprintf("sites[%d]", i)
+		if len(s.Hosts) == 0 {
+			if defaultSite != "" {
+				v.errf(sp+".hosts", "a second default site (no hosts); the first is %s", defaultSite)
+			}
+			defaultSite = sp
+		}
+		for j, h := range s.Hosts {
+			hp := fmt.Sprintf("%s.hosts[%d]", sp, j)
+			v.hostName(hp, h)
+			key := strings.ToLower(h)
+			if prev, dup := hosts[key]; dup {
+				v.errf(hp, "host %q is also in %s", h, prev)
+			}
+			hosts[key] = hp
+		}
+		if s.TLS != nil {
+			v.siteCert(sp+".tls", s.TLS)
+		}
+		if s.AccessLog != nil {
+			v.oneOf(sp+".access_log.format", s.AccessLog.Format, "combined", "json")
+		}
+		if s.HSTS != nil && s.HSTS.MaxAge < 0 {
+			v.errf(sp+".hsts.max_age", "must not be negative")
+		}
+		if len(s.Routes) == 0 {
+			v.errf(sp+".routes", "a site needs at least one route")
+		}
+		paths := map[string]string{}
+		for j := range s.Routes {
+			rp := fmt.Sprintf("%s.routes[%d]", sp, j)
+			r := &s.Routes[j]
+			if prev, dup := paths[r.Path]; dup {
+				v.errf(rp+".path", "path %q is also %s", r.Path, prev)
+			}
+			paths[r.Path] = rp
+			v.route(rp, r, s)
+		}
+	}
+}
+
+func (v *validator) route(rp string, r *Route, s Site) {
+	if !strings.HasPrefix(r.Path, "/") {
+		v.errf(rp+".path", "path %q must start with /", r.Path)
+	} else if path.Clean(r.Path) != strings.TrimSuffix(r.Path, "/") && r.Path != "/" {
+		v.errf(rp+".path", "path %q is not clean (no //, . or .. segments)", r.Path)
+	}
+	n := 0
+	for _, set := range []bool{r.Static != nil, r.Proxy != nil, r.Hub != nil} {
+		if set {
+			n++
+		}
+	}
+	if n != 1 {
+		v.errf(rp, "a route needs exactly one handler of static, proxy or hub (found %d)", n)
+	}
+	if r.MaxBodySize != nil && *r.MaxBodySize < 0 {
+		v.errf(rp+".max_body_size", "must not be negative")
+	}
+	if r.Static != nil {
+		v.static(rp+".static", r.Static, s)
+	}
+	if r.Proxy != nil {
+		v.proxy(rp+".proxy", r.Proxy)
+	}
+	if r.Hub != nil {
+		v.hub(rp+".hub", r.Hub)
+	}
+}
+
+func (v *validator) httpURL(path, s string) {
+	u, err := url.Parse(s)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		v.errf(path, "invalid URL %q: want http:// or https://", s)
+	}
+}

@@ -1,0 +1,232 @@
+// Package server owns edge's listeners and request routing: Host → site →
+// longest path prefix → route handler, with the request limits every route
+// shares, atomic handler swaps on reload and graceful shutdown.
+package server
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"path"
+	"sort"
+	"strings"
+
+	"edge/config"
+)
+
+// Builder makes the handler of one route. It is supplied by cmd/edge, which
+// knows the handler packages; server knows none of them.
+type Builder func(site *config.Site, route *config.Route) (http.Handler, error)
+
+// Router picks a site by Host and a route by longest path prefix. It is
+// immutable after NewRouter and safe for concurrent use; a reload builds a
+// new Router and swaps it in.
+type Router struct {
+	exact     map[string]*site // lower-case host -> site
+	wildcards []wildcard       // longest suffix first
+	fallback  *site            // the site without hosts, or nil
+}
+
+type wildcard struct {
+	suffix string // ".example.com"
+	site   *site
+}
+
+type site struct {
+	routes []*route // longest path first
+}
+
+type route struct {
+	path    string
+	handler http.Handler
+	maxBody int64 // 0: unlimited
+}
+
+// NewRouter builds the routing table of cfg, calling build for each route.
+func NewRouter(cfg *config.Config, build Builder) (*Router, error) {
+	rt := &Router{exact: map[string]*site{}}
+	for i := range cfg.Sites {
+		cs := &cfg.Sites[i]
+		s := &site{}
+		for j := range cs.Routes {
+			cr := &cs.Routes[j]
+			h, err := build(cs, cr)
+			if err != nil {
+				return nil, fmt.Errorf("sites[%d].routes[%d] (%s): %w", i, j, cr.Path, err)
+			}
+			r := &route{path: cr.Path, handler: h}
+			if cr.MaxBodySize != nil {
+				r.maxBody = int64(*cr.MaxBodySize)
+			}
+			s.routes = append(s.routes, r)
+		}
+		sort.SliceStable(s.routes, func(a, b int) bool { return len(s.routes[a].path) > len(s.routes[b].path) })
+		if len(cs.Hosts) == 0 {
+			rt.fallback = s
+		}
+		for _, h := range cs.Hosts {
+			h = strings.ToLower(strings.TrimSuffix(h, "."))
+			if suffix, ok := strings.CutPrefix(h, "*"); ok {
+				rt.wildcards = append(rt.wildcards, wildcard{suffix: suffix, site: s})
+			} else {
+				rt.exact[h] = s
+			}
+		}
+	}
+	sort.SliceStable(rt.wildcards, func(a, b int) bool { return len(rt.wildcards[a].suffix) > len(rt.wildcards[b].suffix) })
+	return rt, nil
+}
+
+// hostOnly strips the port and a trailing dot from a Host header value and
+// lower-cases it.
+func hostOnly(hostport string) string {
+	h := hostport
+	if host, _, err := net.SplitHostPort(hostport); err == nil {
+		h = host
+	} else if strings.HasPrefix(h, "[") && strings.HasSuffix(h, "]") {
+		h = h[1 : len(h)-1]
+	}
+	return strings.ToLower(strings.TrimSuffix(h, "."))
+}
+
+// site returns the site for a Host header value: exact name, then the
+// longest matching wildcard ("*.example.com" matches one or more labels
+// before example.com, not example.com itself), then the default site.
+func (rt *Router) site(hostport string) *site {
+	h := hostOnly(hostport)
+	if s, ok := rt.exact[h]; ok {
+		return s
+	}
+	for _, w := range rt.wildcards {
+		if strings.HasSuffix(h, w.suffix) && len(h) > len(w.suffix) {
+			return w.site
+		}
+	}
+	return rt.fallback
+}
+
+// match returns the route for a clean path. A route path ending in "/"
+// matches everything below it; one without matches itself and what lies
+// below it as a path segment ("/api" matches "/api" and "/api/x", not
+// "/apix").
+func (s *site) match(p string) *route {
+	for _, r := range s.routes {
+		if !strings.HasPrefix(p, r.path) {
+			continue
+		}
+		if len(p) == len(r.path) || strings.HasSuffix(r.path, "/") || p[len(r.path)] == '/' {
+			return r
+		}
+	}
+	return nil
+}
+
+// redirectTarget reports whether p is a route path without its trailing
+// slash ("/static" for "/static/"), which nginx answers with a 301.
+func (s *site) redirectTarget(p string) bool {
+	if strings.HasSuffix(p, "/") {
+		return false
+	}
+	for _, r := range s.routes {
+		if r.path == p+"/" {
+			return true
+		}
+	}
+	return false
+}
+
+// ServeHTTP routes the request, enforcing the path and body rules every
+// route shares.
+func (rt *Router) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	s := rt.site(r.Host)
+	if s == nil {
+		Error(w, http.StatusNotFound)
+		return
+	}
+	p, ok := cleanPath(r.URL.Path)
+	if !ok {
+		Error(w, http.StatusBadRequest)
+		return
+	}
+	if p != r.URL.Path {
+		// Route and serve the normalised path, as nginx does, so that
+		// "/static/../admin" is handled by the route for "/admin".
+		u := *r.URL
+		u.Path, u.RawPath = p, ""
+		r2 := *r
+		r2.URL = &u
+		r = &r2
+	}
+	rtt := s.match(p)
+	if (rtt == nil || rtt.path != p) && s.redirectTarget(p) {
+		target := p + "/"
+		if r.URL.RawQuery != "" {
+			target += "?" + r.URL.RawQuery
+		}
+		http.Redirect(w, r, target, http.StatusMovedPermanently)
+		return
+	}
+	if rtt == nil {
+		Error(w, http.StatusNotFound)
+		return
+	}
+	if rtt.maxBody > 0 && r.Body != nil && r.Body != http.NoBody {
+		if r.ContentLength > rtt.maxBody {
+			// Say no before reading anything (nginx client_max_body_size).
+			w.Header().Set("Connection", "close")
+			Error(w, http.StatusRequestEntityTooLarge)
+			return
+		}
+		r.Body = http.MaxBytesReader(w, r.Body, rtt.maxBody)
+	}
+	rtt.handler.ServeHTTP(w, r)
+}
+
+// cleanPath normalises a decoded URL path: it resolves "." and ".."
+// segments and merges slashes, keeping a trailing slash. It refuses paths
+// that do not start with "/", that climb above the root, or that hold a NUL
+// or backslash-dot-dot trick.
+func cleanPath(p string) (string, bool) {
+	if p == "" {
+		return "/", true
+	}
+	if p[0] != '/' || strings.IndexByte(p, 0) >= 0 {
+		return "", false
+	}
+	depth := 0
+	for _, seg := range strings.Split(p, "/") {
+		switch seg {
+		case "", ".":
+		case "..":
+			depth--
+			if depth < 0 {
+				return "", false
+			}
+		default:
+			depth++
+		}
+	}
+	c := path.Clean(p)
+	if strings.HasSuffix(p, "/") && c != "/" {
+		c += "/"
+	}
+	return c, true
+}
+
+// IsBodyTooLarge reports whether err came from a body over the route's
+// max_body_size, for handlers that read the body and must answer 413.
+func IsBodyTooLarge(err error) bool {
+	var mb *http.MaxBytesError
+	return errors.As(err, &mb)
+}
+
+// Error writes a small plain-text error page that leaks nothing.
+func Error(w http.ResponseWriter, code int) {
+	h := w.Header()
+	h.Del("Content-Length")
+	h.Set("Content-Type", "text/plain; charset=utf-8")
+	h.Set("X-Content-Type-Options", "nosniff")
+	w.WriteHeader(code)
+	fmt.Fprintf(w, "%d %s\n", code, http.StatusText(code))
+}

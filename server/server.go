@@ -1,0 +1,229 @@
+package server
+
+import (
+	"context"
+	cryptotls "crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// Listener describes one listening socket and what it serves.
+type Listener struct {
+	// Name identifies the listener across reloads: "http", "https", "admin".
+	Name string
+	// Addr is host:port; ":0" picks a free port (tests).
+	Addr string
+	// TLS, when non-nil, makes this an HTTPS listener (h2 and http/1.1).
+	TLS *cryptotls.Config
+	// Handler serves every request on this listener.
+	Handler http.Handler
+}
+
+// Options are the limits of every http.Server edge runs.
+type Options struct {
+	// ReadHeaderTimeout bounds reading request headers (slowloris).
+	ReadHeaderTimeout time.Duration
+	// IdleTimeout closes idle keep-alive connections.
+	IdleTimeout time.Duration
+	// MaxHeaderBytes bounds the request line and headers.
+	MaxHeaderBytes int
+	// MaxConns caps open connections per listener; 0 means unlimited.
+	MaxConns int
+	// MaxConnsPerIP caps open connections per client IP; 0 means unlimited.
+	MaxConnsPerIP int
+}
+
+// Server runs a set of named listeners. Apply binds, swaps and retires them;
+// Shutdown drains them. Its serving goroutines are owned by the Server and
+// end in Shutdown. Safe for concurrent use.
+type Server struct {
+	log *slog.Logger
+
+	// hijackCtx is the base context of every request. It is cancelled after
+	// the shutdown drain, which ends hijacked connections (proxied
+	// WebSockets) that http.Server.Shutdown does not track.
+	hijackCtx    context.Context
+	cancelHijack context.CancelFunc
+
+	mu     sync.Mutex
+	active map[string]*listener // guarded by mu
+	wg     sync.WaitGroup       // serving goroutines
+}
+
+type listener struct {
+	spec    Listener
+	ln      net.Listener
+	srv     *http.Server
+	handler atomic.Pointer[http.Handler]
+	tls     atomic.Pointer[cryptotls.Config]
+}
+
+// New returns a Server with no listeners.
+func New(log *slog.Logger) *Server {
+	ctx, cancel := context.WithCancel(context.Background())
+	return &Server{log: log, hijackCtx: ctx, cancelHijack: cancel, active: map[string]*listener{}}
+}
+
+// Apply makes the running listeners match specs. New addresses are bound
+// first: if any bind fails, nothing changes and the error is returned, so a
+// reload that names a taken port keeps the old configuration serving.
+// Listeners whose name and address are unchanged keep their socket and get
+// the new handler and TLS settings atomically; in-flight requests and
+// connections continue. Listeners no longer wanted are drained in the
+// background with a deadline of drain.
+func (s *Server) Apply(specs []Listener, opts Options, drain time.Duration) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	keep := map[string]*listener{}
+	var fresh []*listener
+	for _, sp := range specs {
+		if old, ok := s.active[sp.Name]; ok && old.spec.Addr == sp.Addr && (old.spec.TLS == nil) == (sp.TLS == nil) {
+			keep[sp.Name] = old
+			continue
+		}
+		l, err := s.bind(sp, opts)
+		if err != nil {
+			for _, f := range fresh {
+				f.ln.Close()
+			}
+			return err
+		}
+		fresh = append(fresh, l)
+	}
+	// Everything is bound: from here on nothing fails.
+	for _, sp := range specs {
+		if l, ok := keep[sp.Name]; ok {
+			l.spec.Handler, l.spec.TLS = sp.Handler, sp.TLS
+			l.handler.Store(&sp.Handler)
+			if sp.TLS != nil {
+				l.tls.Store(sp.TLS)
+			}
+		}
+	}
+	for name, old := range s.active {
+		if keep[name] == nil {
+			s.log.Info("listener retired", "listener", name, "addr", old.ln.Addr().String())
+			go func() {
+				ctx, cancel := context.WithTimeout(context.Background(), drain)
+				defer cancel()
+				old.srv.Shutdown(ctx)
+			}()
+			delete(s.active, name)
+		}
+	}
+	for _, l := range fresh {
+		if prev := s.active[l.spec.Name]; prev != nil {
+			// Same name, new address: retire the old socket.
+			go func() {
+				ctx, cancel := context.WithTimeout(context.Background(), drain)
+				defer cancel()
+				prev.srv.Shutdown(ctx)
+			}()
+		}
+		s.active[l.spec.Name] = l
+		s.serve(l)
+	}
+	return nil
+}
+
+func (s *Server) bind(sp Listener, opts Options) (*listener, error) {
+	ln, err := net.Listen("tcp", sp.Addr)
+	if err != nil {
+		return nil, fmt.Errorf("listen %s on %s: %w", sp.Name, sp.Addr, err)
+	}
+	ln = limitListener(ln, opts.MaxConns, opts.MaxConnsPerIP)
+	l := &listener{spec: sp, ln: ln}
+	l.handler.Store(&sp.Handler)
+	l.srv = &http.Server{
+		Handler:           http.HandlerFunc(l.serveHTTP),
+		ReadHeaderTimeout: opts.ReadHeaderTimeout,
+		IdleTimeout:       opts.IdleTimeout,
+		MaxHeaderBytes:    opts.MaxHeaderBytes,
+		// No ReadTimeout or WriteTimeout: they would cut downloads, SSE
+		// and uploads; slow clients are bounded by ReadHeaderTimeout and
+		// per-handler deadlines instead.
+		ErrorLog:    slog.NewLogLogger(s.log.With("listener", sp.Name).Handler(), slog.LevelDebug),
+		BaseContext: func(net.Listener) context.Context { return s.hijackCtx },
+	}
+	if sp.TLS != nil {
+		l.tls.Store(sp.TLS)
+		base := sp.TLS.Clone()
+		// Handshakes read the current TLS settings, so a reload can change
+		// them without rebinding.
+		base.GetConfigForClient = func(hello *cryptotls.ClientHelloInfo) (*cryptotls.Config, error) {
+			cur := l.tls.Load()
+			if cur.GetConfigForClient != nil {
+				return cur.GetConfigForClient(hello)
+			}
+			return cur, nil
+		}
+		l.srv.TLSConfig = base
+	}
+	return l, nil
+}
+
+func (l *listener) serveHTTP(w http.ResponseWriter, r *http.Request) {
+	(*l.handler.Load()).ServeHTTP(w, r)
+}
+
+func (s *Server) serve(l *listener) {
+	s.log.Info("listening", "listener", l.spec.Name, "addr", l.ln.Addr().String(), "tls", l.spec.TLS != nil)
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		var err error
+		if l.spec.TLS != nil {
+			err = l.srv.ServeTLS(l.ln, "", "")
+		} else {
+			err = l.srv.Serve(l.ln)
+		}
+		if err != nil && !errors.Is(err, http.ErrServerClosed) {
+			s.log.Error("listener stopped", "listener", l.spec.Name, "err", err)
+		}
+	}()
+}
+
+// Addr returns the bound address of the named listener, or nil.
+func (s *Server) Addr(name string) net.Addr {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if l, ok := s.active[name]; ok {
+		return l.ln.Addr()
+	}
+	return nil
+}
+
+// Shutdown stops accepting, waits for in-flight requests until ctx is done,
+// then closes what is left, hijacked connections included.
+func (s *Server) Shutdown(ctx context.Context) error {
+	s.mu.Lock()
+	ls := make([]*listener, 0, len(s.active))
+	for _, l := range s.active {
+		ls = append(ls, l)
+	}
+	s.active = map[string]*listener{}
+	s.mu.Unlock()
+
+	var wg sync.WaitGroup
+	errs := make([]error, len(ls))
+	for i, l := range ls {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := l.srv.Shutdown(ctx); err != nil {
+				l.srv.Close()
+				errs[i] = fmt.Errorf("%s: %w", l.spec.Name, err)
+			}
+		}()
+	}
+	wg.Wait()
+	s.cancelHijack()
+	s.wg.Wait()
+	return errors.Join(errs...)
+}

@@ -1,6 +1,7 @@
 package server
 
 import (
+	"io"
 	"net"
 	"net/netip"
 	"sync"
@@ -98,3 +99,7 @@ func (c *limitedConn) Close() error {
 	c.once.Do(func() { c.l.release(c.ip) })
 	return err
 }
+
+// ReadFrom keeps sendfile(2) for static files: without it the wrapper
+// would hide the TCP connection's ReaderFrom.
+func (c *limitedConn) ReadFrom(r io.Reader) (int64, error) { return io.Copy(c.Conn, r) }

@@ -164,6 +164,17 @@ func (s *Server) bind(sp Listener, opts Options) (*listener, error) {
 			return cur, nil
 		}
 		l.srv.TLSConfig = base
+		l.srv.HTTP2 = &http.HTTP2Config{
+			// Browsers open up to 100 streams; 250 leaves headroom for
+			// pages with many assets while bounding per-connection work.
+			MaxConcurrentStreams: 250,
+			// Probe silent h2 connections so dead peers are noticed.
+			SendPingTimeout: 60 * time.Second,
+			PingTimeout:     15 * time.Second,
+		}
+		// RFC 8441 (WebSockets over HTTP/2) stays off: gorilla/websocket
+		// cannot serve it, and browsers would then fail the upgrade. Go
+		// enables it only with GODEBUG=http2xconnect=1; never set that.
 	}
 	return l, nil
 }

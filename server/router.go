@@ -40,11 +40,13 @@ type site struct {
 type route struct {
 	path    string
 	handler http.Handler
-	maxBody int64 // 0: unlimited
+	maxBody int64     // 0: unlimited
+	obs     *observer // metrics and access log; nil without Metrics
 }
 
 // NewRouter builds the routing table of cfg, calling build for each route.
-func NewRouter(cfg *config.Config, build Builder) (*Router, error) {
+// m, when non-nil, counts requests and writes access logs.
+func NewRouter(cfg *config.Config, build Builder, m *Metrics) (*Router, error) {
 	rt := &Router{exact: map[string]*site{}}
 	for i := range cfg.Sites {
 		cs := &cfg.Sites[i]
@@ -55,7 +57,12 @@ func NewRouter(cfg *config.Config, build Builder) (*Router, error) {
 			if err != nil {
 				return nil, fmt.Errorf("sites[%d].routes[%d] (%s): %w", i, j, cr.Path, err)
 			}
-			r := &route{path: cr.Path, handler: h}
+			r := &route{path: cr.Path, handler: withHeaders(h, cr.Headers)}
+			if m != nil {
+				if r.obs, err = m.observer(cs, cr.Path); err != nil {
+					return nil, err
+				}
+			}
 			if cr.MaxBodySize != nil {
 				r.maxBody = int64(*cr.MaxBodySize)
 			}
@@ -179,6 +186,10 @@ func (rt *Router) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		r.Body = http.MaxBytesReader(w, r.Body, rtt.maxBody)
+	}
+	if rtt.obs != nil {
+		rtt.obs.serve(rtt.handler, w, r)
+		return
 	}
 	rtt.handler.ServeHTTP(w, r)
 }

@@ -1,0 +1,247 @@
+package server
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+func quietLog() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
+
+func text(s string) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, s) })
+}
+
+func get(t *testing.T, c *http.Client, url string) string {
+	t.Helper()
+	resp, err := c.Get(url)
+	if err != nil {
+		t.Fatalf("GET %s: %v", url, err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return string(b)
+}
+
+func TestApplyKeepsSocketAndSwapsHandler(t *testing.T) {
+	s := New(quietLog())
+	defer s.Shutdown(context.Background())
+	if err := s.Apply([]Listener{{Name: "http", Addr: "127.0.0.1:0", Handler: text("one")}}, Options{}, time.Second); err != nil {
+		t.Fatal(err)
+	}
+	addr := s.Addr("http").String()
+	// A keep-alive connection opened before the swap sees the new handler
+	// on its next request: the socket and connection are kept.
+	c := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 1}}
+	var conns atomic.Int32
+	c.Transport.(*http.Transport).DialContext = func(ctx context.Context, n, a string) (net.Conn, error) {
+		conns.Add(1)
+		return (&net.Dialer{}).DialContext(ctx, n, a)
+	}
+	if got := get(t, c, "http://"+addr+"/"); got != "one" {
+		t.Fatalf("before: %q", got)
+	}
+	if err := s.Apply([]Listener{{Name: "http", Addr: "127.0.0.1:0", Handler: text("two")}}, Options{}, time.Second); err != nil {
+		t.Fatal(err)
+	}
+	// ":0" differs from the bound address only in spelling: the spec is
+	// the same, so the socket is kept.
+	if got := s.Addr("http").String(); got != addr {
+		t.Fatalf("address changed from %s to %s", addr, got)
+	}
+	if got := get(t, c, "http://"+addr+"/"); got != "two" {
+		t.Fatalf("after: %q", got)
+	}
+	if n := conns.Load(); n != 1 {
+		t.Errorf("client dialed %d times, want 1 (connection kept across the swap)", n)
+	}
+}
+
+func TestApplyPortTakenKeepsOld(t *testing.T) {
+	taken, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer taken.Close()
+	s := New(quietLog())
+	defer s.Shutdown(context.Background())
+	if err := s.Apply([]Listener{{Name: "http", Addr: "127.0.0.1:0", Handler: text("old")}}, Options{}, time.Second); err != nil {
+		t.Fatal(err)
+	}
+	addr := s.Addr("http").String()
+	err = s.Apply([]Listener{
+		{Name: "http", Addr: "127.0.0.1:0", Handler: text("new")},
+		{Name: "admin", Addr: taken.Addr().String(), Handler: text("admin")},
+	}, Options{}, time.Second)
+	if err == nil || !strings.Contains(err.Error(), "address already in use") {
+		t.Fatalf("Apply with a taken port: err = %v, want address already in use", err)
+	}
+	if got := get(t, http.DefaultClient, "http://"+addr+"/"); got != "old" {
+		t.Errorf("after a failed Apply the listener serves %q, want the old handler", got)
+	}
+	if s.Addr("admin") != nil {
+		t.Error("the failed listener is registered")
+	}
+}
+
+func TestApplyMovesListener(t *testing.T) {
+	s := New(quietLog())
+	defer s.Shutdown(context.Background())
+	if err := s.Apply([]Listener{{Name: "http", Addr: "127.0.0.1:0", Handler: text("a")}}, Options{}, time.Second); err != nil {
+		t.Fatal(err)
+	}
+	old := s.Addr("http").String()
+	free, _ := net.Listen("tcp", "127.0.0.1:0")
+	newAddr := free.Addr().String()
+	free.Close()
+	if err := s.Apply([]Listener{{Name: "http", Addr: newAddr, Handler: text("b")}}, Options{}, time.Second); err != nil {
+		t.Fatal(err)
+	}
+	if got := get(t, http.DefaultClient, "http://"+newAddr+"/"); got != "b" {
+		t.Errorf("new address serves %q", got)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		c, err := net.Dial("tcp", old)
+		if err != nil {
+			break
+		}
+		c.Close()
+		if time.Now().After(deadline) {
+			t.Fatal("old address still accepts connections")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func TestShutdownDrainsInFlight(t *testing.T) {
+	s := New(quietLog())
+	started := make(chan struct{})
+	release := make(chan struct{})
+	slow := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		close(started)
+		<-release
+		io.WriteString(w, "finished")
+	})
+	if err := s.Apply([]Listener{{Name: "http", Addr: "127.0.0.1:0", Handler: slow}}, Options{}, time.Second); err != nil {
+		t.Fatal(err)
+	}
+	addr := s.Addr("http").String()
+	result := make(chan string, 1)
+	go func() {
+		resp, err := http.Get("http://" + addr + "/")
+		if err != nil {
+			result <- err.Error()
+			return
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		result <- string(b)
+	}()
+	<-started
+	done := make(chan error, 1)
+	go func() { done <- s.Shutdown(context.Background()) }()
+	// New connections are refused while the in-flight request finishes.
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		c, err := net.DialTimeout("tcp", addr, time.Second)
+		if err != nil {
+			break
+		}
+		c.Close()
+		if time.Now().After(deadline) {
+			t.Fatal("still accepting after Shutdown began")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	close(release)
+	if got := <-result; got != "finished" {
+		t.Errorf("in-flight request got %q, want it to finish", got)
+	}
+	if err := <-done; err != nil {
+		t.Errorf("Shutdown: %v", err)
+	}
+}
+
+func TestShutdownTimeoutCloses(t *testing.T) {
+	s := New(quietLog())
+	started := make(chan struct{})
+	stuck := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		close(started)
+		<-r.Context().Done()
+	})
+	if err := s.Apply([]Listener{{Name: "http", Addr: "127.0.0.1:0", Handler: stuck}}, Options{}, time.Second); err != nil {
+		t.Fatal(err)
+	}
+	go http.Get("http://" + s.Addr("http").String() + "/")
+	<-started
+	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+	defer cancel()
+	start := time.Now()
+	err := s.Shutdown(ctx)
+	if err == nil {
+		t.Error("Shutdown with a stuck request returned nil, want the deadline error")
+	}
+	if d := time.Since(start); d > 3*time.Second {
+		t.Errorf("Shutdown took %v, want about the 200ms deadline", d)
+	}
+}
+
+func TestPerIPLimit(t *testing.T) {
+	s := New(quietLog())
+	defer s.Shutdown(context.Background())
+	if err := s.Apply([]Listener{{Name: "http", Addr: "127.0.0.1:0", Handler: text("ok")}}, Options{MaxConnsPerIP: 2}, time.Second); err != nil {
+		t.Fatal(err)
+	}
+	addr := s.Addr("http").String()
+	var held []net.Conn
+	defer func() {
+		for _, c := range held {
+			c.Close()
+		}
+	}()
+	for i := 0; i < 2; i++ {
+		c, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		fmt.Fprintf(c, "GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+		buf := make([]byte, 256)
+		if _, err := c.Read(buf); err != nil {
+			t.Fatalf("connection %d within the cap: %v", i, err)
+		}
+		held = append(held, c)
+	}
+	third, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer third.Close()
+	fmt.Fprintf(third, "GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+	third.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if n, err := third.Read(make([]byte, 256)); err == nil {
+		t.Fatalf("third connection from one IP was served (%d bytes), want it closed", n)
+	}
+	// Closing one frees a slot.
+	held[0].Close()
+	held = held[1:]
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		resp, err := http.Get("http://" + addr + "/")
+		if err == nil {
+			resp.Body.Close()
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no slot after closing a connection: %v", err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}

@@ -1,0 +1,32 @@
+# edge — common tasks. `make test` is what CI runs.
+VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+COMMIT  ?= $(shell git rev-parse --short=12 HEAD 2>/dev/null || echo unknown)
+LDFLAGS := -s -w -X main.version=$(VERSION) -X main.commit=$(COMMIT)
+PREFIX  ?= /usr/local
+
+.PHONY: build test run bench install uninstall fuzz clean
+
+build:
+	CGO_ENABLED=0 go build -trimpath -ldflags '$(LDFLAGS)' -o bin/edge ./cmd/edge
+
+test:
+	./scripts/test.sh
+
+run:
+	go run ./cmd/edge run -config config.example.yaml
+
+bench: build
+	./bench/run.sh
+
+fuzz:
+	go test ./config -run '^$$' -fuzz FuzzParse -fuzztime 60s
+	go test ./server -run '^$$' -fuzz FuzzCleanPath -fuzztime 30s
+
+install: build
+	./scripts/install.sh
+
+uninstall:
+	./scripts/install.sh --uninstall
+
+clean:
+	rm -rf bin

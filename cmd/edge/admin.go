@@ -1,0 +1,104 @@
+package main
+
+import (
+	"crypto/subtle"
+	"errors"
+	"fmt"
+	"net/http"
+	"net/http/pprof"
+	"os"
+	"strings"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"edge/config"
+)
+
+// adminHandler serves the admin listener: health, metrics, the hub's publish
+// API and stats, reload, and optionally pprof.
+func (a *app) adminHandler(cfg *config.Config) (http.Handler, error) {
+	key := ""
+	if cfg.AdminKeyFile != "" {
+		b, err := os.ReadFile(cfg.AdminKeyFile)
+		if err != nil {
+			return nil, fmt.Errorf("admin_key_file: %w", err)
+		}
+		key = strings.TrimSpace(string(b))
+	}
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
+		fmt.Fprintln(w, "ok")
+	})
+	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
+		if err := a.ready(); err != nil {
+			http.Error(w, "not ready: "+err.Error(), http.StatusServiceUnavailable)
+			return
+		}
+		fmt.Fprintln(w, "ready")
+	})
+	mux.Handle("GET /metrics", promhttp.HandlerFor(a.reg, promhttp.HandlerOpts{}))
+	hubAPI := a.node.AdminHandler(key)
+	mux.Handle("/publish/", hubAPI)
+	mux.Handle("/hub/", hubAPI)
+	mux.Handle("POST /-/reload", requireKey(key, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if err := a.reload(); err != nil {
+			http.Error(w, err.Error(), http.StatusUnprocessableEntity)
+			return
+		}
+		fmt.Fprintln(w, "reloaded")
+	})))
+	if cfg.Server.Pprof {
+		mux.HandleFunc("/debug/pprof/", pprof.Index)
+		mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+		mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+		mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	}
+	return mux, nil
+}
+
+// requireKey refuses requests without the bearer key, when one is set.
+func requireKey(key string, h http.Handler) http.Handler {
+	if key == "" {
+		return h
+	}
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		got, _ := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+		if subtle.ConstantTimeCompare([]byte(got), []byte(key)) != 1 {
+			w.Header().Set("WWW-Authenticate", `Bearer realm="edge admin"`)
+			http.Error(w, "missing or wrong admin key", http.StatusUnauthorized)
+			return
+		}
+		h.ServeHTTP(w, r)
+	})
+}
+
+// ready reports why edge should not get traffic yet: a configured listener
+// is not up, a certificate is missing, or Redis is unreachable.
+func (a *app) ready() error {
+	a.reloadMu.Lock()
+	cfg, tlsm := a.cfg, a.tls
+	a.reloadMu.Unlock()
+	var errs []error
+	for name, addr := range map[string]string{"http": cfg.Listen.HTTP, "https": cfg.Listen.HTTPS} {
+		if addr != "" && a.srv.Addr(name) == nil {
+			errs = append(errs, fmt.Errorf("listener %s is not up", name))
+		}
+	}
+	if tlsm != nil {
+		if err := tlsm.Ready(); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if cfg.Redis != nil {
+		if err := a.node.Healthy(); err != nil {
+			errs = append(errs, fmt.Errorf("hub: %w", err))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// proxyMetrics is the registerer proxies use. Reloads build new proxy
+// handlers, so their collectors must tolerate being registered again.
+func (a *app) proxyMetrics() prometheus.Registerer { return a.reg }

@@ -1,0 +1,318 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+
+	"edge/config"
+	"edge/hub"
+	"edge/proxy"
+	"edge/server"
+	edgetls "edge/tls"
+)
+
+func cmdRun(args []string, stderr io.Writer) error {
+	fs, cfgPath := newFlags("run", "run [-config FILE]", stderr)
+	if done, err := parseFlags(fs, args); done {
+		return err
+	}
+	cfg, err := config.Load(*cfgPath)
+	if err != nil {
+		fmt.Fprintln(stderr, err)
+		return errSilent
+	}
+	level := new(slog.LevelVar)
+	log := newLogger(cfg.Log, level, stderr)
+	for _, w := range cfg.Warnings {
+		log.Warn("configuration warning", "problem", w.String())
+	}
+	a := newApp(*cfgPath, log, level)
+	return a.run(cfg)
+}
+
+// newLogger builds the process logger: text or JSON on stderr (journald
+// under systemd), with a level a reload can change.
+func newLogger(lc config.Log, level *slog.LevelVar, w io.Writer) *slog.Logger {
+	setLevel(level, lc.Level)
+	opts := &slog.HandlerOptions{Level: level}
+	if lc.Format == "json" {
+		return slog.New(slog.NewJSONHandler(w, opts))
+	}
+	return slog.New(slog.NewTextHandler(w, opts))
+}
+
+func setLevel(level *slog.LevelVar, s string) {
+	var l slog.Level
+	if err := l.UnmarshalText([]byte(s)); err == nil {
+		level.Set(l)
+	}
+}
+
+// app is one running edge process: listeners, handlers, the hub node and
+// the certificate manager, and the reload and shutdown sequences.
+type app struct {
+	path  string
+	log   *slog.Logger
+	level *slog.LevelVar
+	srv   *server.Server
+	reg   *prometheus.Registry
+	stats *server.Metrics
+
+	// ctx is cancelled when shutdown has drained; everything started with
+	// it is waited for by wg.
+	ctx    context.Context
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+
+	// reloadMu serialises reloads (SIGHUP and the admin endpoint).
+	reloadMu sync.Mutex
+	cfg      *config.Config   // guarded by reloadMu
+	gen      *generation      // guarded by reloadMu
+	node     *hub.Node        // set once in run
+	tls      *edgetls.Manager // guarded by reloadMu; nil without HTTPS
+	// allProxies keeps every proxy handler built, so shutdown can close
+	// the tunnels of retired generations too. Guarded by reloadMu.
+	allProxies []*proxy.Handler
+}
+
+// generation is the set of handlers built from one configuration.
+type generation struct {
+	proxies []*proxy.Handler
+	hubKeys []string
+	ctx     context.Context // cancelled when the generation is retired
+	cancel  context.CancelFunc
+}
+
+func newApp(path string, log *slog.Logger, level *slog.LevelVar) *app {
+	ctx, cancel := context.WithCancel(context.Background())
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	return &app{
+		path: path, log: log, level: level, reg: reg,
+		stats:  server.NewMetrics(reg),
+		srv:    server.New(log.With("component", "server")),
+		ctx:    ctx,
+		cancel: cancel,
+	}
+}
+
+// goRun runs fn in a goroutine owned by the app until ctx is done.
+func (a *app) goRun(name string, ctx context.Context, fn func(context.Context) error) {
+	a.wg.Add(1)
+	go func() {
+		defer a.wg.Done()
+		if err := fn(ctx); err != nil && !errors.Is(err, context.Canceled) {
+			a.log.Error("background task stopped", "task", name, "err", err)
+		}
+	}()
+}
+
+func (a *app) run(cfg *config.Config) error {
+	node, err := hub.NewNode(hub.NodeOptions{Redis: cfg.Redis, Log: a.log.With("component", "hub"), Registerer: a.reg})
+	if err != nil {
+		return err
+	}
+	a.node = node
+	a.goRun("hub", a.ctx, node.Run)
+
+	// Signals are caught before listening so that none is lost in between.
+	sigs := make(chan os.Signal, 4)
+	signal.Notify(sigs, syscall.SIGHUP, syscall.SIGTERM, syscall.SIGINT, syscall.SIGUSR1)
+	defer signal.Stop(sigs)
+
+	a.reloadMu.Lock()
+	err = a.apply(cfg)
+	a.reloadMu.Unlock()
+	if err != nil {
+		a.cancel()
+		a.wg.Wait()
+		return err
+	}
+	notify(a.log, "READY=1\nSTATUS=serving")
+	a.log.Info("edge started", "config", a.path, "version", version)
+
+	watchdog := watchdogTicker()
+	for {
+		select {
+		case s := <-sigs:
+			switch s {
+			case syscall.SIGHUP:
+				a.reload()
+			case syscall.SIGUSR1:
+				a.stats.ReopenLogs()
+				a.log.Info("access logs reopened")
+			default:
+				return a.shutdown(s, sigs)
+			}
+		case <-watchdog:
+			notify(a.log, "WATCHDOG=1")
+		}
+	}
+}
+
+// reload re-reads the configuration. Any problem leaves the running
+// configuration untouched.
+func (a *app) reload() error {
+	a.reloadMu.Lock()
+	defer a.reloadMu.Unlock()
+	notify(a.log, fmt.Sprintf("RELOADING=1\nMONOTONIC_USEC=%d", monotonicUsec()))
+	defer notify(a.log, "READY=1\nSTATUS=serving")
+	a.log.Info("reloading", "config", a.path)
+	cfg, err := config.Load(a.path)
+	if err != nil {
+		var ps config.Problems
+		if errors.As(err, &ps) {
+			for _, p := range ps {
+				a.log.Error("reload refused: configuration problem", "problem", p.String())
+			}
+		}
+		a.log.Error("reload failed; still serving the previous configuration")
+		return err
+	}
+	for _, w := range cfg.Warnings {
+		a.log.Warn("configuration warning", "problem", w.String())
+	}
+	if err := a.apply(cfg); err != nil {
+		a.log.Error("reload failed; still serving the previous configuration", "err", err)
+		return err
+	}
+	a.log.Info("reloaded", "config", a.path)
+	return nil
+}
+
+// apply builds handlers and listeners for cfg and swaps them in. On error
+// nothing changes. Called with reloadMu held.
+func (a *app) apply(cfg *config.Config) error {
+	tlsm := a.tls
+	newTLS := false
+	if cfg.Listen.HTTPS != "" {
+		if tlsm == nil {
+			var err error
+			if tlsm, err = edgetls.New(cfg, a.log.With("component", "tls"), a.reg); err != nil {
+				return err
+			}
+			newTLS = true
+		} else if err := tlsm.Update(cfg); err != nil {
+			return err
+		}
+	}
+	gen, specs, err := a.build(cfg, tlsm)
+	if err != nil {
+		return err
+	}
+	opts := server.Options{
+		ReadHeaderTimeout: cfg.Server.ReadHeaderTimeout,
+		IdleTimeout:       cfg.Server.IdleTimeout,
+		MaxHeaderBytes:    int(cfg.Server.MaxHeaderBytes),
+		MaxConns:          cfg.Server.MaxConnections,
+		MaxConnsPerIP:     cfg.Server.MaxConnectionsPerIP,
+	}
+	if err := a.srv.Apply(specs, opts, cfg.Server.ShutdownTimeout); err != nil {
+		gen.retire()
+		if newTLS {
+			tlsm.Close()
+		}
+		return err
+	}
+	// Committed: start the new generation, retire the old one.
+	for _, p := range gen.proxies {
+		a.goRun("proxy health checks", gen.ctx, p.Run)
+	}
+	a.allProxies = append(a.allProxies, gen.proxies...)
+	if old := a.gen; old != nil {
+		old.retire()
+	}
+	a.node.Retire(gen.hubKeys)
+	if newTLS {
+		a.goRun("certificates", a.ctx, tlsm.Run)
+	}
+	if a.tls != nil && tlsm == nil {
+		a.tls.Close()
+	}
+	a.tls, a.gen, a.cfg = tlsm, gen, cfg
+	setLevel(a.level, cfg.Log.Level)
+	return nil
+}
+
+// retire stops a generation's background work. Proxy tunnels opened by it
+// continue until they end or shutdown closes them.
+func (g *generation) retire() {
+	g.cancel()
+	for _, p := range g.proxies {
+		p.Close()
+	}
+}
+
+func (a *app) shutdown(sig os.Signal, sigs <-chan os.Signal) error {
+	notify(a.log, "STOPPING=1")
+	a.log.Info("shutting down", "signal", sig.String())
+	go func() {
+		// A second signal means: stop now.
+		s := <-sigs
+		a.log.Warn("second signal: exiting at once", "signal", s.String())
+		os.Exit(1)
+	}()
+	a.reloadMu.Lock()
+	timeout := a.cfg.Server.ShutdownTimeout
+	proxies := a.allProxies
+	a.reloadMu.Unlock()
+
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		if err := a.node.Close(ctx); err != nil {
+			a.log.Warn("hub shutdown", "err", err)
+		}
+	}()
+	if err := a.srv.Shutdown(ctx); err != nil {
+		a.log.Warn("drain incomplete", "err", err)
+	}
+	// In-flight requests are done (or out of time): close proxied tunnels
+	// with a close frame.
+	tctx, tcancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer tcancel()
+	for _, p := range proxies {
+		p.CloseTunnels(tctx)
+	}
+	wg.Wait()
+	a.reloadMu.Lock()
+	if a.gen != nil {
+		a.gen.retire()
+	}
+	if a.tls != nil {
+		a.tls.Close()
+	}
+	a.reloadMu.Unlock()
+	a.cancel()
+	a.wg.Wait()
+	a.stats.Close()
+	a.log.Info("stopped")
+	return nil
+}
+
+// httpsPort returns the port of the HTTPS listener for redirects.
+func httpsPort(addr string) string {
+	_, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return "443"
+	}
+	return port
+}
+
+var _ http.Handler = (*server.Router)(nil)

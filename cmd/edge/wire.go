@@ -1,0 +1,138 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"net/netip"
+	"strings"
+
+	"edge/config"
+	"edge/proxy"
+	"edge/server"
+	"edge/static"
+	edgetls "edge/tls"
+)
+
+// build makes the handlers and listener specs of cfg. Nothing is started or
+// bound: a failure leaves the running generation alone.
+func (a *app) build(cfg *config.Config, tlsm *edgetls.Manager) (*generation, []server.Listener, error) {
+	ctx, cancel := context.WithCancel(a.ctx)
+	gen := &generation{ctx: ctx, cancel: cancel}
+	b := &builder{a: a, cfg: cfg, gen: gen, built: map[*config.Route]http.Handler{}}
+	for _, p := range cfg.Server.TrustedProxies {
+		b.trusted = append(b.trusted, parsePrefix(p))
+	}
+	router, err := server.NewRouter(cfg, b.route, a.stats)
+	if err != nil {
+		gen.retire()
+		return nil, nil, err
+	}
+	var specs []server.Listener
+	if cfg.Listen.HTTPS != "" {
+		specs = append(specs, server.Listener{Name: "https", Addr: cfg.Listen.HTTPS, TLS: tlsm.TLSConfig(), Handler: tlsm.Secure(router)})
+	}
+	if cfg.Listen.HTTP != "" {
+		var h http.Handler = router
+		if cfg.Listen.HTTPS != "" {
+			h = tlsm.HTTPHandler(router, httpsPort(cfg.Listen.HTTPS))
+		}
+		specs = append(specs, server.Listener{Name: "http", Addr: cfg.Listen.HTTP, Handler: h})
+	}
+	if cfg.Admin != "" {
+		admin, err := a.adminHandler(cfg)
+		if err != nil {
+			gen.retire()
+			return nil, nil, err
+		}
+		specs = append(specs, server.Listener{Name: "admin", Addr: cfg.Admin, Handler: admin})
+	}
+	return gen, specs, nil
+}
+
+// builder makes route handlers for one generation.
+type builder struct {
+	a       *app
+	cfg     *config.Config
+	gen     *generation
+	trusted []netip.Prefix
+	built   map[*config.Route]http.Handler // so a fallback route shares its handler
+}
+
+func (b *builder) route(site *config.Site, r *config.Route) (http.Handler, error) {
+	if h, ok := b.built[r]; ok {
+		return h, nil
+	}
+	var h http.Handler
+	var err error
+	switch {
+	case r.Static != nil:
+		h, err = b.static(site, r)
+	case r.Proxy != nil:
+		h, err = b.proxy(r.Proxy)
+	case r.Hub != nil:
+		key := hubKey(site, r)
+		h = b.a.node.Route(key, r.Path, r.Hub, site.Hosts)
+		b.gen.hubKeys = append(b.gen.hubKeys, key)
+	default:
+		err = fmt.Errorf("route has no handler")
+	}
+	if err != nil {
+		return nil, err
+	}
+	b.built[r] = h
+	return h, nil
+}
+
+// hubKey identifies a hub route across reloads: the same hosts and path are
+// the same live route, whose clients stay connected.
+func hubKey(site *config.Site, r *config.Route) string {
+	return strings.ToLower(strings.Join(site.Hosts, ",")) + " " + r.Path
+}
+
+func (b *builder) static(site *config.Site, r *config.Route) (http.Handler, error) {
+	var fallback http.Handler
+	if fb := r.Static.Fallback; fb != nil {
+		var err error
+		if fb.Proxy != nil {
+			fallback, err = b.proxy(fb.Proxy)
+		} else {
+			fallback, err = b.route(site, siteRoute(site, fb.Route))
+		}
+		if err != nil {
+			return nil, fmt.Errorf("fallback: %w", err)
+		}
+	}
+	return static.New(r.Path, r.Static, fallback, b.a.log.With("component", "static", "route", r.Path))
+}
+
+func siteRoute(site *config.Site, path string) *config.Route {
+	for i := range site.Routes {
+		if site.Routes[i].Path == path {
+			return &site.Routes[i]
+		}
+	}
+	return nil // config validation guarantees it exists
+}
+
+func (b *builder) proxy(pc *config.Proxy) (http.Handler, error) {
+	p, err := proxy.New(pc, proxy.Options{
+		TrustedProxies: b.trusted,
+		Log:            b.a.log.With("component", "proxy"),
+		Registerer:     b.a.proxyMetrics(),
+	})
+	if err != nil {
+		return nil, err
+	}
+	b.gen.proxies = append(b.gen.proxies, p)
+	return p, nil
+}
+
+// parsePrefix accepts a CIDR or a single address (validated by config).
+func parsePrefix(s string) netip.Prefix {
+	if p, err := netip.ParsePrefix(s); err == nil {
+		return p.Masked()
+	}
+	a, _ := netip.ParseAddr(s)
+	return netip.PrefixFrom(a, a.BitLen())
+}

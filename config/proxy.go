@@ -6,6 +6,8 @@ import (
 	"os"
 	"strings"
 	"time"
+
+	"golang.org/x/net/http/httpguts"
 )
 
 // Proxy forwards requests to a pool of upstream servers, WebSocket and other
@@ -15,10 +17,17 @@ type Proxy struct {
 	// "unix:/path.sock", each a URL or a mapping with url, weight, backup,
 	// max_fails and fail_timeout.
 	Upstreams []Upstream `yaml:"upstreams"`
-	// Balance is round_robin (default), least_conn, ip_hash or first.
+	// Balance is round_robin (default, smooth weighted), least_conn (fewest
+	// open requests and tunnels per weight), ip_hash (sticky by client IP:
+	// weighted rendezvous hashing, so a client moves only when its server
+	// goes down, and every edge node picks the same server) or first (the
+	// first available server in the order listed).
 	Balance string `yaml:"balance"`
 	// MaxFails failures within FailTimeout mark a server down for
-	// FailTimeout, as nginx. Default 1; 0 turns passive health off.
+	// FailTimeout, as nginx. A failure is a connection error, a timeout or
+	// an error reading the response header; HTTP error statuses are not
+	// failures. Default 1; 0 turns passive health off. As nginx, a pool of
+	// one server is never marked down by passive health.
 	MaxFails *int `yaml:"max_fails"`
 	// FailTimeout is the window and the down time. Default 10s.
 	FailTimeout time.Duration `yaml:"fail_timeout"`
@@ -36,8 +45,9 @@ type Proxy struct {
 	// TunnelIdleTimeout closes an upgraded connection (WebSocket) after this
 	// long without traffic either way. Default 1h; "0" means never.
 	TunnelIdleTimeout *time.Duration `yaml:"tunnel_idle_timeout"`
-	// KeepAlive is the number of idle connections kept per upstream server.
-	// Default 32.
+	// KeepAlive is the number of idle connections kept per upstream server
+	// (nginx upstream keepalive, with HTTP/1.1 to upstreams always on).
+	// Default 32; 0 closes each connection after its request.
 	KeepAlive *int `yaml:"keepalive"`
 	// Host sets the Host header sent upstream. Default: the client's Host.
 	Host string `yaml:"host"`
@@ -45,22 +55,34 @@ type Proxy struct {
 	Forwarded bool `yaml:"forwarded"`
 	// TLS configures connections to https upstreams.
 	TLS *UpstreamTLS `yaml:"tls"`
-	// Retries is how many other servers are tried when connecting failed
-	// before anything was sent. Default 1 (for idempotent requests and
-	// upgrades only).
+	// Retries is how many other servers are tried when connecting to a
+	// server failed, so that nothing was sent to it (refused, unreachable,
+	// dial or TLS handshake timeout). Because nothing was sent, this is safe
+	// for every method, as nginx's proxy_next_upstream error; upgrades are
+	// retried the same way when the failure came before the 101. A request
+	// that reached a server is never sent again. Default 1.
 	Retries *int `yaml:"retries"`
-	// FlushInterval: responses are flushed at once when 0 (SSE, chunked).
-	// Default 0; -1 is not needed.
+	// FlushInterval is how often a response with a known length is flushed
+	// to the client while it is copied. Server-Sent Events and responses
+	// without a Content-Length (chunked) are always flushed after every
+	// write. Default 0: a response with a known length is flushed when the
+	// write buffer fills and at its end.
 	FlushInterval time.Duration `yaml:"flush_interval"`
 }
 
 // Upstream is one server of a proxy pool.
 type Upstream struct {
+	// URL is "http://host:port", "https://host:port" or "unix:/path.sock";
+	// no path, query or credentials.
 	URL string `yaml:"url"`
-	// Weight for round_robin and least_conn. Default 1.
+	// Weight for round_robin, least_conn and ip_hash. Default 1.
 	Weight int `yaml:"weight"`
 	// Backup servers get traffic only when all others are down.
 	Backup bool `yaml:"backup"`
+	// MaxFails overrides the pool's max_fails for this server.
+	MaxFails *int `yaml:"max_fails"`
+	// FailTimeout overrides the pool's fail_timeout for this server.
+	FailTimeout time.Duration `yaml:"fail_timeout"`
 }
 
 func (u *Upstream) setScalar(s string) error {
@@ -69,6 +91,16 @@ func (u *Upstream) setScalar(s string) error {
 	}
 	u.URL = s
 	return nil
+}
+
+// UnixSocket returns the socket path of a "unix:/path" (or
+// "unix:///path") upstream URL, and whether u is one.
+func UnixSocket(u string) (string, bool) {
+	rest, ok := strings.CutPrefix(u, "unix:")
+	if !ok {
+		return "", false
+	}
+	return strings.TrimPrefix(rest, "//"), true
 }
 
 // HealthCheck probes each upstream server.
@@ -97,12 +129,22 @@ type UpstreamTLS struct {
 	InsecureSkipVerify bool `yaml:"insecure_skip_verify"`
 }
 
+// maxUnixPath is the longest socket path the kernel takes (sun_path holds
+// 108 bytes on Linux, including the terminating NUL).
+const maxUnixPath = 107
+
 func (v *validator) proxy(pp string, p *Proxy) {
 	if len(p.Upstreams) == 0 {
 		v.errf(pp+".upstreams", "no upstreams: add at least one URL such as http://127.0.0.1:9000")
 	}
+	seen := map[string]string{}
 	for i, u := range p.Upstreams {
-		v.upstream(fmt.Sprintf("%s.upstreams[%d]", pp, i), u)
+		up := fmt.Sprintf("%s.upstreams[%d]", pp, i)
+		v.upstream(up, u)
+		if prev, dup := seen[u.URL]; dup && u.URL != "" {
+			v.errf(up, "upstream %q is also %s", u.URL, prev)
+		}
+		seen[u.URL] = up
 	}
 	v.oneOf(pp+".balance", p.Balance, "round_robin", "least_conn", "ip_hash", "first")
 	if *p.MaxFails < 0 {
@@ -114,6 +156,9 @@ func (v *validator) proxy(pp string, p *Proxy) {
 	if *p.Retries < 0 {
 		v.errf(pp+".retries", "must not be negative")
 	}
+	if p.Host != "" && (!httpguts.ValidHostHeader(p.Host) || strings.ContainsAny(p.Host, "/ ")) {
+		v.errf(pp+".host", "invalid host %q: want a name or name:port", p.Host)
+	}
 	if hc := p.HealthCheck; hc != nil {
 		if !strings.HasPrefix(hc.Path, "/") {
 			v.errf(pp+".health_check.path", "path %q must start with /", hc.Path)
@@ -123,6 +168,12 @@ func (v *validator) proxy(pp string, p *Proxy) {
 		}
 		if hc.Timeout > hc.Interval {
 			v.errf(pp+".health_check.timeout", "timeout %s is longer than interval %s", hc.Timeout, hc.Interval)
+		}
+		if hc.Fails < 0 {
+			v.errf(pp+".health_check.fails", "must not be negative")
+		}
+		if hc.Passes < 0 {
+			v.errf(pp+".health_check.passes", "must not be negative")
 		}
 	}
 	if t := p.TLS; t != nil && t.CA != "" {
@@ -134,16 +185,23 @@ func (v *validator) upstream(path string, u Upstream) {
 	if u.Weight < 0 {
 		v.errf(path+".weight", "must not be negative")
 	}
-	if rest, ok := strings.CutPrefix(u.URL, "unix:"); ok {
-		sock := strings.TrimPrefix(rest, "//")
+	if u.MaxFails != nil && *u.MaxFails < 0 {
+		v.errf(path+".max_fails", "must not be negative")
+	}
+	if sock, ok := UnixSocket(u.URL); ok {
 		if sock == "" || !strings.HasPrefix(sock, "/") {
 			v.errf(path, "unix upstream %q needs an absolute socket path, as unix:/run/app.sock", u.URL)
+			return
+		}
+		if len(sock) > maxUnixPath {
+			v.errf(path, "socket path %s is longer than %d bytes", sock, maxUnixPath)
+			return
 		}
 		// The socket may appear after edge starts (the backend starts
 		// later), so a missing file is a warning, not an error.
 		if st, err := os.Stat(sock); err == nil && st.Mode()&os.ModeSocket == 0 {
 			v.errf(path, "%s is not a socket", sock)
-		} else if err != nil && sock != "" {
+		} else if err != nil {
 			v.warnf(path, "socket %s does not exist yet", sock)
 		}
 		return
@@ -156,7 +214,9 @@ func (v *validator) upstream(path string, u Upstream) {
 		v.errf(path, "unknown scheme %q in %q: want http://, https:// or unix:/path", pu.Scheme, u.URL)
 	case pu.Host == "":
 		v.errf(path, "missing host in %q", u.URL)
-	case pu.Path != "" && pu.Path != "/" || pu.RawQuery != "":
+	case pu.User != nil:
+		v.errf(path, "upstream %q must not hold credentials", u.URL)
+	case pu.Path != "" && pu.Path != "/" || pu.RawQuery != "" || pu.Fragment != "":
 		v.errf(path, "upstream %q must not have a path or query", u.URL)
 	}
 }
@@ -175,9 +235,12 @@ func (p *Proxy) defaults(c *Config) {
 	setInt(&p.KeepAlive, 32)
 	setInt(&p.Retries, 1)
 	for i := range p.Upstreams {
-		if p.Upstreams[i].Weight == 0 {
-			p.Upstreams[i].Weight = 1
+		u := &p.Upstreams[i]
+		if u.Weight == 0 {
+			u.Weight = 1
 		}
+		setInt(&u.MaxFails, *p.MaxFails)
+		setDur(&u.FailTimeout, p.FailTimeout)
 	}
 	if hc := p.HealthCheck; hc != nil {
 		setStr(&hc.Path, "/")

@@ -20,30 +20,42 @@ type Static struct {
 	Index []string `yaml:"index"`
 	// Browse lists directories without an index file. Default false.
 	Browse bool `yaml:"browse"`
-	// SPA serves the route's index.html for paths that match no file, for
-	// client-side routing. Default false.
+	// SPA serves the route's index file (the first of Index in the route's
+	// directory) for GET and HEAD of paths that match no file and look like
+	// pages: the last segment has no extension, or ends in .html. A missing
+	// app.js or logo.png stays a 404. The response carries
+	// "Cache-Control: no-cache". Default false.
 	SPA bool `yaml:"spa"`
 	// Fallback serves requests for files that do not exist, as nginx
-	// try_files $uri @backend. Default nil: 404.
+	// try_files $uri @backend, with any method and the request unchanged.
+	// Default nil: 404.
 	Fallback *Fallback `yaml:"fallback"`
 	// CacheControl is the Cache-Control header. Default "public, max-age=3600"
 	// ("public, max-age=31536000, immutable" when Immutable is set).
 	CacheControl string `yaml:"cache_control"`
-	// Immutable marks files as never changing (hashed asset names).
+	// Immutable marks files as never changing (hashed asset names): the
+	// default Cache-Control becomes ImmutableCacheControl. It has no effect
+	// when cache_control is set. Default false.
 	Immutable bool `yaml:"immutable"`
 	// Precompressed serves x.br, x.zst and x.gz next to x when the client
-	// accepts them. Default true.
+	// accepts them (preferred in that order at equal q), with the
+	// Content-Type of x and an ETag of their own. Range requests are served
+	// from x. Default true.
 	Precompressed *bool `yaml:"precompressed"`
 	// Compress compresses compressible responses on the fly when no
 	// precompressed file exists. Default off.
 	Compress *Compress `yaml:"compress"`
-	// CacheMaxFileSize is the largest file kept in memory with its
-	// validators. Default 64KiB; 0 turns the cache off.
+	// CacheMaxFileSize is the largest file kept in memory, with its
+	// variants, validators and formatted headers. Larger files are streamed
+	// from disk with sendfile(2). Default 64KiB; 0 turns the cache off.
 	CacheMaxFileSize *ByteSize `yaml:"cache_max_file_size"`
-	// CacheMaxBytes bounds the memory cache. Default 64MiB.
+	// CacheMaxBytes bounds the memory of the route's cache (bytes of all
+	// variants); beyond it, little-used entries are evicted. Default 64MiB.
 	CacheMaxBytes ByteSize `yaml:"cache_max_bytes"`
-	// CacheRevalidate is how often a cached entry is checked against the
-	// disk with stat(2). Default 1s.
+	// CacheRevalidate is how often a cached file is checked against the
+	// disk with stat(2); a change on disk is served at most this much later.
+	// It also bounds how late a repointed root symlink is noticed.
+	// Default 1s.
 	CacheRevalidate time.Duration `yaml:"cache_revalidate"`
 }
 
@@ -61,14 +73,19 @@ type Fallback struct {
 type Compress struct {
 	// Enabled turns it on. Writing a compress block without it turns it on.
 	Enabled *bool `yaml:"enabled"`
-	// MinSize is the smallest response compressed. Default 1KiB.
+	// MinSize is the smallest file compressed. Default 1KiB.
 	MinSize ByteSize `yaml:"min_size"`
-	// Types are compressible media types; a trailing "/*" matches a family.
-	// Default text/*, application/javascript, application/json,
-	// image/svg+xml, application/wasm and a few more.
+	// Types are compressible media types, matched without parameters; a
+	// trailing "/*" matches a family. Default text/*,
+	// application/javascript, application/json, application/xml,
+	// application/wasm, image/svg+xml, application/manifest+json, font/ttf
+	// and font/otf.
 	Types []string `yaml:"types"`
-	// Encodings in order of preference among br, zstd and gzip.
-	// Default [zstd, br, gzip].
+	// Encodings are the codings edge compresses with, in order of
+	// preference at equal q, among zstd, br and gzip. A precompressed
+	// file is preferred to compressing. Files up to cache_max_file_size
+	// are compressed once and cached; larger ones are compressed while
+	// sent. Default [zstd, br, gzip].
 	Encodings []string `yaml:"encodings"`
 }
 
@@ -92,6 +109,18 @@ func (v *validator) static(sp string, st *Static, site Site) {
 		for i, e := range c.Encodings {
 			v.oneOf(fmt.Sprintf("%s.compress.encodings[%d]", sp, i), e, "zstd", "br", "gzip")
 		}
+		for i, t := range c.Types {
+			family, sub, ok := strings.Cut(t, "/")
+			if !ok || family == "" || family == "*" || sub == "" || strings.ContainsAny(t, " ;,") {
+				v.errf(fmt.Sprintf("%s.compress.types[%d]", sp, i), "%q is not a media type such as text/css or text/*", t)
+			}
+		}
+	}
+	if st.CacheMaxFileSize != nil && *st.CacheMaxFileSize > st.CacheMaxBytes {
+		v.warnf(sp+".cache_max_file_size", "larger than cache_max_bytes (%s): files this large are never cached", st.CacheMaxBytes)
+	}
+	if st.Immutable && v.c.written(sp+".cache_control") {
+		v.warnf(sp+".immutable", "has no effect when cache_control is set")
 	}
 	if f := st.Fallback; f != nil {
 		switch {

@@ -103,3 +103,12 @@ func (c *limitedConn) Close() error {
 // ReadFrom keeps sendfile(2) for static files: without it the wrapper
 // would hide the TCP connection's ReaderFrom.
 func (c *limitedConn) ReadFrom(r io.Reader) (int64, error) { return io.Copy(c.Conn, r) }
+
+// CloseWrite keeps half-close working for proxied upgrades (TCP FIN one
+// way while the other direction still flows).
+func (c *limitedConn) CloseWrite() error {
+	if cw, ok := c.Conn.(interface{ CloseWrite() error }); ok {
+		return cw.CloseWrite()
+	}
+	return c.Conn.Close()
+}

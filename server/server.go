@@ -185,11 +185,12 @@ func (l *listener) serveHTTP(w http.ResponseWriter, r *http.Request) {
 
 func (s *Server) serve(l *listener) {
 	s.log.Info("listening", "listener", l.spec.Name, "addr", l.ln.Addr().String(), "tls", l.spec.TLS != nil)
+	isTLS := l.spec.TLS != nil // l.spec changes on reload; read it here
 	s.wg.Add(1)
 	go func() {
 		defer s.wg.Done()
 		var err error
-		if l.spec.TLS != nil {
+		if isTLS {
 			err = l.srv.ServeTLS(l.ln, "", "")
 		} else {
 			err = l.srv.Serve(l.ln)

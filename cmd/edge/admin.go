@@ -9,7 +9,6 @@ import (
 	"os"
 	"strings"
 
-	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"edge/config"
@@ -98,7 +97,3 @@ func (a *app) ready() error {
 	}
 	return errors.Join(errs...)
 }
-
-// proxyMetrics is the registerer proxies use. Reloads build new proxy
-// handlers, so their collectors must tolerate being registered again.
-func (a *app) proxyMetrics() prometheus.Registerer { return a.reg }

@@ -108,6 +108,7 @@ func cmdValidate(args []string, stdout, stderr io.Writer) error {
 func cmdVersion(args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("edge version", flag.ContinueOnError)
 	fs.SetOutput(stderr)
+	fs.Usage = func() { fmt.Fprintln(stderr, "Usage: edge version\n\nPrints the version, commit and Go version.") }
 	if done, err := parseFlags(fs, args); done {
 		return err
 	}

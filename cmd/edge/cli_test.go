@@ -53,8 +53,8 @@ sites:
 	out, errOut, code = runEdge(t, "validate", "-config", bad)
 	want := []string{
 		bad + `:2:35: listen.htps: unknown key "htps" (did you mean "https"?)`,
-		bad + `:5:9: sites[0].routes[0].path: path "static" must start with /`,
-		bad + `:5:42: sites[0].routes[0].static.root: directory ` + filepath.Join(dir, "nowhere") + `: no such file or directory`,
+		bad + `:5:11: sites[0].routes[0].path: path "static" must start with /`,
+		bad + `:5:35: sites[0].routes[0].static.root: directory ` + filepath.Join(dir, "nowhere") + `: no such file or directory`,
 	}
 	if code != 1 || out != "" || errOut != strings.Join(want, "\n")+"\n" {
 		t.Errorf("broken file: code %d, stdout %q, stderr:\n%s\nwant exit 1 and:\n%s", code, out, errOut, strings.Join(want, "\n"))
@@ -70,7 +70,7 @@ func TestRunRefusesBrokenConfig(t *testing.T) {
 	dir := t.TempDir()
 	cfg := writeFile(t, dir, "c.yaml", "sites: []\n")
 	_, errOut, code := runEdge(t, "run", "-config", cfg)
-	if code != 1 || !strings.Contains(errOut, "c.yaml: sites: no sites") {
+	if code != 1 || !strings.Contains(errOut, "c.yaml:1:1: sites: no sites") {
 		t.Errorf("run on a broken file: %d %q", code, errOut)
 	}
 }
@@ -114,7 +114,7 @@ func TestReloadKeepsServingOnBrokenConfig(t *testing.T) {
 	writeFile(t, p.dir, "config.yaml", "listen: { http: 5 }\nsites: [{routes: [{path: nope}]}]\n")
 	p.signal(syscall.SIGHUP)
 	p.waitLog("reload failed; still serving the previous configuration", 10*time.Second)
-	if !strings.Contains(p.log.String(), `config.yaml:2:24: sites[0].routes[0].path: path \"nope\" must start with /`) {
+	if !strings.Contains(p.log.String(), `config.yaml:2:20: sites[0].routes[0].path: path \"nope\" must start with /`) {
 		t.Errorf("log lacks the problem with file:line:col:\n%s", p.log.String())
 	}
 	if code, _ := httpGet(t, nil, "http://"+httpAddr+"/static/hello.txt"); code != 200 {
@@ -257,8 +257,10 @@ func TestNotify(t *testing.T) {
 	httpAddr, adminAddr := freePort(t), freePort(t)
 	p := startEdge(t, fmt.Sprintf(staticYAML, httpAddr, adminAddr), "NOTIFY_SOCKET="+sock, "WATCHDOG_USEC=400000")
 	expect("READY=1")
-	if _, err := net.DialTimeout("tcp", httpAddr, time.Second); err != nil {
+	if c, err := net.DialTimeout("tcp", httpAddr, time.Second); err != nil {
 		t.Errorf("READY=1 sent before the listener accepts: %v", err)
+	} else {
+		c.Close()
 	}
 	expect("WATCHDOG=1")
 	p.signal(syscall.SIGHUP)

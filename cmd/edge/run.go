@@ -83,9 +83,9 @@ type app struct {
 	gen      *generation      // guarded by reloadMu
 	node     *hub.Node        // set once in run
 	tls      *edgetls.Manager // guarded by reloadMu; nil without HTTPS
-	// allProxies keeps every proxy handler built, so shutdown can close
-	// the tunnels of retired generations too. Guarded by reloadMu.
-	allProxies []*proxy.Handler
+	// tunnels holds every proxied upgraded connection of every
+	// generation, so that shutdown closes them all with a close frame.
+	tunnels proxy.Tunnels
 }
 
 // generation is the set of handlers built from one configuration.
@@ -121,7 +121,7 @@ func (a *app) goRun(name string, ctx context.Context, fn func(context.Context) e
 }
 
 func (a *app) run(cfg *config.Config) error {
-	node, err := hub.NewNode(hub.NodeOptions{Redis: cfg.Redis, Log: a.log.With("component", "hub"), Registerer: a.reg})
+	node, err := hub.NewNode(hub.NodeOptions{Redis: cfg.Redis, Log: a.log, Registerer: a.reg})
 	if err != nil {
 		return err
 	}
@@ -142,7 +142,8 @@ func (a *app) run(cfg *config.Config) error {
 		return err
 	}
 	notify(a.log, "READY=1\nSTATUS=serving")
-	a.log.Info("edge started", "config", a.path, "version", version)
+	ver, rev := buildInfo()
+	a.log.Info("edge started", "config", a.path, "version", ver, "commit", rev)
 
 	watchdog := watchdogTicker()
 	for {
@@ -231,7 +232,6 @@ func (a *app) apply(cfg *config.Config) error {
 	for _, p := range gen.proxies {
 		a.goRun("proxy health checks", gen.ctx, p.Run)
 	}
-	a.allProxies = append(a.allProxies, gen.proxies...)
 	if old := a.gen; old != nil {
 		old.retire()
 	}
@@ -267,7 +267,6 @@ func (a *app) shutdown(sig os.Signal, sigs <-chan os.Signal) error {
 	}()
 	a.reloadMu.Lock()
 	timeout := a.cfg.Server.ShutdownTimeout
-	proxies := a.allProxies
 	a.reloadMu.Unlock()
 
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
@@ -287,9 +286,7 @@ func (a *app) shutdown(sig os.Signal, sigs <-chan os.Signal) error {
 	// with a close frame.
 	tctx, tcancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer tcancel()
-	for _, p := range proxies {
-		p.CloseTunnels(tctx)
-	}
+	a.tunnels.CloseAll(tctx)
 	wg.Wait()
 	a.reloadMu.Lock()
 	if a.gen != nil {

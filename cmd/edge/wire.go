@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"net/http"
 	"net/netip"
-	"strings"
 
 	"edge/config"
 	"edge/proxy"
@@ -69,11 +68,12 @@ func (b *builder) route(site *config.Site, r *config.Route) (http.Handler, error
 	case r.Static != nil:
 		h, err = b.static(site, r)
 	case r.Proxy != nil:
-		h, err = b.proxy(r.Proxy)
+		h, err = b.proxy(site, r.Path, r.Proxy)
 	case r.Hub != nil:
-		key := hubKey(site, r)
-		h = b.a.node.Route(key, r.Path, r.Hub, site.Hosts)
-		b.gen.hubKeys = append(b.gen.hubKeys, key)
+		// Hub routes are keyed by path on the node: clients of a path that
+		// stays configured stay connected across reloads.
+		h = b.a.node.Route(r.Path, r.Hub, site.Hosts)
+		b.gen.hubKeys = append(b.gen.hubKeys, r.Path)
 	default:
 		err = fmt.Errorf("route has no handler")
 	}
@@ -84,18 +84,12 @@ func (b *builder) route(site *config.Site, r *config.Route) (http.Handler, error
 	return h, nil
 }
 
-// hubKey identifies a hub route across reloads: the same hosts and path are
-// the same live route, whose clients stay connected.
-func hubKey(site *config.Site, r *config.Route) string {
-	return strings.ToLower(strings.Join(site.Hosts, ",")) + " " + r.Path
-}
-
 func (b *builder) static(site *config.Site, r *config.Route) (http.Handler, error) {
 	var fallback http.Handler
 	if fb := r.Static.Fallback; fb != nil {
 		var err error
 		if fb.Proxy != nil {
-			fallback, err = b.proxy(fb.Proxy)
+			fallback, err = b.proxy(site, r.Path+" fallback", fb.Proxy)
 		} else {
 			fallback, err = b.route(site, siteRoute(site, fb.Route))
 		}
@@ -103,7 +97,8 @@ func (b *builder) static(site *config.Site, r *config.Route) (http.Handler, erro
 			return nil, fmt.Errorf("fallback: %w", err)
 		}
 	}
-	return static.New(r.Path, r.Static, fallback, b.a.log.With("component", "static", "route", r.Path))
+	return static.New(r.Path, r.Static, fallback, b.a.log.With("component", "static", "route", r.Path),
+		static.WithRegisterer(b.a.reg))
 }
 
 func siteRoute(site *config.Site, path string) *config.Route {
@@ -115,11 +110,16 @@ func siteRoute(site *config.Site, path string) *config.Route {
 	return nil // config validation guarantees it exists
 }
 
-func (b *builder) proxy(pc *config.Proxy) (http.Handler, error) {
+func (b *builder) proxy(site *config.Site, name string, pc *config.Proxy) (http.Handler, error) {
+	if len(site.Hosts) > 0 {
+		name = site.Hosts[0] + name
+	}
 	p, err := proxy.New(pc, proxy.Options{
 		TrustedProxies: b.trusted,
-		Log:            b.a.log.With("component", "proxy"),
-		Registerer:     b.a.proxyMetrics(),
+		Log:            b.a.log.With("component", "proxy", "route", name),
+		Registerer:     b.a.reg,
+		Name:           name,
+		Tunnels:        &b.a.tunnels,
 	})
 	if err != nil {
 		return nil, err

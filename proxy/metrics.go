@@ -1,0 +1,152 @@
+package proxy
+
+import (
+	"errors"
+	"fmt"
+	"strconv"
+	"sync"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// metrics are the proxy's Prometheus collectors. Every Handler registered
+// with the same Registerer shares them (a reload builds a new Handler while
+// the old one still serves), so they are registered once and found again
+// through prometheus.AlreadyRegisteredError.
+type metrics struct {
+	route    string
+	up       *upCollector
+	requests *prometheus.CounterVec // route, upstream, code
+	errors   *prometheus.CounterVec // route, upstream, cause
+	tunnels  *prometheus.GaugeVec   // route
+}
+
+func newMetrics(reg prometheus.Registerer, route string) (*metrics, error) {
+	m := &metrics{route: route}
+	var err error
+	if m.up, err = register(reg, newUpCollector()); err != nil {
+		return nil, err
+	}
+	if m.requests, err = register(reg, prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "edge_proxy_requests_total",
+		Help: "Proxied requests by route, upstream server and status code (499: the client went away; upstream is empty when no server was reached).",
+	}, []string{"route", "upstream", "code"})); err != nil {
+		return nil, err
+	}
+	if m.errors, err = register(reg, prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "edge_proxy_upstream_errors_total",
+		Help: "Failed attempts to reach an upstream server by route, server and cause (connect_refused, connect_timeout, connect_error, tls, timeout, upstream_closed, upstream_error, bad_upgrade, no_upstream).",
+	}, []string{"route", "upstream", "cause"})); err != nil {
+		return nil, err
+	}
+	if m.tunnels, err = register(reg, prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "edge_proxy_tunnels_open",
+		Help: "Open upgraded connections (WebSockets) by route.",
+	}, []string{"route"})); err != nil {
+		return nil, err
+	}
+	return m, nil
+}
+
+// register registers c, or returns the collector of the same kind that is
+// already registered.
+func register[C prometheus.Collector](reg prometheus.Registerer, c C) (C, error) {
+	err := reg.Register(c)
+	if err == nil {
+		return c, nil
+	}
+	var are prometheus.AlreadyRegisteredError
+	if errors.As(err, &are) {
+		if existing, ok := are.ExistingCollector.(C); ok {
+			return existing, nil
+		}
+	}
+	return c, fmt.Errorf("register proxy metrics: %w", err)
+}
+
+func (m *metrics) request(upstream string, code int) {
+	if m != nil {
+		m.requests.WithLabelValues(m.route, upstream, strconv.Itoa(code)).Inc()
+	}
+}
+
+func (m *metrics) failure(upstream, cause string) {
+	if m != nil {
+		m.errors.WithLabelValues(m.route, upstream, cause).Inc()
+	}
+}
+
+func (m *metrics) tunnel(delta float64) {
+	if m != nil {
+		m.tunnels.WithLabelValues(m.route).Add(delta)
+	}
+}
+
+// upCollector reports edge_proxy_upstream_up from the live pools at scrape
+// time, so that a server coming back after fail_timeout shows at once.
+// When a reload briefly leaves two pools with the same route and server,
+// the newer one is reported.
+type upCollector struct {
+	desc *prometheus.Desc
+
+	mu    sync.Mutex
+	pools map[*pool]poolEntry // guarded by mu
+	seq   uint64              // guarded by mu
+}
+
+type poolEntry struct {
+	route string
+	seq   uint64
+}
+
+func newUpCollector() *upCollector {
+	return &upCollector{
+		desc: prometheus.NewDesc("edge_proxy_upstream_up",
+			"Whether an upstream server gets traffic (1) or is down by passive or active health checks (0).",
+			[]string{"route", "upstream"}, nil),
+		pools: map[*pool]poolEntry{},
+	}
+}
+
+func (c *upCollector) add(p *pool, route string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.seq++
+	c.pools[p] = poolEntry{route: route, seq: c.seq}
+}
+
+func (c *upCollector) remove(p *pool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	delete(c.pools, p)
+}
+
+// Describe implements prometheus.Collector.
+func (c *upCollector) Describe(ch chan<- *prometheus.Desc) { ch <- c.desc }
+
+// Collect implements prometheus.Collector.
+func (c *upCollector) Collect(ch chan<- prometheus.Metric) {
+	type key struct{ route, upstream string }
+	type val struct {
+		seq uint64
+		up  bool
+	}
+	c.mu.Lock()
+	vals := map[key]val{}
+	for p, e := range c.pools {
+		for _, s := range p.servers {
+			k := key{e.route, s.name}
+			if v, ok := vals[k]; !ok || e.seq > v.seq {
+				vals[k] = val{e.seq, p.up(s)}
+			}
+		}
+	}
+	c.mu.Unlock()
+	for k, v := range vals {
+		up := 0.0
+		if v.up {
+			up = 1
+		}
+		ch <- prometheus.MustNewConstMetric(c.desc, prometheus.GaugeValue, up, k.route, k.upstream)
+	}
+}

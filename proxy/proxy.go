@@ -1,0 +1,440 @@
+// Package proxy is edge's reverse proxy: a route handler that forwards
+// requests to a pool of upstream servers (http, https, unix sockets) with
+// balancing, passive and active health, retries of failed connects,
+// forwarding headers, streaming, and pass-through of WebSockets and other
+// upgrades.
+//
+// It is built on httputil.ReverseProxy, which rewrites the request (Rewrite,
+// so client-sent forwarding headers are dropped), strips hop-by-hop headers
+// both ways, keeps Connection/Upgrade for upgrades (also from Firefox's
+// "Connection: keep-alive, Upgrade"), streams bodies and flushes SSE and
+// chunked responses at once. edge adds around it: the choice of server and
+// retries in a RoundTripper, and its own handling of 101 responses, so that
+// tunnels have an idle timeout, cost little memory while idle, outlive the
+// Handler and the HTTP server's timeouts, and can be closed with a
+// WebSocket 1001 at shutdown.
+package proxy
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httputil"
+	"net/netip"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"golang.org/x/net/http/httpguts"
+
+	"edge/config"
+)
+
+// StatusClientClosedRequest is nginx's 499: the client went away before the
+// response. It is recorded (metrics, access log) but never sent.
+const StatusClientClosedRequest = 499
+
+// Options are what a Handler takes besides its route configuration.
+type Options struct {
+	// TrustedProxies are the peers whose X-Forwarded-For, X-Forwarded-Host,
+	// X-Forwarded-Proto, X-Real-IP and Forwarded are kept and appended to
+	// (config server.trusted_proxies). From every other peer they are
+	// replaced. Default none.
+	TrustedProxies []netip.Prefix
+	// Log receives failures (Warn) and per-request detail (Debug); the
+	// caller adds the component attribute. Nil discards.
+	Log *slog.Logger
+	// Registerer receives the proxy's metrics; handlers of the same
+	// Registerer share them. Nil: no metrics.
+	Registerer prometheus.Registerer
+	// Name identifies the route in logs and in the "route" metrics label,
+	// such as "dash.example.com/socket/". Default "".
+	Name string
+	// Tunnels is the set this Handler's upgraded connections join. Pass the
+	// same set to every Handler of the process so that one CloseAll (or
+	// CloseTunnels on any handler) at shutdown reaches tunnels opened
+	// before a reload too. Nil: a set of this Handler's own.
+	Tunnels *Tunnels
+}
+
+// Handler proxies the requests of one route to its upstream pool. It is
+// safe for concurrent use. New starts no goroutines: Run runs the active
+// health checks, Close releases idle upstream connections. Upgraded
+// connections (tunnels) live on after Close until they end or CloseTunnels.
+type Handler struct {
+	// Static after New.
+	cfg            *config.Proxy
+	log            *slog.Logger
+	pool           *pool
+	transport      *http.Transport
+	rp             *httputil.ReverseProxy
+	trustedProxies []netip.Prefix
+	tunnels        *Tunnels
+	tunnelIdle     time.Duration
+	metrics        *metrics // nil: no metrics
+
+	inflight atomic.Int64 // requests in ServeHTTP
+	closed   atomic.Bool
+
+	mu    sync.Mutex
+	quit  chan struct{}  // closed by Close; never sent on
+	runWG sync.WaitGroup // Run calls; Add only under mu before quit is closed
+}
+
+// New builds the Handler of a route. cfg must have had the config defaults
+// applied (config.Load and config.Parse do).
+func New(cfg *config.Proxy, opts Options) (*Handler, error) {
+	log := opts.Log
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	if opts.Name != "" {
+		log = log.With("route", opts.Name)
+	}
+	p, err := newPool(cfg)
+	if err != nil {
+		return nil, err
+	}
+	tr, err := newTransport(cfg, p)
+	if err != nil {
+		return nil, err
+	}
+	h := &Handler{
+		cfg: cfg, log: log, pool: p, transport: tr,
+		trustedProxies: opts.TrustedProxies,
+		tunnels:        opts.Tunnels,
+		tunnelIdle:     time.Hour,
+		quit:           make(chan struct{}),
+	}
+	if h.tunnels == nil {
+		h.tunnels = &Tunnels{}
+	}
+	if cfg.TunnelIdleTimeout != nil {
+		h.tunnelIdle = *cfg.TunnelIdleTimeout
+	}
+	retries := 1
+	if cfg.Retries != nil {
+		retries = *cfg.Retries
+	}
+	if opts.Registerer != nil {
+		if h.metrics, err = newMetrics(opts.Registerer, opts.Name); err != nil {
+			return nil, err
+		}
+		h.metrics.up.add(p, opts.Name)
+	}
+	h.rp = &httputil.ReverseProxy{
+		Rewrite:        h.rewrite,
+		Transport:      &balancer{h: h, transport: tr, retries: retries},
+		FlushInterval:  cfg.FlushInterval,
+		ErrorLog:       slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+		BufferPool:     bufferPool{},
+		ModifyResponse: h.modifyResponse,
+		ErrorHandler:   h.handleError,
+	}
+	return h, nil
+}
+
+// reqState is what the stages of one request share, through its context.
+type reqState struct {
+	w      http.ResponseWriter
+	client netip.Addr // for ip_hash
+	server *server    // the server of the successful attempt
+	failed *server    // the server of the last failed attempt
+	err    error      // the error of the last failed attempt
+	logged bool       // err was logged with its upstream
+	tunnel bool       // upgraded: the tunnel now owns server.active
+}
+
+type stateKey struct{}
+
+func stateFrom(ctx context.Context) *reqState {
+	st, _ := ctx.Value(stateKey{}).(*reqState)
+	if st == nil {
+		st = &reqState{} // a request that did not come through ServeHTTP
+	}
+	return st
+}
+
+// ServeHTTP proxies r. The request may be for any path under any route
+// prefix: the path goes upstream unchanged.
+func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if r.Method == http.MethodConnect {
+		writeError(w, http.StatusMethodNotAllowed)
+		return
+	}
+	if httpguts.HeaderValuesContainsToken(r.Header["Connection"], "upgrade") {
+		if up := r.Header.Get("Upgrade"); up != "" && !printableASCII(up) {
+			writeError(w, http.StatusBadRequest)
+			return
+		}
+	}
+	st := &reqState{w: w}
+	h.inflight.Add(1)
+	defer h.done(st)
+	h.rp.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), stateKey{}, st)))
+}
+
+func (h *Handler) done(st *reqState) {
+	if st.server != nil && !st.tunnel {
+		st.server.active.Add(-1)
+	}
+	if h.inflight.Add(-1) == 0 && h.closed.Load() {
+		// Connections that went back to the pool after Close.
+		h.transport.CloseIdleConnections()
+	}
+}
+
+func printableASCII(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if s[i] < ' ' || s[i] > '~' {
+			return false
+		}
+	}
+	return true
+}
+
+// rewrite is ReverseProxy's Rewrite: the server is chosen later, per
+// attempt, by the balancer; here the request gets its Host and forwarding
+// headers.
+func (h *Handler) rewrite(pr *httputil.ProxyRequest) {
+	st := stateFrom(pr.In.Context())
+	s := h.pool.servers[0]
+	pr.Out.URL.Scheme, pr.Out.URL.Host = s.scheme, s.host // replaced per attempt
+	pr.Out.Host = pr.In.Host
+	if h.cfg.Host != "" {
+		pr.Out.Host = h.cfg.Host
+	}
+	f := h.forwardingOf(pr.In)
+	st.client = f.client
+	f.setHeaders(pr.In, pr.Out, h.cfg.Forwarded)
+	// h2c upgrades would turn the tunnel into a second HTTP server behind
+	// edge's routing (h2c smuggling): forward such a request as plain
+	// HTTP/1.1.
+	if strings.EqualFold(pr.Out.Header.Get("Upgrade"), "h2c") {
+		pr.Out.Header.Del("Upgrade")
+		pr.Out.Header.Del("Connection")
+	}
+}
+
+// modifyResponse counts the response and takes over 101 responses.
+func (h *Handler) modifyResponse(res *http.Response) error {
+	st := stateFrom(res.Request.Context())
+	if res.StatusCode == http.StatusSwitchingProtocols {
+		return h.upgrade(st, res)
+	}
+	h.metrics.request(serverName(st.server), res.StatusCode)
+	return nil
+}
+
+func serverName(s *server) string {
+	if s == nil {
+		return ""
+	}
+	return s.name
+}
+
+// errTunnel tells handleError that the response was an upgrade, now a
+// tunnel: nothing is left to write.
+var errTunnel = errors.New("upgraded to a tunnel")
+
+// errBadUpgrade is an upstream switching to another protocol than asked.
+var errBadUpgrade = errors.New("bad upgrade")
+
+// upgrade takes over a 101 response from ReverseProxy (whose own copy has
+// no idle timeout, ends with the request and pools no buffers): it
+// hijacks the client connection, writes the 101 and starts a tunnel that
+// lives on after ServeHTTP returns. It returns errTunnel once the
+// connection is hijacked, or an error that handleError answers with 502.
+func (h *Handler) upgrade(st *reqState, res *http.Response) error {
+	reqUp := upgradeType(res.Request.Header)
+	resUp := upgradeType(res.Header)
+	if !printableASCII(resUp) || !strings.EqualFold(reqUp, resUp) {
+		return fmt.Errorf("%w: upstream switched to %q when %q was asked for", errBadUpgrade, resUp, reqUp)
+	}
+	backend, ok := res.Body.(io.ReadWriteCloser)
+	if !ok {
+		return fmt.Errorf("%w: 101 response body is not writable", errBadUpgrade)
+	}
+	conn, brw, err := http.NewResponseController(st.w).Hijack()
+	if err != nil {
+		return fmt.Errorf("%w: hijack: %w", errBadUpgrade, err)
+	}
+	// The connections are ours now: ReverseProxy must not close the
+	// upstream one, and no error page can be written any more.
+	res.Body = http.NoBody
+	s := st.server
+
+	hdr := res.Header
+	removeHopByHop(hdr)
+	hdr.Set("Connection", "Upgrade")
+	hdr.Set("Upgrade", resUp)
+	brw.WriteString("HTTP/1.1 101 Switching Protocols\r\n")
+	hdr.Write(brw)
+	brw.WriteString("\r\n")
+	if err := brw.Flush(); err != nil {
+		conn.Close()
+		backend.Close()
+		h.log.Debug("writing 101 to client failed", "upstream", s.name, "remote_addr", conn.RemoteAddr().String(), "err", err)
+		h.metrics.request(s.name, StatusClientClosedRequest)
+		return errTunnel // not a tunnel: ServeHTTP releases s.active
+	}
+	// Bytes the client sent after its request, before the 101 (a pipelining
+	// client), are in the hijacked reader; they go first.
+	var pre []byte
+	if n := brw.Reader.Buffered(); n > 0 {
+		b, _ := brw.Reader.Peek(n)
+		pre = append([]byte(nil), b...)
+	}
+	st.tunnel = true
+	h.metrics.request(s.name, http.StatusSwitchingProtocols)
+	h.metrics.tunnel(1)
+	ws := strings.EqualFold(resUp, "websocket")
+	t := newTunnel(h.tunnels, h.log, s.name, conn, pre, backend, ws, h.tunnelIdle, func() {
+		s.active.Add(-1)
+		h.metrics.tunnel(-1)
+	})
+	h.log.Debug("tunnel open", "upstream", s.name, "remote_addr", conn.RemoteAddr().String(), "protocol", resUp)
+	t.run()
+	return errTunnel
+}
+
+// upgradeType returns the protocol a request or response upgrades to, as
+// ReverseProxy reads it: Connection must hold the "upgrade" token.
+func upgradeType(h http.Header) string {
+	if !httpguts.HeaderValuesContainsToken(h["Connection"], "Upgrade") {
+		return ""
+	}
+	return h.Get("Upgrade")
+}
+
+// hopHeaders are removed from a 101 response before Connection and Upgrade
+// are set again, as ReverseProxy does for other responses (RFC 9110
+// section 7.6.1).
+var hopHeaders = []string{"Connection", "Proxy-Connection", "Keep-Alive", "Proxy-Authenticate",
+	"Proxy-Authorization", "Te", "Trailer", "Transfer-Encoding", "Upgrade"}
+
+func removeHopByHop(h http.Header) {
+	for _, f := range h["Connection"] {
+		for _, sf := range strings.Split(f, ",") {
+			if sf = strings.TrimSpace(sf); sf != "" {
+				h.Del(sf)
+			}
+		}
+	}
+	for _, f := range hopHeaders {
+		h.Del(f)
+	}
+}
+
+// handleError is ReverseProxy's ErrorHandler: it answers a request that
+// got no response from upstream.
+func (h *Handler) handleError(w http.ResponseWriter, r *http.Request, err error) {
+	if errors.Is(err, errTunnel) {
+		return
+	}
+	st := stateFrom(r.Context())
+	code, cause := h.classify(r, st, err)
+	upstream := serverName(st.server)
+	if upstream == "" {
+		upstream = serverName(st.failed)
+	}
+	switch {
+	case code == StatusClientClosedRequest:
+		h.log.Debug("client went away", "upstream", upstream, "method", r.Method, "path", r.URL.Path, "err", err)
+	case code == http.StatusRequestEntityTooLarge:
+		h.log.Debug("request body too large", "upstream", upstream, "method", r.Method, "path", r.URL.Path)
+	case !st.logged:
+		h.log.Warn("proxy error", "upstream", upstream, "cause", cause, "status", code,
+			"method", r.Method, "path", r.URL.Path, "err", err)
+		h.metrics.failure(upstream, cause)
+	}
+	h.metrics.request(upstream, code)
+	if code == StatusClientClosedRequest {
+		w.WriteHeader(code) // for access logs; nobody reads it
+		return
+	}
+	if code == http.StatusRequestEntityTooLarge {
+		w.Header().Set("Connection", "close")
+	}
+	writeError(w, code)
+}
+
+// classify maps an error to the status code the client gets and a cause.
+func (h *Handler) classify(r *http.Request, st *reqState, err error) (int, string) {
+	switch {
+	case errors.Is(err, errNoUpstream):
+		return http.StatusServiceUnavailable, "no_upstream"
+	case r.Context().Err() != nil:
+		return StatusClientClosedRequest, "client_closed"
+	case isBodyTooLarge(err):
+		return http.StatusRequestEntityTooLarge, "body_too_large"
+	case errors.Is(err, errBadUpgrade):
+		return http.StatusBadGateway, "bad_upgrade"
+	}
+	cause, timeout := errorCause(err)
+	if timeout {
+		return http.StatusGatewayTimeout, cause
+	}
+	return http.StatusBadGateway, cause
+}
+
+// upstreamFailed logs and counts a failed attempt, and keeps passive
+// health.
+func (h *Handler) upstreamFailed(r *http.Request, s *server, err error, retry bool) {
+	st := stateFrom(r.Context())
+	cause, _ := errorCause(err)
+	down := h.pool.fail(s)
+	h.log.Warn("upstream failed", "upstream", s.name, "cause", cause, "retry", retry,
+		"marked_down", down, "method", r.Method, "path", r.URL.Path, "err", err)
+	h.metrics.failure(s.name, cause)
+	st.logged = true
+}
+
+// writeError writes a small plain-text error page that leaks nothing.
+func writeError(w http.ResponseWriter, code int) {
+	hdr := w.Header()
+	hdr.Del("Content-Length")
+	hdr.Set("Content-Type", "text/plain; charset=utf-8")
+	hdr.Set("X-Content-Type-Options", "nosniff")
+	hdr.Set("Cache-Control", "no-store")
+	w.WriteHeader(code)
+	fmt.Fprintf(w, "%d %s\n", code, http.StatusText(code))
+}
+
+// CloseTunnels ends the open tunnels of this Handler's Tunnels set (all of
+// the process's when the set is shared): WebSockets get a 1001 "going away"
+// close frame both ways first. It returns when they have ended, closing
+// what is left when ctx is done. Call it at shutdown, after the drain.
+func (h *Handler) CloseTunnels(ctx context.Context) {
+	h.tunnels.CloseAll(ctx)
+}
+
+// Close stops the active health checks (Run returns), waits for them, and
+// closes idle upstream connections; requests in flight finish and their
+// connections are closed after them. Open tunnels are left alone. Close is
+// idempotent.
+func (h *Handler) Close() error {
+	h.mu.Lock()
+	if !h.closed.Load() {
+		h.closed.Store(true)
+		close(h.quit)
+	}
+	h.mu.Unlock()
+	h.runWG.Wait()
+	if h.metrics != nil {
+		h.metrics.up.remove(h.pool)
+	}
+	h.transport.CloseIdleConnections()
+	return nil
+}
+
+var (
+	_ http.Handler        = (*Handler)(nil)
+	_ http.RoundTripper   = (*balancer)(nil)
+	_ httputil.BufferPool = bufferPool{}
+)

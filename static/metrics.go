@@ -1,0 +1,106 @@
+package static
+
+import (
+	"errors"
+	"fmt"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Option configures a Handler beyond its config block.
+type Option func(*options)
+
+type options struct {
+	reg prometheus.Registerer
+}
+
+// WithRegisterer exports the route's cache metrics on reg:
+// edge_static_cache_hits_total and edge_static_cache_misses_total
+// (requests answered from memory or not), edge_static_cache_entries and
+// edge_static_cache_bytes, each labelled with the route path. Handlers
+// built on the same Registerer share the collectors, so a reload that
+// builds new handlers keeps the counters. nil: no metrics (the default).
+func WithRegisterer(reg prometheus.Registerer) Option {
+	return func(o *options) { o.reg = reg }
+}
+
+// metrics are one route's view of the shared collectors. A nil *metrics
+// counts nothing.
+type metrics struct {
+	hits, misses    prometheus.Counter
+	entries, nbytes prometheus.Gauge
+}
+
+func newMetrics(reg prometheus.Registerer, route string) (*metrics, error) {
+	if reg == nil {
+		return nil, nil
+	}
+	hits, err := register(reg, prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "edge_static_cache_hits_total",
+		Help: "Static GET and HEAD requests answered from the memory cache, by route.",
+	}, []string{"route"}))
+	if err != nil {
+		return nil, err
+	}
+	misses, err := register(reg, prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "edge_static_cache_misses_total",
+		Help: "Static GET and HEAD requests that went to the disk (not cached yet, changed, too large, missing), by route.",
+	}, []string{"route"}))
+	if err != nil {
+		return nil, err
+	}
+	entries, err := register(reg, prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "edge_static_cache_entries",
+		Help: "Files in the static memory cache, by route.",
+	}, []string{"route"}))
+	if err != nil {
+		return nil, err
+	}
+	nbytes, err := register(reg, prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "edge_static_cache_bytes",
+		Help: "Bytes held by the static memory cache (all variants), by route.",
+	}, []string{"route"}))
+	if err != nil {
+		return nil, err
+	}
+	return &metrics{
+		hits:    hits.WithLabelValues(route),
+		misses:  misses.WithLabelValues(route),
+		entries: entries.WithLabelValues(route),
+		nbytes:  nbytes.WithLabelValues(route),
+	}, nil
+}
+
+// register registers c, or returns the collector of the same kind that is
+// already registered.
+func register[C prometheus.Collector](reg prometheus.Registerer, c C) (C, error) {
+	err := reg.Register(c)
+	if err == nil {
+		return c, nil
+	}
+	var are prometheus.AlreadyRegisteredError
+	if errors.As(err, &are) {
+		if existing, ok := are.ExistingCollector.(C); ok {
+			return existing, nil
+		}
+	}
+	return c, fmt.Errorf("register static metrics: %w", err)
+}
+
+func (m *metrics) hit(hit bool) {
+	switch {
+	case m == nil:
+	case hit:
+		m.hits.Inc()
+	default:
+		m.misses.Inc()
+	}
+}
+
+// cacheSize records the cache's size; called with the cache locked.
+func (m *metrics) cacheSize(n int, bytes int64) {
+	if m != nil {
+		m.entries.Set(float64(n))
+		m.nbytes.Set(float64(bytes))
+	}
+}

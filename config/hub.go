@@ -1,10 +1,19 @@
 package config
 
 import (
+	"bytes"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rsa"
+	"crypto/x509"
+	"encoding/pem"
 	"fmt"
 	"net/url"
+	"os"
 	"regexp"
 	"time"
+
+	"golang.org/x/net/http/httpguts"
 )
 
 // Hub is the embedded broadcast hub on a route (protocol v1).
@@ -57,7 +66,10 @@ type HubAuth struct {
 	// PublicKeyFile holds a PEM RS256 or ES256 public key (jwt mode).
 	PublicKeyFile string `yaml:"public_key_file"`
 	// URL receives the upgrade's cookies and Authorization (request mode),
-	// as nginx auth_request: 2xx allows, anything else refuses.
+	// as nginx auth_request: 2xx allows, 401 refuses with 401, other
+	// statuses with 403, and an unreachable or failing (5xx) backend gives
+	// 503. The answer may carry X-Edge-Sub (the user, for presence) and
+	// X-Edge-Publish: true (may publish, with allow_publish).
 	URL string `yaml:"url"`
 	// ChannelsHeader is a response header of the auth URL listing allowed
 	// channels, comma-separated. Default "X-Edge-Channels".
@@ -104,9 +116,9 @@ func (v *validator) hub(hp string, h *Hub) {
 		case (a.SecretFile == "") == (a.PublicKeyFile == ""):
 			v.errf(hp+".auth", "jwt needs exactly one of secret_file or public_key_file")
 		case a.SecretFile != "":
-			v.readable(hp+".auth.secret_file", a.SecretFile)
+			v.jwtSecret(hp+".auth.secret_file", a.SecretFile)
 		default:
-			v.readable(hp+".auth.public_key_file", a.PublicKeyFile)
+			v.jwtPublicKey(hp+".auth.public_key_file", a.PublicKeyFile)
 		}
 	case "request":
 		if a.URL == "" {
@@ -122,6 +134,18 @@ func (v *validator) hub(hp string, h *Hub) {
 	}
 	if h.QueueSize < 1 {
 		v.errf(hp+".queue_size", "must be at least 1")
+	}
+	if h.MaxSubscriptions < 1 {
+		v.errf(hp+".max_subscriptions", "must be at least 1")
+	}
+	if h.PublishRate < 0 {
+		v.errf(hp+".publish_rate", "must not be negative")
+	}
+	if h.MaxConnectionsPerIP < 0 {
+		v.errf(hp+".max_connections_per_ip", "must not be negative")
+	}
+	if a.Mode == "request" && a.ChannelsHeader != "" && !httpguts.ValidHeaderFieldName(a.ChannelsHeader) {
+		v.errf(hp+".auth.channels_header", "invalid header name %q", a.ChannelsHeader)
 	}
 	if h.PingInterval >= h.IdleTimeout {
 		v.errf(hp+".ping_interval", "ping_interval %s must be shorter than idle_timeout %s", h.PingInterval, h.IdleTimeout)
@@ -153,4 +177,57 @@ func (h *Hub) defaults(c *Config) {
 	setStr(&a.Cookie, "edge_token")
 	setInt(&h.History.Size, 100)
 	setDur(&h.History.TTL, 5*time.Minute)
+}
+
+// jwtSecret checks an HS256 secret file: readable and not empty; a short
+// secret is a warning (RFC 7518 §3.2 wants at least 256 bits).
+func (v *validator) jwtSecret(path, file string) {
+	data, err := os.ReadFile(file)
+	if err != nil {
+		v.errf(path, "cannot read %s: %v", file, unwrapPathErr(err))
+		return
+	}
+	switch n := len(bytes.TrimSpace(data)); {
+	case n == 0:
+		v.errf(path, "%s is empty", file)
+	case n < 32:
+		v.warnf(path, "the secret in %s is %d bytes; HS256 wants at least 32", file, n)
+	}
+}
+
+// jwtPublicKey checks that file holds a PEM RSA public key (RS256) or
+// ECDSA P-256 public key (ES256), bare or in a certificate.
+func (v *validator) jwtPublicKey(path, file string) {
+	data, err := os.ReadFile(file)
+	if err != nil {
+		v.errf(path, "cannot read %s: %v", file, unwrapPathErr(err))
+		return
+	}
+	block, _ := pem.Decode(data)
+	if block == nil {
+		v.errf(path, "%s holds no PEM block", file)
+		return
+	}
+	var pub any
+	switch block.Type {
+	case "CERTIFICATE":
+		if cert, err := x509.ParseCertificate(block.Bytes); err == nil {
+			pub = cert.PublicKey
+		}
+	case "RSA PUBLIC KEY":
+		if k, err := x509.ParsePKCS1PublicKey(block.Bytes); err == nil {
+			pub = k
+		}
+	default:
+		pub, _ = x509.ParsePKIXPublicKey(block.Bytes)
+	}
+	switch k := pub.(type) {
+	case *rsa.PublicKey:
+	case *ecdsa.PublicKey:
+		if k.Curve != elliptic.P256() {
+			v.errf(path, "%s: ES256 needs a P-256 key", file)
+		}
+	default:
+		v.errf(path, "%s is not a PEM RSA or ECDSA public key (a %q block)", file, block.Type)
+	}
 }

@@ -4,29 +4,43 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"fmt"
+	"net/netip"
 	"net/url"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"time"
 )
 
 // TLS configures certificates: ACME (certmagic), the local CA, HSTS.
 type TLS struct {
-	// Email is the ACME account contact; required for public CAs.
+	// Email is the ACME account contact. Required for letsencrypt and
+	// letsencrypt-staging; zerossl needs it or eab; optional for a
+	// directory URL.
 	Email string `yaml:"email"`
 	// CA is letsencrypt (default), letsencrypt-staging, zerossl, internal
-	// (a local CA for development) or an ACME directory URL.
+	// (a local CA for development) or an ACME directory URL. Whatever it
+	// is, localhost, *.localhost, IP addresses and (for the public CAs)
+	// private names such as *.internal or *.test get certificates from the
+	// local CA, since no public CA can issue for them.
 	CA string `yaml:"ca"`
 	// CARoot is a PEM file of roots to trust for the ACME directory
-	// (step-ca, Pebble).
+	// (step-ca, Pebble). Default: the system roots.
 	CARoot string `yaml:"ca_root"`
-	// Storage is where certificates, keys and ACME accounts are kept.
-	// Default $STATE_DIRECTORY (systemd) or /var/lib/edge.
+	// Storage is where certificates, keys, ACME accounts and the local CA
+	// are kept, with private permissions (0700 directories, 0600 keys).
+	// Default $STATE_DIRECTORY (systemd), /var/lib/edge for root, else
+	// $XDG_DATA_HOME/edge or ~/.local/share/edge.
 	Storage string `yaml:"storage"`
 	// EAB is External Account Binding, for CAs that require it.
 	EAB *EAB `yaml:"eab"`
-	// HTTPChallenge enables ACME HTTP-01 on the http listener. Default true.
+	// Profile is the ACME certificate profile to request, for CAs that
+	// offer profiles (Let's Encrypt: classic, tlsserver, shortlived).
+	// Default: none, the CA's default.
+	Profile string `yaml:"profile"`
+	// HTTPChallenge enables ACME HTTP-01 on the http listener. Default true
+	// (it is off anyway when listen.http is "").
 	HTTPChallenge *bool `yaml:"http_challenge"`
 	// TLSALPNChallenge enables ACME TLS-ALPN-01 on the https listener.
 	// Default true.
@@ -36,8 +50,9 @@ type TLS struct {
 	OnDemand *OnDemand `yaml:"on_demand"`
 	// HSTS is the Strict-Transport-Security header on HTTPS responses.
 	HSTS HSTS `yaml:"hsts"`
-	// DefaultCert names a host whose certificate is served to clients that
-	// send no SNI or an unknown name. Default none: the handshake fails.
+	// DefaultCert names a site host whose certificate is served to clients
+	// that send no SNI or an unknown name. Default none: the handshake
+	// fails, unless the site without hosts has a manual certificate.
 	DefaultCert string `yaml:"default_cert"`
 	// RenewCheckInterval is how often certificates are checked for renewal.
 	// Default 10m.
@@ -49,7 +64,9 @@ type TLS struct {
 
 // EAB holds External Account Binding credentials.
 type EAB struct {
-	KeyID  string `yaml:"key_id"`
+	// KeyID is the key identifier the CA gave out.
+	KeyID string `yaml:"key_id"`
+	// MACKey is the base64url HMAC key the CA gave out.
 	MACKey string `yaml:"mac_key"`
 }
 
@@ -61,16 +78,19 @@ type OnDemand struct {
 	Ask string `yaml:"ask"`
 	// RateLimit is the number of issuances per RateWindow. Default 10.
 	RateLimit int `yaml:"rate_limit"`
-	// RateWindow default 1m.
+	// RateWindow is the window of RateLimit. Default 1m.
 	RateWindow time.Duration `yaml:"rate_window"`
 }
 
-// HSTS configures Strict-Transport-Security.
+// HSTS configures Strict-Transport-Security. In a site, keys that are not
+// written inherit from tls.hsts.
 type HSTS struct {
-	// Enabled; default true for ACME and manual certificates, false for the
-	// local CA.
+	// Enabled; default true for hosts with ACME or manual certificates,
+	// false for hosts served by the local CA (ca: internal, localhost, IP
+	// addresses): a browser would otherwise pin every port of localhost
+	// to HTTPS.
 	Enabled *bool `yaml:"enabled"`
-	// MaxAge default 365d.
+	// MaxAge default 365d; 0 tells browsers to forget the policy.
 	MaxAge time.Duration `yaml:"max_age"`
 	// IncludeSubdomains default false.
 	IncludeSubdomains bool `yaml:"include_subdomains"`
@@ -80,17 +100,178 @@ type HSTS struct {
 
 // SiteTLS is a manual certificate for a site.
 type SiteTLS struct {
-	// Cert is a PEM file with the certificate and its chain.
+	// Cert is a PEM file with the certificate and its chain, leaf first.
+	// It is re-read when it changes and on reload.
 	Cert string `yaml:"cert"`
 	// Key is the PEM private key.
 	Key string `yaml:"key"`
 }
 
-var knownCAs = map[string]bool{"letsencrypt": true, "letsencrypt-staging": true, "zerossl": true, "internal": true}
+// CertSource says where the certificate of a site host comes from.
+type CertSource int
+
+const (
+	// SourceManual is the site's tls.cert and tls.key.
+	SourceManual CertSource = iota + 1
+	// SourceACME is the ACME CA of tls.ca, obtained and renewed by edge.
+	SourceACME
+	// SourceLocal is edge's local CA: ca internal, localhost, IP
+	// addresses and names no public CA can issue for.
+	SourceLocal
+)
+
+func (s CertSource) String() string {
+	switch s {
+	case SourceManual:
+		return "manual"
+	case SourceACME:
+		return "acme"
+	case SourceLocal:
+		return "local"
+	}
+	return "none"
+}
+
+// publicCAs are the CA presets; they issue for public names only.
+var publicCAs = map[string]string{
+	"letsencrypt":         "https://acme-v02.api.letsencrypt.org/directory",
+	"letsencrypt-staging": "https://acme-staging-v02.api.letsencrypt.org/directory",
+	"zerossl":             "https://acme.zerossl.com/v2/DV90",
+}
+
+// DirectoryURL returns the ACME directory of tls.ca ("" for internal).
+func (t *TLS) DirectoryURL() string {
+	if u, ok := publicCAs[t.CA]; ok {
+		return u
+	}
+	if t.CA == "internal" {
+		return ""
+	}
+	return t.CA
+}
+
+// IsLocalName reports whether host (a name, "*.name" or an IP address)
+// gets its certificate from the local CA rather than the ACME CA: always
+// with ca internal; for localhost, *.localhost and IP addresses; and, with
+// a public CA, for private names (see isPublicName). A directory URL may
+// be a private CA (step-ca) that issues for private names, so only
+// localhost and IP addresses stay local with it.
+func (t *TLS) IsLocalName(host string) bool {
+	switch t.CA {
+	case "internal":
+		return true
+	case "letsencrypt", "letsencrypt-staging", "zerossl":
+		return !isPublicName(host)
+	}
+	h := strings.ToLower(strings.TrimPrefix(host, "*."))
+	if _, err := netip.ParseAddr(h); err == nil {
+		return true
+	}
+	return h == "localhost" || strings.HasSuffix(h, ".localhost")
+}
+
+// CertSource says where the certificate for host, one of s.Hosts, comes
+// from.
+func (c *Config) CertSource(s *Site, host string) CertSource {
+	switch {
+	case s.TLS != nil:
+		return SourceManual
+	case c.TLS.IsLocalName(host):
+		return SourceLocal
+	}
+	return SourceACME
+}
+
+// HSTSHeader returns the Strict-Transport-Security value for requests to
+// site s, or "" when HSTS is off. local says the request's host is served
+// by the local CA. Settings written in the site win over tls.hsts, which
+// wins over the default (on, except for local names).
+func (c *Config) HSTSHeader(s *Site, local bool) string {
+	prefix := c.sitePath(s) + ".hsts."
+	g := c.TLS.HSTS
+	pick := func(key string) *HSTS {
+		if s.HSTS != nil && c.written(prefix+key) {
+			return s.HSTS
+		}
+		return &g
+	}
+	on := !local
+	if c.written("tls.hsts.enabled") && g.Enabled != nil {
+		on = *g.Enabled
+	}
+	if s.HSTS != nil && s.HSTS.Enabled != nil && c.written(prefix+"enabled") {
+		on = *s.HSTS.Enabled
+	}
+	if !on {
+		return ""
+	}
+	v := "max-age=" + strconv.FormatInt(int64(pick("max_age").MaxAge/time.Second), 10)
+	if pick("include_subdomains").IncludeSubdomains {
+		v += "; includeSubDomains"
+	}
+	if pick("preload").Preload {
+		v += "; preload"
+	}
+	return v
+}
+
+// DefaultHSTSMaxAge is the HSTS max-age when none is written: one year.
+const DefaultHSTSMaxAge = 365 * 24 * time.Hour
+
+// sitePath returns "sites[i]" for s, a pointer into c.Sites.
+func (c *Config) sitePath(s *Site) string {
+	for i := range c.Sites {
+		if &c.Sites[i] == s {
+			return fmt.Sprintf("sites[%d]", i)
+		}
+	}
+	return "sites[?]"
+}
+
+// usesACME reports whether anything needs the ACME CA.
+func (c *Config) usesACME() bool {
+	if c.TLS.CA == "internal" || c.Listen.HTTPS == "" {
+		return false
+	}
+	if c.TLS.OnDemand != nil {
+		return true
+	}
+	for i := range c.Sites {
+		for _, h := range c.Sites[i].Hosts {
+			if c.CertSource(&c.Sites[i], h) == SourceACME {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// firstACMEHost returns the key path of the first host that needs ACME,
+// to point a problem about the missing tls section at a line.
+func (c *Config) firstACMEHost() string {
+	for i := range c.Sites {
+		for j, h := range c.Sites[i].Hosts {
+			if c.CertSource(&c.Sites[i], h) == SourceACME {
+				return fmt.Sprintf("sites[%d].hosts[%d]", i, j)
+			}
+		}
+	}
+	return "tls"
+}
+
+// errAt reports a problem about key path at the position of posPath.
+func (v *validator) errAt(posPath, path, format string, args ...any) {
+	p := v.c.Pos(posPath)
+	v.probs = append(v.probs, Problem{
+		File: v.c.File, Line: p.Line, Col: p.Col, Path: path,
+		Msg: fmt.Sprintf(format, args...),
+	})
+}
 
 func (v *validator) tls() {
-	t := &v.c.TLS
-	if !knownCAs[t.CA] {
+	c := v.c
+	t := &c.TLS
+	if _, preset := publicCAs[t.CA]; !preset && t.CA != "internal" {
 		u, err := url.Parse(t.CA)
 		if err != nil || u.Scheme != "https" || u.Host == "" {
 			v.errf("tls.ca", "unknown CA %q: want letsencrypt, letsencrypt-staging, zerossl, internal or an https:// ACME directory URL", t.CA)
@@ -102,11 +283,19 @@ func (v *validator) tls() {
 	if t.Email != "" && !strings.Contains(t.Email, "@") {
 		v.errf("tls.email", "invalid email %q", t.Email)
 	}
-	if t.CA != "internal" && t.Email == "" && v.c.Listen.HTTPS != "" && v.hasPublicHosts() {
-		v.errf("tls.email", "an email is required for %s (the ACME account contact)", t.CA)
-	}
-	if t.CA == "zerossl" && t.EAB == nil && t.Email == "" {
-		v.errf("tls.eab", "zerossl needs an email or eab credentials")
+	if c.usesACME() && t.Email == "" {
+		pos := "tls.email"
+		if !c.written("tls") {
+			pos = c.firstACMEHost()
+		}
+		switch t.CA {
+		case "letsencrypt", "letsencrypt-staging":
+			v.errAt(pos, "tls.email", "an email is required for %s (the ACME account contact, told about expiring certificates)", t.CA)
+		case "zerossl":
+			if t.EAB == nil {
+				v.errAt(pos, "tls.email", "zerossl needs an email (to get EAB credentials) or tls.eab")
+			}
+		}
 	}
 	if t.EAB != nil && (t.EAB.KeyID == "" || t.EAB.MACKey == "") {
 		v.errf("tls.eab", "eab needs key_id and mac_key")
@@ -121,20 +310,73 @@ func (v *validator) tls() {
 		if od.Ask != "" {
 			v.httpURL("tls.on_demand.ask", od.Ask)
 		}
+		if od.RateLimit < 0 {
+			v.errf("tls.on_demand.rate_limit", "must not be negative")
+		}
+		if t.CA == "internal" {
+			v.errf("tls.on_demand", "on-demand TLS needs an ACME CA, not ca internal")
+		}
 	}
-	if !*t.HTTPChallenge && !*t.TLSALPNChallenge && t.CA != "internal" && v.hasPublicHosts() {
-		v.errf("tls", "both ACME challenges are off: certificates cannot be obtained")
+	if !*t.HTTPChallenge && !*t.TLSALPNChallenge && c.usesACME() {
+		v.errf("tls", "both ACME challenges are off: certificates cannot be obtained (DNS-01 is not supported)")
+	}
+	v.wildcardHosts()
+	if t.DefaultCert != "" && !v.isExactHost(t.DefaultCert) {
+		v.errf("tls.default_cert", "%q is not a host of any site (wildcards are not allowed here)", t.DefaultCert)
 	}
 }
 
+// wildcardHosts refuses "*.example.com" hosts that would need ACME: a
+// public CA issues wildcards only over DNS-01, which edge does not do.
+func (v *validator) wildcardHosts() {
+	c := v.c
+	if c.Listen.HTTPS == "" || c.TLS.OnDemand != nil {
+		return
+	}
+	for i := range c.Sites {
+		s := &c.Sites[i]
+		for j, h := range s.Hosts {
+			if strings.HasPrefix(h, "*.") && c.CertSource(s, h) == SourceACME {
+				v.errf(fmt.Sprintf("sites[%d].hosts[%d]", i, j),
+					"wildcard %q needs the ACME DNS-01 challenge, which edge does not support: give the site a manual certificate (tls.cert, tls.key) or list the names, or use tls.on_demand with an allow list", h)
+			}
+		}
+	}
+}
+
+func (v *validator) isExactHost(name string) bool {
+	for _, s := range v.c.Sites {
+		for _, h := range s.Hosts {
+			if strings.EqualFold(h, name) && !strings.HasPrefix(h, "*.") {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// siteCert checks a manual certificate as nginx -t would, and more:
+// unreadable files, a key that does not match, expiry (error) and expiry
+// soon, missing chain, names not covered, a world-readable key (warnings).
 func (v *validator) siteCert(path string, t *SiteTLS) {
 	if t.Cert == "" || t.Key == "" {
 		v.errf(path, "a manual certificate needs both cert and key")
 		return
 	}
-	cert, err := tls.LoadX509KeyPair(t.Cert, t.Key)
+	certPEM, err := os.ReadFile(t.Cert)
 	if err != nil {
-		v.errf(path, "cannot load %s and %s: %v", t.Cert, t.Key, unwrapPathErr(err))
+		v.errf(path+".cert", "cannot read %s: %v", t.Cert, unwrapPathErr(err))
+	}
+	keyPEM, kerr := os.ReadFile(t.Key)
+	if kerr != nil {
+		v.errf(path+".key", "cannot read %s: %v", t.Key, unwrapPathErr(kerr))
+	}
+	if err != nil || kerr != nil {
+		return
+	}
+	cert, err := tls.X509KeyPair(certPEM, keyPEM)
+	if err != nil {
+		v.errf(path, "%s and %s: %v", t.Cert, t.Key, err)
 		return
 	}
 	leaf := cert.Leaf
@@ -154,6 +396,59 @@ func (v *validator) siteCert(path string, t *SiteTLS) {
 	if leaf.NotBefore.After(now) {
 		v.errf(path+".cert", "%s is not valid before %s", t.Cert, leaf.NotBefore.UTC().Format(time.RFC3339))
 	}
+	if !chainComplete(leaf, cert.Certificate[1:]) {
+		v.warnf(path+".cert", "%s holds no intermediate certificate for issuer %q: clients that do not have it cached will fail to verify (put the chain after the certificate, as fullchain.pem)", t.Cert, leaf.Issuer.CommonName)
+	}
+	if st, err := os.Stat(t.Key); err == nil && st.Mode().Perm()&0o004 != 0 {
+		v.warnf(path+".key", "%s is readable by every user (mode %04o): chmod 600 or 640", t.Key, st.Mode().Perm())
+	}
+	v.certCovers(path, leaf)
+}
+
+// certCovers warns about site hosts the manual certificate is not valid for.
+func (v *validator) certCovers(path string, leaf *x509.Certificate) {
+	sitePath := strings.TrimSuffix(path, ".tls")
+	for i := range v.c.Sites {
+		s := &v.c.Sites[i]
+		if v.c.sitePath(s) != sitePath {
+			continue
+		}
+		for j, h := range s.Hosts {
+			probe := h
+			if rest, ok := strings.CutPrefix(h, "*."); ok {
+				probe = "edge-probe." + rest
+			}
+			if leaf.VerifyHostname(probe) != nil {
+				v.warnf(fmt.Sprintf("%s.hosts[%d]", sitePath, j), "the certificate in %s is not valid for %q (it covers %s)", s.TLS.Cert, h, strings.Join(certNames(leaf), ", "))
+			}
+		}
+	}
+}
+
+func certNames(c *x509.Certificate) []string {
+	names := append([]string(nil), c.DNSNames...)
+	for _, ip := range c.IPAddresses {
+		names = append(names, ip.String())
+	}
+	if len(names) == 0 && c.Subject.CommonName != "" {
+		names = append(names, c.Subject.CommonName)
+	}
+	return names
+}
+
+// chainComplete reports whether leaf is self-signed or its issuer is among
+// the certificates that follow it.
+func chainComplete(leaf *x509.Certificate, rest [][]byte) bool {
+	if leaf.CheckSignatureFrom(leaf) == nil {
+		return true
+	}
+	for _, der := range rest {
+		c, err := x509.ParseCertificate(der)
+		if err == nil && leaf.CheckSignatureFrom(c) == nil {
+			return true
+		}
+	}
+	return false
 }
 
 func (t *TLS) defaults(c *Config) {
@@ -167,7 +462,9 @@ func (t *TLS) defaults(c *Config) {
 	setBool(&t.HTTPChallenge, true)
 	setBool(&t.TLSALPNChallenge, true)
 	setBool(&t.HSTS.Enabled, t.CA != "internal")
-	setDur(&t.HSTS.MaxAge, 365*24*time.Hour)
+	if !c.written("tls.hsts.max_age") {
+		t.HSTS.MaxAge = DefaultHSTSMaxAge
+	}
 	setDur(&t.RenewCheckInterval, 10*time.Minute)
 	setDur(&t.ExpiryWarning, 14*24*time.Hour)
 	if od := t.OnDemand; od != nil {
@@ -176,14 +473,26 @@ func (t *TLS) defaults(c *Config) {
 		}
 		setDur(&od.RateWindow, time.Minute)
 	}
+	for i := range c.Sites {
+		s := &c.Sites[i]
+		// Redirect to HTTPS only where HTTPS can answer: a site without
+		// hosts gets unknown names, which have no certificate unless one
+		// is configured for them.
+		can := c.Listen.HTTPS != ""
+		if len(s.Hosts) == 0 {
+			can = can && (s.TLS != nil || t.DefaultCert != "" || t.OnDemand != nil)
+		}
+		setBool(&s.HTTPRedirect, can)
+	}
 }
 
 // defaultStorage is systemd's StateDirectory when run as a unit, the
 // FHS location for root, and the user's data directory otherwise, so that a
 // developer can run edge without root.
-
 func defaultStorage() string {
 	if d := os.Getenv("STATE_DIRECTORY"); d != "" {
+		// systemd may pass several, separated by colons.
+		d, _, _ = strings.Cut(d, ":")
 		return d
 	}
 	if os.Geteuid() == 0 {

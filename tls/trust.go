@@ -1,0 +1,102 @@
+package tls
+
+import (
+	"fmt"
+	"io"
+	"net"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"edge/config"
+)
+
+// Trust implements `edge trust`: it creates the local CA under tls.storage
+// if it does not exist yet and writes where its root certificate is and
+// the exact commands that install it into the system store
+// (update-ca-certificates), the NSS databases of Chromium and Firefox
+// (certutil) and how to use it with curl (--cacert). It changes no trust
+// store itself: that needs root, and is the operator's decision.
+func Trust(cfg *config.Config, w io.Writer) error {
+	if err := prepareStorage(cfg.TLS.Storage, nil); err != nil {
+		return err
+	}
+	ca, err := openLocalCA(filepath.Join(cfg.TLS.Storage, "ca"))
+	if err != nil {
+		return err
+	}
+	root := shellQuote(ca.RootPath())
+	nick := shellQuote(ca.root.Subject.CommonName)
+	url := exampleURL(cfg)
+	_, err = fmt.Fprintf(w, `edge local CA root certificate:
+  %s
+  subject %s, valid until %s
+  SHA-256 fingerprint %s
+
+Install it so that browsers and tools trust %s:
+
+System store (Debian, Ubuntu; curl, wget, Go programs and most tools use it):
+  sudo install -m 0644 %s /usr/local/share/ca-certificates/edge-local-ca.crt
+  sudo update-ca-certificates
+
+Chromium and Chrome (the NSS database of your user, $HOME/.pki/nssdb):
+  mkdir -p "$HOME/.pki/nssdb"
+  [ -f "$HOME/.pki/nssdb/cert9.db" ] || certutil -d sql:"$HOME/.pki/nssdb" -N --empty-password
+  certutil -d sql:"$HOME/.pki/nssdb" -A -t C,, -n %s -i %s
+
+Firefox (every profile; close Firefox first):
+  for p in "$HOME"/.mozilla/firefox/*.default* "$HOME"/snap/firefox/common/.mozilla/firefox/*.default*; do [ -d "$p" ] && certutil -d sql:"$p" -A -t C,, -n %s -i %s; done
+
+curl, without installing anything:
+  curl --cacert %s %s
+
+To remove it again: certutil -d sql:"$HOME/.pki/nssdb" -D -n %s
+  and sudo rm /usr/local/share/ca-certificates/edge-local-ca.crt && sudo update-ca-certificates --fresh
+`,
+		ca.RootPath(), ca.root.Subject.CommonName, ca.root.NotAfter.UTC().Format(time.DateOnly), ca.fingerprint(),
+		url,
+		root,
+		nick, root,
+		nick, root,
+		root, url,
+		nick)
+	return err
+}
+
+// exampleURL is an address of this configuration that the local CA
+// serves, for the curl line.
+func exampleURL(cfg *config.Config) string {
+	host := firstLocalHost(cfg)
+	port := "443"
+	if _, p, err := net.SplitHostPort(cfg.Listen.HTTPS); err == nil && p != "" && p != "0" {
+		port = p
+	}
+	if port == "443" {
+		return "https://" + hostForURL(host) + "/"
+	}
+	return "https://" + net.JoinHostPort(host, port) + "/"
+}
+
+func firstLocalHost(cfg *config.Config) string {
+	for i := range cfg.Sites {
+		s := &cfg.Sites[i]
+		for _, h := range s.Hosts {
+			if cfg.CertSource(s, h) == config.SourceLocal && !strings.HasPrefix(h, "*.") {
+				return h
+			}
+		}
+	}
+	return "localhost"
+}
+
+func hostForURL(h string) string {
+	if strings.Contains(h, ":") {
+		return "[" + h + "]"
+	}
+	return h
+}
+
+// shellQuote quotes s for a POSIX shell.
+func shellQuote(s string) string {
+	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
+}

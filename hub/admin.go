@@ -1,0 +1,160 @@
+package hub
+
+import (
+	"context"
+	"crypto/subtle"
+	"encoding/json"
+	"errors"
+	"io"
+	"net/http"
+	"strings"
+	"time"
+)
+
+// maxPublishBody bounds a payload posted to the publish API.
+const maxPublishBody = 1 << 20
+
+// AdminHandler serves the hub's admin API, for the admin listener:
+//
+//	POST /publish/{channel}  body = payload → 202 {"channel":…,"seq":…}
+//	GET  /hub/stats          → 200 JSON (Stats)
+//
+// When adminKey is not "", publishing needs "Authorization: Bearer
+// <adminKey>". Mount it for the prefixes "/publish/" and "/hub/".
+func (n *Node) AdminHandler(adminKey string) http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("POST /publish/{channel}", func(w http.ResponseWriter, r *http.Request) {
+		if adminKey != "" && !bearerIs(r, adminKey) {
+			w.Header().Set("WWW-Authenticate", `Bearer realm="edge admin"`)
+			adminError(w, http.StatusUnauthorized, "missing or wrong admin key")
+			return
+		}
+		channel := r.PathValue("channel")
+		if !validChannel(channel) {
+			adminError(w, http.StatusBadRequest, "invalid channel name")
+			return
+		}
+		body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxPublishBody))
+		if err != nil {
+			var mb *http.MaxBytesError
+			if errors.As(err, &mb) {
+				adminError(w, http.StatusRequestEntityTooLarge, "payload too large")
+				return
+			}
+			adminError(w, http.StatusBadRequest, "cannot read body")
+			return
+		}
+		ctx, cancel := context.WithTimeout(r.Context(), publishTimeout)
+		defer cancel()
+		seq, err := n.Publish(ctx, channel, body)
+		if err != nil {
+			n.log.Warn("hub publish failed", "channel", channel, "err", err)
+			adminError(w, http.StatusServiceUnavailable, "publish failed: broker unavailable")
+			return
+		}
+		res := struct {
+			Channel string `json:"channel"`
+			Seq     uint64 `json:"seq,omitempty"`
+		}{channel, seq}
+		writeJSON(w, http.StatusAccepted, res)
+	})
+	mux.HandleFunc("GET /hub/stats", func(w http.ResponseWriter, r *http.Request) {
+		ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
+		defer cancel()
+		writeJSON(w, http.StatusOK, n.Stats(ctx))
+	})
+	return mux
+}
+
+func bearerIs(r *http.Request, key string) bool {
+	h := r.Header.Get("Authorization")
+	if len(h) < 7 || !strings.EqualFold(h[:7], "bearer ") {
+		return false
+	}
+	return subtle.ConstantTimeCompare([]byte(strings.TrimSpace(h[7:])), []byte(key)) == 1
+}
+
+func adminError(w http.ResponseWriter, status int, msg string) {
+	writeJSON(w, status, map[string]string{"error": msg})
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-store")
+	w.WriteHeader(status)
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	enc.Encode(v)
+}
+
+// Stats is the hub's state, as GET /hub/stats returns it.
+type Stats struct {
+	Node    string `json:"node"`
+	Epoch   string `json:"epoch"`
+	Broker  string `json:"broker"` // "memory" or "redis"
+	Healthy bool   `json:"healthy"`
+	// Health is the reason when not healthy.
+	Health string `json:"health,omitempty"`
+	// Connections is the number of open connections on this node.
+	Connections int64 `json:"connections"`
+	// Accepted counts upgraded connections; Refused counts refused ones.
+	Accepted uint64 `json:"accepted"`
+	Refused  uint64 `json:"refused"`
+	// Published counts messages this node received from the broker.
+	Published uint64 `json:"published"`
+	// Written counts frames written to clients (messages, replies, pings);
+	// Writes counts the write calls that carried them, so Written/Writes
+	// is the average number of frames coalesced into one write.
+	Written uint64 `json:"written"`
+	Writes  uint64 `json:"writes"`
+	// Dropped counts frames discarded because a client was slow or gone.
+	Dropped uint64 `json:"dropped"`
+	// SlowClients counts clients closed with 1013 because their queue was
+	// full.
+	SlowClients uint64 `json:"slow_clients"`
+	// Gaps counts gap notices sent.
+	Gaps uint64 `json:"gaps"`
+	// BrokerLost counts losses of the broker subscription; Reconnects and
+	// CanaryFailures are the Redis broker's.
+	BrokerLost     uint64 `json:"broker_lost"`
+	Reconnects     uint64 `json:"broker_reconnects"`
+	CanaryFailures uint64 `json:"canary_failures"`
+	// Local is this node's presence; Cluster sums every node's (Redis
+	// only; absent when Redis could not be read).
+	Local   Presence  `json:"local"`
+	Cluster *Presence `json:"cluster,omitempty"`
+}
+
+// Stats returns the hub's counters and presence.
+func (n *Node) Stats(ctx context.Context) Stats {
+	s := Stats{
+		Node:        n.id,
+		Epoch:       n.epoch,
+		Broker:      "memory",
+		Connections: n.stats.conns.Load(),
+		Accepted:    n.stats.accepted.Load(),
+		Refused:     n.stats.refused.Load(),
+		Published:   n.stats.published.Load(),
+		Written:     n.stats.written.Load(),
+		Writes:      n.stats.writes.Load(),
+		Dropped:     n.stats.dropped.Load(),
+		SlowClients: n.stats.slow.Load(),
+		Gaps:        n.stats.gaps.Load(),
+		BrokerLost:  n.stats.brokerLost.Load(),
+		Local:       n.LocalPresence(),
+	}
+	if err := n.Healthy(); err != nil {
+		s.Health = err.Error()
+	} else {
+		s.Healthy = true
+	}
+	if n.redis != nil {
+		s.Broker = "redis"
+		s.Reconnects = n.redis.reconnects.Load()
+		s.CanaryFailures = n.redis.canaryFailures.Load()
+		if p, err := n.Presence(ctx); err == nil {
+			s.Cluster = &p
+		}
+	}
+	return s
+}

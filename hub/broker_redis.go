@@ -1,0 +1,229 @@
+package hub
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// RedisBrokerOptions configure a RedisBroker.
+type RedisBrokerOptions struct {
+	// Client is the Redis client; required. The broker does not close it.
+	Client *redis.Client
+	// Prefix is put before channel names in Redis: a hub channel "orders"
+	// is the Redis channel "<Prefix>orders". "" means none (then the
+	// subscription covers every Redis channel); edge's configuration
+	// defaults it to "edge:".
+	Prefix string
+	// NodeID names this subscriber's canary channel. Default "node".
+	NodeID string
+	// CanaryInterval is how often a canary is published through Redis; a
+	// canary that has not come back by the next tick marks the
+	// subscription broken. Default 2s.
+	CanaryInterval time.Duration
+	// ReconnectMin and ReconnectMax bound the jittered exponential delay
+	// between subscription attempts. Defaults 100ms and 5s.
+	ReconnectMin, ReconnectMax time.Duration
+	// Log receives lifecycle messages. Default: discard.
+	Log *slog.Logger
+}
+
+// RedisBroker is a Broker over Redis pub/sub. Each subscriber holds one
+// PSUBSCRIBE <prefix>* connection, so a PUBLISH <prefix><channel> from any
+// program reaches every node once. When the connection fails, or when the
+// subscriber's own canary stops coming back (a subscription that died
+// silently, say after a failover that left the TCP connection up), the
+// subscription is reported down, torn down and re-established with backoff.
+// Safe for concurrent use.
+type RedisBroker struct {
+	rdb    *redis.Client
+	prefix string
+	canary string // this node's canary channel, with prefix
+	opts   RedisBrokerOptions
+	log    *slog.Logger
+
+	// Counters, read by the Node's stats.
+	reconnects     atomic.Uint64 // subscriptions re-established after a loss
+	canaryFailures atomic.Uint64 // canaries that did not come back
+	invalid        atomic.Uint64 // messages on channels that are not valid names
+}
+
+var _ Broker = (*RedisBroker)(nil)
+
+// canaryInfix marks canary channels. "!" is not allowed in channel names,
+// so no client can subscribe to a canary.
+const canaryInfix = "!canary:"
+
+// NewRedisBroker returns a broker over opts.Client. It starts nothing.
+func NewRedisBroker(opts RedisBrokerOptions) *RedisBroker {
+	if opts.NodeID == "" {
+		opts.NodeID = "node"
+	}
+	if opts.CanaryInterval <= 0 {
+		opts.CanaryInterval = 2 * time.Second
+	}
+	if opts.ReconnectMin <= 0 {
+		opts.ReconnectMin = 100 * time.Millisecond
+	}
+	if opts.ReconnectMax <= 0 {
+		opts.ReconnectMax = 5 * time.Second
+	}
+	log := opts.Log
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	return &RedisBroker{
+		rdb:    opts.Client,
+		prefix: opts.Prefix,
+		canary: opts.Prefix + canaryInfix + opts.NodeID,
+		opts:   opts,
+		log:    log,
+	}
+}
+
+// Publish sends PUBLISH <prefix><channel> payload. The sequence number is
+// assigned when the message comes back through the subscription, so it is
+// not known here: seq is always 0.
+func (b *RedisBroker) Publish(ctx context.Context, channel string, payload []byte) (uint64, error) {
+	if err := b.rdb.Publish(ctx, b.prefix+channel, payload).Err(); err != nil {
+		return 0, fmt.Errorf("redis publish %q: %w", channel, err)
+	}
+	return 0, nil
+}
+
+// Subscribe keeps one pattern subscription alive until ctx is done.
+func (b *RedisBroker) Subscribe(ctx context.Context, r Receiver) error {
+	bo := backoff{min: b.opts.ReconnectMin, max: b.opts.ReconnectMax}
+	everUp := false
+	for {
+		up, err := b.session(ctx, r, everUp)
+		everUp = everUp || up
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		if errors.Is(err, redis.ErrClosed) {
+			return ErrClosed
+		}
+		if up {
+			// The last attempt worked for a while: start over with short
+			// delays.
+			bo.reset()
+		}
+		d := bo.next()
+		b.log.Warn("redis subscription down, retrying", "err", err, "retry_in", d.Round(time.Millisecond))
+		if !sleep(ctx, d) {
+			return ctx.Err()
+		}
+	}
+}
+
+// session runs one subscription: PSUBSCRIBE, report up, deliver until the
+// connection fails or a canary is missed, report down. up tells whether
+// the subscription was established.
+func (b *RedisBroker) session(ctx context.Context, r Receiver, again bool) (up bool, err error) {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	ps := b.rdb.PSubscribe(ctx, b.prefix+"*")
+	defer ps.Close()
+
+	// Wait for the confirmation, bounded: a Redis that accepts the
+	// connection but never answers must not hang us.
+	confirm, err := ps.ReceiveTimeout(ctx, b.opts.CanaryInterval+time.Second)
+	if err != nil {
+		return false, fmt.Errorf("psubscribe: %w", err)
+	}
+	if _, ok := confirm.(*redis.Subscription); !ok {
+		return false, fmt.Errorf("psubscribe: unexpected reply %T", confirm)
+	}
+	if again {
+		b.reconnects.Add(1)
+	}
+	b.log.Info("redis subscription up", "pattern", b.prefix+"*")
+	r.BrokerState(true)
+	defer r.BrokerState(false)
+
+	var back atomic.Uint64 // highest canary number that came back
+	failed := make(chan error, 1)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		if err := b.watchCanary(ctx, &back); err != nil {
+			failed <- err
+		}
+		// Closing the PubSub ends the blocked Receive below, whether the
+		// canary failed or ctx is done (Receive does not watch ctx).
+		ps.Close()
+	}()
+	defer func() { cancel(); <-done }()
+
+	for {
+		msg, err := ps.Receive(ctx)
+		if err != nil {
+			select {
+			case cerr := <-failed:
+				return true, cerr
+			default:
+			}
+			return true, fmt.Errorf("receive: %w", err)
+		}
+		m, ok := msg.(*redis.Message)
+		if !ok {
+			continue // subscription confirmations, pongs
+		}
+		name, ok := strings.CutPrefix(m.Channel, b.prefix)
+		if !ok {
+			continue
+		}
+		if strings.HasPrefix(name, canaryInfix) {
+			if m.Channel == b.canary {
+				if n, err := strconv.ParseUint(m.Payload, 10, 64); err == nil && n > back.Load() {
+					back.Store(n)
+				}
+			}
+			continue
+		}
+		if !validChannel(name) {
+			b.invalid.Add(1)
+			continue
+		}
+		r.Deliver(name, []byte(m.Payload))
+	}
+}
+
+// watchCanary publishes a numbered canary every interval and returns an
+// error when the previous one has not come back by then, or when
+// publishing fails. It returns nil when ctx is done.
+func (b *RedisBroker) watchCanary(ctx context.Context, back *atomic.Uint64) error {
+	t := time.NewTicker(b.opts.CanaryInterval)
+	defer t.Stop()
+	var sent uint64
+	for {
+		pctx, cancel := context.WithTimeout(ctx, b.opts.CanaryInterval)
+		err := b.rdb.Publish(pctx, b.canary, strconv.FormatUint(sent+1, 10)).Err()
+		cancel()
+		if ctx.Err() != nil {
+			return nil
+		}
+		if err != nil {
+			b.canaryFailures.Add(1)
+			return fmt.Errorf("canary publish: %w", err)
+		}
+		sent++
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+		}
+		if back.Load() < sent {
+			b.canaryFailures.Add(1)
+			return fmt.Errorf("canary %d did not come back within %s: subscription broken", sent, b.opts.CanaryInterval)
+		}
+	}
+}

@@ -1,0 +1,279 @@
+package hub
+
+import (
+	"encoding/json"
+	"sync"
+	"time"
+)
+
+// Sequence numbers come from one counter per node (Node.seq), taken under
+// the channel's lock, so they increase within every channel but are not
+// contiguous. That lets a channel's state be dropped when it is idle and
+// recreated later without ever reusing a number a client may hold: a new
+// state starts at the node's current count, so an older since yields a gap.
+
+// message is one published payload with its frames, shared by every
+// subscriber's queue and by the history. Immutable once built, except raw,
+// which is built lazily under the channel's lock.
+type message struct {
+	seq     uint64
+	at      int64 // unix nanoseconds when this node received it
+	payload []byte
+	frame   []byte // {"channel","seq","data"} text frame
+	raw     []byte // bare payload frame for raw routes; nil until needed
+}
+
+func (m *message) rawFrame() []byte {
+	if m.raw == nil {
+		m.raw = rawFrame(m.payload)
+	}
+	return m.raw
+}
+
+// histLimits bound a history: count and age. size 0 keeps nothing.
+type histLimits struct {
+	size int
+	ttl  time.Duration
+}
+
+// channel is the state of one channel on this node: subscribers, history
+// and the sequence position.
+type channel struct {
+	name string
+
+	mu sync.Mutex
+	// subs are the subscribed clients. Guarded by mu.
+	subs map[*client]struct{}
+	// raws counts subscribers on raw routes, so that raw frames are only
+	// built when someone needs them. Guarded by mu.
+	raws int
+	// subjects counts subscribers per token subject, for presence lists
+	// (routes with presence_subs). Guarded by mu; nil until needed.
+	subjects map[string]int
+	// last is the newest sequence number (or the starting point); safe is
+	// the lowest since from which the history replays completely.
+	// Invariant: safe <= last. Guarded by mu.
+	last, safe uint64
+	// hist holds the retained messages, oldest first. Guarded by mu.
+	hist []*message
+	// dead is set when the node dropped this state; holders of the pointer
+	// must look the channel up again. Guarded by mu.
+	dead bool
+}
+
+func newChannel(name string, start uint64) *channel {
+	return &channel{name: name, subs: map[*client]struct{}{}, last: start, safe: start}
+}
+
+// trimLocked drops messages beyond lim.
+func (ch *channel) trimLocked(lim histLimits, now time.Time) {
+	k := 0
+	if over := len(ch.hist) - lim.size; over > 0 {
+		k = over
+	}
+	cutoff := now.Add(-lim.ttl).UnixNano()
+	for k < len(ch.hist) && ch.hist[k].at < cutoff {
+		k++
+	}
+	if k == 0 {
+		return
+	}
+	ch.safe = max(ch.safe, ch.hist[k-1].seq)
+	clear(ch.hist[:k])
+	ch.hist = ch.hist[k:]
+	if len(ch.hist) == 0 {
+		ch.hist = nil
+	}
+}
+
+// publish assigns the next sequence number, records the message in the
+// history and queues its frame on every subscriber. It reports false when
+// the channel state is dead (the caller looks it up again).
+func (ch *channel) publish(n *Node, payload []byte, lim histLimits, now time.Time) (uint64, bool) {
+	ch.mu.Lock()
+	defer ch.mu.Unlock()
+	if ch.dead {
+		return 0, false
+	}
+	m := &message{seq: n.seq.Add(1), at: now.UnixNano(), payload: payload}
+	m.frame = messageFrame(ch.name, m.seq, dataJSON(payload))
+	ch.last = m.seq
+	if lim.size > 0 {
+		ch.hist = append(ch.hist, m)
+	}
+	ch.trimLocked(lim, now)
+	if lim.size == 0 {
+		ch.safe = m.seq
+	}
+	if ch.raws > 0 {
+		m.rawFrame()
+	}
+	for c := range ch.subs {
+		if c.raw {
+			c.send(m.raw, true)
+		} else {
+			c.send(m.frame, true)
+		}
+	}
+	return m.seq, true
+}
+
+// subscribeRequest is a subscription with optional recovery.
+type subscribeRequest struct {
+	n        *Node
+	since    uint64
+	hasSince bool
+	epoch    string          // the client's epoch; "" skips the check
+	ack      bool            // send a "subscribed" reply
+	id       json.RawMessage // request id to echo
+	route    histLimits      // the client's route's history limits
+	node     histLimits      // the node's retention, for trimming
+	now      time.Time
+}
+
+// subscribe adds c and, under the same lock so nothing is missed or
+// duplicated, queues the reply and the replay (or a gap notice). It
+// reports false when the channel state is dead.
+func (ch *channel) subscribe(c *client, req *subscribeRequest) bool {
+	ch.mu.Lock()
+	defer ch.mu.Unlock()
+	if ch.dead {
+		return false
+	}
+	ch.subs[c] = struct{}{}
+	if c.raw {
+		ch.raws++
+	}
+	if c.subject != "" {
+		if ch.subjects == nil {
+			ch.subjects = map[string]int{}
+		}
+		ch.subjects[c.subject]++
+	}
+	ch.trimLocked(req.node, req.now)
+
+	var replay []*message
+	gapReason := ""
+	if req.hasSince {
+		replay, gapReason = ch.missedLocked(req)
+	}
+	if req.ack {
+		ack := subscribedMsg{Type: "subscribed", Channel: ch.name, Seq: ch.last, Epoch: req.n.epoch, ID: req.id}
+		if req.hasSince {
+			rec := gapReason == ""
+			ack.Recovered = &rec
+		}
+		c.send(controlFrame(ack), false)
+	}
+	if gapReason != "" {
+		if !c.raw {
+			c.send(gapFrame(ch.name, ch.last, req.n.epoch, gapReason), false)
+		}
+		req.n.stats.gaps.Add(1)
+		return true
+	}
+	for _, m := range replay {
+		if c.raw {
+			c.send(m.rawFrame(), false)
+		} else {
+			c.send(m.frame, false)
+		}
+	}
+	return true
+}
+
+// missedLocked returns the messages after req.since, or the reason they
+// cannot all be replayed.
+func (ch *channel) missedLocked(req *subscribeRequest) ([]*message, string) {
+	switch {
+	case req.epoch != "" && req.epoch != req.n.epoch:
+		return nil, "epoch"
+	case req.since < ch.safe || req.since > ch.last:
+		return nil, "history"
+	case req.since == ch.last:
+		return nil, ""
+	}
+	// since >= safe: everything after it is in hist.
+	i := len(ch.hist)
+	for i > 0 && ch.hist[i-1].seq > req.since {
+		i--
+	}
+	missed := ch.hist[i:]
+	if len(missed) > req.route.size {
+		return nil, "history" // more than this route keeps
+	}
+	if len(missed) > 0 && missed[0].at < req.now.Add(-req.route.ttl).UnixNano() {
+		return nil, "history" // older than this route keeps
+	}
+	return missed, ""
+}
+
+// unsubscribe removes c.
+func (ch *channel) unsubscribe(c *client) {
+	ch.mu.Lock()
+	defer ch.mu.Unlock()
+	if _, ok := ch.subs[c]; !ok {
+		return
+	}
+	delete(ch.subs, c)
+	if c.raw {
+		ch.raws--
+	}
+	if c.subject != "" {
+		if ch.subjects[c.subject]--; ch.subjects[c.subject] <= 0 {
+			delete(ch.subjects, c.subject)
+		}
+	}
+}
+
+// markLost records that messages may have been lost (the broker
+// subscription was down): the position moves past a burnt number, the
+// history is dropped, and live subscribers get a gap notice.
+func (ch *channel) markLost(n *Node) {
+	ch.mu.Lock()
+	defer ch.mu.Unlock()
+	if ch.dead {
+		return
+	}
+	b := n.seq.Add(1)
+	ch.last, ch.safe = b, b
+	clear(ch.hist)
+	ch.hist = nil
+	var f []byte
+	for c := range ch.subs {
+		if c.raw {
+			continue
+		}
+		if f == nil {
+			f = gapFrame(ch.name, b, n.epoch, "outage")
+		}
+		c.send(f, true)
+		n.stats.gaps.Add(1)
+	}
+}
+
+// idleLocked reports whether the state holds nothing worth keeping.
+func (ch *channel) idleLocked() bool { return len(ch.subs) == 0 && len(ch.hist) == 0 }
+
+// Control messages, server to client. PROTOCOL.md documents them.
+
+type subscribedMsg struct {
+	Type      string          `json:"type"`
+	Channel   string          `json:"channel"`
+	Seq       uint64          `json:"seq"`
+	Epoch     string          `json:"epoch"`
+	Recovered *bool           `json:"recovered,omitempty"`
+	ID        json.RawMessage `json:"id,omitempty"`
+}
+
+type gapMsg struct {
+	Type    string `json:"type"`
+	Channel string `json:"channel"`
+	Seq     uint64 `json:"seq"`
+	Epoch   string `json:"epoch"`
+	Reason  string `json:"reason"`
+}
+
+func gapFrame(channel string, seq uint64, epoch, reason string) []byte {
+	return controlFrame(gapMsg{Type: "gap", Channel: channel, Seq: seq, Epoch: epoch, Reason: reason})
+}

@@ -1,0 +1,411 @@
+/*
+ * edge hub client, protocol v1 (see hub/PROTOCOL.md in the edge sources).
+ *
+ * No build step, no dependencies, never touches the DOM. Load it either way:
+ *
+ *   <script src="/socket/client.js"></script>            -> window.EdgeHub
+ *   import { EdgeHub } from "/socket/client.mjs";         (ES module)
+ *   import "/socket/client.js";                           -> globalThis.EdgeHub
+ *
+ *   const hub = new EdgeHub("/socket/", { channels: ["orders"], token: "…" });
+ *   hub.on("message", (m) => console.log(m.channel, m.seq, m.data));
+ *   hub.on("gap", (g) => reloadState(g.channel));   // messages were missed
+ *   hub.publish("orders", { hello: 1 });            // queued until open
+ *
+ * Events: open, close {code, reason, wasClean}, message {channel, seq, data},
+ * gap {channel, seq, epoch, reason}, error {type, …}, subscribed, and any
+ * other server reply type (unsubscribed, published).
+ */
+(function (root) {
+  "use strict";
+  if (root.EdgeHub) {
+    return; // loaded twice
+  }
+
+  var OPEN = 1;
+  var STABLE = 5000; // a connection open this long resets the backoff
+  var DEFAULTS = {
+    channels: [],
+    token: null, // a string, or a function returning a string or a Promise
+    tokenIn: "protocol", // "protocol" (Sec-WebSocket-Protocol) or "query"
+    queryParam: "token",
+    minDelay: 500, // reconnect backoff, milliseconds
+    maxDelay: 30000,
+    pingInterval: 20000, // JSON ping; browsers cannot send ping frames
+    pongTimeout: 10000, // no frame within pingInterval+pongTimeout: reconnect
+    maxQueue: 1000, // sends kept while not open; the oldest is dropped beyond
+    WebSocket: null, // a WebSocket class (Node: the "ws" package)
+  };
+
+  function EdgeHub(url, options) {
+    if (!(this instanceof EdgeHub)) {
+      return new EdgeHub(url, options);
+    }
+    var opts = {};
+    var k;
+    for (k in DEFAULTS) opts[k] = DEFAULTS[k];
+    for (k in options || {}) opts[k] = options[k];
+    this.url = url;
+    this.options = opts;
+    this._WS = opts.WebSocket || root.WebSocket;
+    if (!this._WS) {
+      throw new Error("EdgeHub: no WebSocket class; pass options.WebSocket");
+    }
+    this._handlers = {};
+    // channel -> {seq, epoch}: the last position seen, null until known.
+    this._channels = new Map();
+    this._queue = [];
+    this._attempt = 0;
+    this._closed = false;
+    this._ws = null;
+    this._ready = false;
+    this._epoch = null;
+    this._timer = null;
+    this._heartbeat = null;
+    this._lastSeen = 0;
+    this._openedAt = 0;
+    this._urlChannels = new Set(); // channels named in the current socket's URL
+    for (var i = 0; i < opts.channels.length; i++) {
+      this._channels.set(opts.channels[i], { seq: null, epoch: null });
+    }
+    this._connect();
+  }
+
+  // on registers fn for an event type and returns a function that removes it.
+  EdgeHub.prototype.on = function (type, fn) {
+    (this._handlers[type] = this._handlers[type] || []).push(fn);
+    var self = this;
+    return function () {
+      self.off(type, fn);
+    };
+  };
+
+  EdgeHub.prototype.off = function (type, fn) {
+    var list = this._handlers[type] || [];
+    var i = list.indexOf(fn);
+    if (i >= 0) list.splice(i, 1);
+  };
+
+  EdgeHub.prototype._emit = function (type, ev) {
+    var list = (this._handlers[type] || []).slice();
+    for (var i = 0; i < list.length; i++) {
+      try {
+        list[i].call(this, ev);
+      } catch (err) {
+        // A failing handler must not break the connection; report it
+        // without swallowing it.
+        setTimeout(function () {
+          throw err;
+        });
+      }
+    }
+  };
+
+  // state is "open", "connecting" or "closed" (after close()).
+  Object.defineProperty(EdgeHub.prototype, "state", {
+    get: function () {
+      if (this._closed) return "closed";
+      return this._ready ? "open" : "connecting";
+    },
+  });
+
+  // position returns {seq, epoch} for a subscribed channel, or undefined.
+  EdgeHub.prototype.position = function (channel) {
+    var st = this._channels.get(channel);
+    return st ? { seq: st.seq, epoch: st.epoch } : undefined;
+  };
+
+  EdgeHub.prototype.subscribe = function (channel) {
+    if (this._channels.has(channel)) return;
+    this._channels.set(channel, { seq: null, epoch: null });
+    if (this._ready) this._rawSend({ type: "subscribe", channel: channel });
+  };
+
+  EdgeHub.prototype.unsubscribe = function (channel) {
+    if (!this._channels.delete(channel)) return;
+    if (this._ready) this._rawSend({ type: "unsubscribe", channel: channel });
+  };
+
+  EdgeHub.prototype.publish = function (channel, data, id) {
+    var msg = { type: "publish", channel: channel, data: data };
+    if (id !== undefined) msg.id = id;
+    return this.send(msg);
+  };
+
+  // send sends a protocol message now when open, else queues it until the
+  // connection is open (never "Still in CONNECTING state"). It returns true
+  // when sent now.
+  EdgeHub.prototype.send = function (msg) {
+    if (this._closed) return false;
+    if (this._ready && this._rawSend(msg)) return true;
+    if (this._queue.length >= this.options.maxQueue) {
+      var dropped = this._queue.shift();
+      this._emit("error", { type: "queue_overflow", dropped: dropped });
+    }
+    this._queue.push(msg);
+    return false;
+  };
+
+  // close closes the connection for good.
+  EdgeHub.prototype.close = function () {
+    if (this._closed) return;
+    this._closed = true;
+    clearTimeout(this._timer);
+    this._queue = [];
+    if (this._ws) {
+      this._drop(1000, "closed by client", true);
+    }
+  };
+
+  EdgeHub.prototype._rawSend = function (msg) {
+    var ws = this._ws;
+    if (!ws || ws.readyState !== OPEN) return false;
+    try {
+      ws.send(JSON.stringify(msg));
+      return true;
+    } catch (err) {
+      this._emit("error", { type: "send", error: err });
+      return false;
+    }
+  };
+
+  EdgeHub.prototype._buildURL = function (token) {
+    var u;
+    if (/^wss?:/i.test(this.url)) {
+      u = new URL(this.url);
+    } else {
+      var base = root.location ? root.location.href : undefined;
+      u = new URL(this.url, base);
+    }
+    if (u.protocol === "http:") u.protocol = "ws:";
+    if (u.protocol === "https:") u.protocol = "wss:";
+    // Channels with a known position are resubscribed by message, with
+    // since; the others are named in the URL and subscribed at connect.
+    var named = new Set();
+    this._channels.forEach(function (st, name) {
+      if (st.seq === null) {
+        u.searchParams.append("channel", name);
+        named.add(name);
+      }
+    });
+    this._urlChannels = named;
+    if (token && this.options.tokenIn === "query") {
+      u.searchParams.set(this.options.queryParam, token);
+    }
+    return u.toString();
+  };
+
+  EdgeHub.prototype._connect = function () {
+    var self = this;
+    if (this._closed) return;
+    var tok = this.options.token;
+    var p;
+    try {
+      p = Promise.resolve(typeof tok === "function" ? tok() : tok);
+    } catch (err) {
+      p = Promise.reject(err);
+    }
+    p.then(
+      function (token) {
+        self._open(token);
+      },
+      function (err) {
+        self._emit("error", { type: "token", error: err });
+        self._reconnect();
+      }
+    );
+  };
+
+  EdgeHub.prototype._open = function (token) {
+    var self = this;
+    if (this._closed) return;
+    var protocols = ["edge.v1"];
+    if (token && this.options.tokenIn === "protocol") {
+      protocols.push("bearer." + token);
+    }
+    var ws;
+    try {
+      ws = new this._WS(this._buildURL(token), protocols);
+    } catch (err) {
+      this._emit("error", { type: "connect", error: err });
+      this._reconnect();
+      return;
+    }
+    this._ws = ws;
+    this._ready = false;
+    ws.onopen = function () {
+      if (ws !== self._ws) return;
+      self._ready = true;
+      self._openedAt = Date.now();
+      self._resubscribe();
+      var queued = self._queue;
+      self._queue = [];
+      for (var i = 0; i < queued.length; i++) self.send(queued[i]);
+      self._startHeartbeat(ws);
+      self._emit("open", {});
+    };
+    ws.onmessage = function (ev) {
+      if (ws !== self._ws) return;
+      self._onMessage(ev.data);
+    };
+    ws.onclose = function (ev) {
+      if (ws !== self._ws) return;
+      self._drop(ev.code, ev.reason, ev.wasClean);
+    };
+    ws.onerror = function () {
+      if (ws !== self._ws) return;
+      self._emit("error", { type: "socket" });
+    };
+  };
+
+  // _resubscribe brings the server's subscriptions in line with ours once
+  // a socket opens: since for known positions, and whatever changed while
+  // the socket was connecting.
+  EdgeHub.prototype._resubscribe = function () {
+    var self = this;
+    this._channels.forEach(function (st, name) {
+      if (st.seq !== null) {
+        var msg = { type: "subscribe", channel: name, since: st.seq };
+        if (st.epoch) msg.epoch = st.epoch;
+        self._rawSend(msg);
+      } else if (!self._urlChannels.has(name)) {
+        self._rawSend({ type: "subscribe", channel: name });
+      }
+    });
+    this._urlChannels.forEach(function (name) {
+      if (!self._channels.has(name)) {
+        self._rawSend({ type: "unsubscribe", channel: name });
+      }
+    });
+  };
+
+  EdgeHub.prototype._onMessage = function (data) {
+    this._lastSeen = Date.now();
+    if (typeof data !== "string") {
+      data = String(data); // Node ws may hand over a Buffer
+    }
+    var msg;
+    try {
+      msg = JSON.parse(data);
+    } catch (err) {
+      this._emit("error", { type: "parse", data: data });
+      return;
+    }
+    if (msg === null || typeof msg !== "object") return;
+    var st;
+    if (msg.type === undefined && typeof msg.channel === "string") {
+      st = this._channels.get(msg.channel);
+      if (!st) return; // unsubscribed meanwhile
+      if (st.seq === null || msg.seq > st.seq) {
+        st.seq = msg.seq;
+        st.epoch = this._epoch;
+      }
+      this._emit("message", msg);
+      return;
+    }
+    switch (msg.type) {
+      case "welcome":
+        this._epoch = msg.epoch;
+        break;
+      case "pong":
+        break;
+      case "subscribed":
+        st = this._channels.get(msg.channel);
+        // A fresh subscription starts at the channel's position. With
+        // since, the position moves only as replayed messages arrive, so
+        // that a drop during the replay loses nothing.
+        if (st && st.seq === null) {
+          st.seq = msg.seq;
+          st.epoch = msg.epoch;
+        }
+        this._emit("subscribed", msg);
+        break;
+      case "gap":
+        st = this._channels.get(msg.channel);
+        if (st) {
+          st.seq = msg.seq;
+          st.epoch = msg.epoch;
+        }
+        this._emit("gap", msg);
+        break;
+      case "error":
+        this._emit("error", {
+          type: "server",
+          code: msg.code,
+          message: msg.message,
+          channel: msg.channel,
+          id: msg.id,
+        });
+        break;
+      default:
+        this._emit(msg.type, msg);
+    }
+  };
+
+  EdgeHub.prototype._startHeartbeat = function (ws) {
+    var self = this;
+    var o = this.options;
+    this._lastSeen = Date.now();
+    clearInterval(this._heartbeat);
+    this._heartbeat = setInterval(function () {
+      if (ws !== self._ws) return;
+      if (Date.now() - self._lastSeen > o.pingInterval + o.pongTimeout) {
+        // Nothing heard for too long: the connection is dead even if the
+        // socket has not noticed.
+        self._drop(4000, "heartbeat timeout", false);
+        return;
+      }
+      self._rawSend({ type: "ping" });
+    }, o.pingInterval);
+  };
+
+  // _drop forgets the current socket, reports close and schedules a
+  // reconnect unless close() was called.
+  EdgeHub.prototype._drop = function (code, reason, wasClean) {
+    var ws = this._ws;
+    var wasOpen = this._ready;
+    this._ws = null;
+    this._ready = false;
+    clearInterval(this._heartbeat);
+    if (ws) {
+      var noop = function () {};
+      // Keep handlers (no-ops): Node's ws throws on an unhandled error.
+      ws.onopen = ws.onmessage = ws.onclose = ws.onerror = noop;
+      try {
+        if (ws.readyState <= OPEN) {
+          if (typeof ws.terminate === "function" && !wasClean) ws.terminate();
+          else ws.close(code === 1000 ? 1000 : undefined);
+        }
+      } catch (err) {
+        // already closing
+      }
+    }
+    if (wasOpen && Date.now() - this._openedAt > STABLE) {
+      this._attempt = 0; // a connection that lasted starts the backoff over
+    }
+    this._emit("close", { code: code, reason: reason || "", wasClean: !!wasClean });
+    this._reconnect();
+  };
+
+  EdgeHub.prototype._reconnect = function () {
+    var self = this;
+    if (this._closed) return;
+    clearTimeout(this._timer);
+    var o = this.options;
+    var base = Math.min(o.maxDelay, o.minDelay * Math.pow(2, this._attempt));
+    this._attempt = Math.min(this._attempt + 1, 30);
+    // Full jitter over the upper half: spreads a thundering herd of
+    // clients reconnecting after a restart.
+    var delay = base / 2 + Math.random() * (base / 2);
+    this._emit("reconnecting", { delay: delay, attempt: this._attempt });
+    this._timer = setTimeout(function () {
+      self._connect();
+    }, delay);
+  };
+
+  root.EdgeHub = EdgeHub;
+  if (typeof module === "object" && module && module.exports) {
+    module.exports = EdgeHub;
+    module.exports.EdgeHub = EdgeHub;
+  }
+})(typeof globalThis !== "undefined" ? globalThis : this);

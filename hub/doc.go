@@ -1,0 +1,30 @@
+// Package hub is edge's embedded WebSocket broadcast hub (protocol v1,
+// PROTOCOL.md).
+//
+// A Node is the hub of one edge process. Publishers reach it through a
+// Broker — MemoryBroker on a single node, RedisBroker (one PSUBSCRIBE per
+// node) across nodes — and it fans every message out to the subscribers of
+// its channel on every hub route of the process. Clients are authorised
+// (origin, none/jwt/request auth, channel patterns) before the upgrade;
+// refusals are real 401/403 answers.
+//
+// Fan-out encodes a message once into a complete WebSocket frame (server
+// frames are unmasked, so the same bytes serve every connection) and
+// appends it to each subscriber's bounded queue without ever waiting. A
+// connection has one reader goroutine for its life and a writer goroutine
+// only while frames are queued; the writer gathers everything queued into
+// as few write(2) calls as possible. A client whose queue overflows is
+// closed with 1013 and counted.
+//
+// Each channel keeps a bounded history so that a client reconnecting with
+// "since" gets what it missed, or a "gap" notice when that is impossible —
+// including after a broker outage, which a Redis canary detects even when
+// the subscription dies silently.
+//
+// Lifecycle: NewNode starts nothing; Route returns the http.Handler of a
+// hub route (and on reload stages its new configuration); Retire, at the
+// reload's commit point, applies staged configurations in place and closes
+// the clients of routes no longer configured; Run runs the broker
+// subscription and periodic work until its context ends; Close disconnects
+// every client with 1001.
+package hub

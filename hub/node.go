@@ -1,0 +1,522 @@
+package hub
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"os"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/redis/go-redis/v9"
+
+	"edge/config"
+)
+
+// NodeOptions configure a Node. Only Redis, Log, Registerer and NodeID are
+// meant for production wiring; the rest exist for tests and tuning.
+type NodeOptions struct {
+	// Redis, when set, makes Redis the broker (fan-out across nodes,
+	// presence across nodes). nil: an in-memory broker, one node.
+	Redis *config.Redis
+	// Log receives the hub's messages. nil: discard.
+	Log *slog.Logger
+	// Registerer receives the hub's metrics (edge_hub_*). nil: no metrics.
+	Registerer prometheus.Registerer
+	// NodeID names this node in Redis (canary, presence). Default
+	// hostname-pid-random.
+	NodeID string
+
+	// Broker replaces the broker chosen from Redis (tests, embedding).
+	// Presence across nodes needs Redis.
+	Broker Broker
+	// CanaryInterval is how often the Redis canary is published. Default 2s.
+	CanaryInterval time.Duration
+	// PresenceTTL is the lifetime of this node's presence hash in Redis;
+	// it is refreshed every third of it, so a crashed node's counts vanish
+	// within PresenceTTL. Default 30s.
+	PresenceTTL time.Duration
+	// ReconnectMin and ReconnectMax bound the backoff between Redis
+	// subscription attempts. Defaults 100ms and 5s.
+	ReconnectMin, ReconnectMax time.Duration
+	// SweepInterval is how often idle channel state is dropped. Default 30s.
+	SweepInterval time.Duration
+}
+
+// Node is the hub of one edge process: it owns the broker (memory or
+// Redis), per-channel history, presence, the Redis canary, and every hub
+// route's clients. Hub routes share one channel namespace.
+//
+// NewNode starts nothing; Run runs the broker subscription and the
+// periodic work until its context is done; Close disconnects every client.
+// A Node is safe for concurrent use.
+type Node struct {
+	log    *slog.Logger
+	id     string
+	epoch  string // random per NewNode: clients learn that sequences restarted
+	broker Broker
+	redis  *RedisBroker  // nil without Redis
+	rdb    *redis.Client // nil without Redis; owned, closed by Close
+	prefix string
+	opts   NodeOptions
+
+	// seq numbers messages of every channel (see channel.go).
+	seq atomic.Uint64
+
+	mu       sync.RWMutex
+	channels map[string]*channel // guarded by mu
+	routes   map[string]*route   // by path; guarded by mu
+	gen      uint64              // reload generation, bumped by Retire; guarded by mu
+	closed   bool                // guarded by mu
+	keep     histLimits          // history retention: the max over routes; guarded by mu
+
+	// wg counts client reader and writer goroutines.
+	wg sync.WaitGroup
+
+	// Broker subscription state.
+	up        atomic.Bool
+	everUp    atomic.Bool
+	downSince atomic.Int64 // unix nanoseconds; 0 before the first subscription
+
+	// skipPresenceCleanup leaves the presence hash behind on Close, as a
+	// crashed node would (tests).
+	skipPresenceCleanup bool
+
+	closeOnce sync.Once
+	stats     stats
+}
+
+// stats are the counters behind /hub/stats and the metrics.
+type stats struct {
+	conns      atomic.Int64  // open connections
+	accepted   atomic.Uint64 // connections upgraded
+	refused    atomic.Uint64 // upgrades refused (any status)
+	published  atomic.Uint64 // messages delivered by the broker to this node
+	written    atomic.Uint64 // frames written to clients
+	writes     atomic.Uint64 // write calls that carried them (coalescing: written/writes)
+	dropped    atomic.Uint64 // frames discarded (slow or dead clients)
+	slow       atomic.Uint64 // clients closed because their queue was full
+	gaps       atomic.Uint64 // gap notices sent
+	brokerLost atomic.Uint64 // broker subscription losses
+}
+
+// NewNode returns a Node. It checks opts and, with Redis, builds the
+// client, but connects nothing and starts no goroutines.
+func NewNode(opts NodeOptions) (*Node, error) {
+	if opts.Log == nil {
+		opts.Log = slog.New(slog.DiscardHandler)
+	}
+	if opts.NodeID == "" {
+		host, _ := os.Hostname()
+		opts.NodeID = fmt.Sprintf("%s-%d-%s", host, os.Getpid(), randomHex(3))
+	}
+	if opts.CanaryInterval <= 0 {
+		opts.CanaryInterval = 2 * time.Second
+	}
+	if opts.PresenceTTL <= 0 {
+		opts.PresenceTTL = 30 * time.Second
+	}
+	if opts.SweepInterval <= 0 {
+		opts.SweepInterval = 30 * time.Second
+	}
+	n := &Node{
+		log:      opts.Log.With("component", "hub"),
+		id:       opts.NodeID,
+		epoch:    randomHex(8),
+		opts:     opts,
+		channels: map[string]*channel{},
+		routes:   map[string]*route{},
+	}
+	switch {
+	case opts.Broker != nil:
+		n.broker = opts.Broker
+	case opts.Redis != nil:
+		ro, err := RedisOptions(opts.Redis.URL)
+		if err != nil {
+			return nil, err
+		}
+		n.rdb = redis.NewClient(ro)
+		n.prefix = opts.Redis.Prefix
+		n.redis = NewRedisBroker(RedisBrokerOptions{
+			Client: n.rdb, Prefix: opts.Redis.Prefix, NodeID: opts.NodeID,
+			CanaryInterval: opts.CanaryInterval, Log: n.log,
+			ReconnectMin: opts.ReconnectMin, ReconnectMax: opts.ReconnectMax,
+		})
+		n.broker = n.redis
+	default:
+		n.broker = NewMemoryBroker()
+	}
+	if opts.Registerer != nil {
+		if err := n.registerMetrics(opts.Registerer); err != nil {
+			return nil, err
+		}
+	}
+	return n, nil
+}
+
+// RedisOptions parses a redis://, rediss:// or unix:// URL into client
+// options with context deadlines honoured.
+func RedisOptions(rawURL string) (*redis.Options, error) {
+	o, err := redis.ParseURL(rawURL)
+	if err != nil {
+		return nil, fmt.Errorf("redis url: %w", err)
+	}
+	o.ContextTimeoutEnabled = true
+	return o, nil
+}
+
+func randomHex(n int) string {
+	b := make([]byte, n)
+	rand.Read(b)
+	return hex.EncodeToString(b)
+}
+
+// ID returns the node's ID.
+func (n *Node) ID() string { return n.id }
+
+// Epoch returns the node's epoch: a random string fixed at NewNode. A
+// client's since is only meaningful within one epoch.
+func (n *Node) Epoch() string { return n.epoch }
+
+// Run subscribes to the broker (re-subscribing with backoff after
+// failures), refreshes presence in Redis and drops idle channel state,
+// until ctx is done. It returns nil then.
+func (n *Node) Run(ctx context.Context) error {
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		err := n.broker.Subscribe(ctx, receiver{n})
+		if err != nil && ctx.Err() == nil {
+			n.log.Error("hub broker stopped", "err", err)
+		}
+	})
+	wg.Go(func() { n.sweepLoop(ctx) })
+	if n.rdb != nil {
+		wg.Go(func() { n.presenceLoop(ctx) })
+	}
+	wg.Wait()
+	return nil
+}
+
+// receiver adapts the Node to the Broker's Receiver.
+type receiver struct{ n *Node }
+
+func (r receiver) Deliver(channel string, payload []byte) uint64 {
+	return r.n.deliver(channel, payload)
+}
+
+func (r receiver) BrokerState(up bool) { r.n.brokerState(up) }
+
+// deliver fans a message out to this node's subscribers. It never waits on
+// a client.
+func (n *Node) deliver(name string, payload []byte) uint64 {
+	if !validChannel(name) {
+		return 0
+	}
+	lim := n.retention()
+	for {
+		if seq, ok := n.channel(name).publish(n, payload, lim, time.Now()); ok {
+			n.stats.published.Add(1)
+			return seq
+		}
+	}
+}
+
+func (n *Node) brokerState(up bool) {
+	if !up {
+		if n.up.Swap(false) {
+			n.downSince.Store(time.Now().UnixNano())
+			n.stats.brokerLost.Add(1)
+			n.log.Warn("hub broker subscription lost: messages may be missed until it is back")
+		}
+		return
+	}
+	if n.up.Swap(true) {
+		return
+	}
+	if n.everUp.Swap(true) {
+		// Back after an outage: whatever was published meanwhile is lost.
+		// Tell live clients, and make since from before now yield a gap.
+		n.markLost()
+		n.log.Info("hub broker subscription restored; gap reported to clients",
+			"down_for", time.Since(time.Unix(0, n.downSince.Load())).Round(time.Millisecond))
+	}
+}
+
+// markLost moves every channel past the outage.
+func (n *Node) markLost() {
+	// Burn a number first, so that channel state created from now on
+	// starts after every since handed out before the outage.
+	n.seq.Add(1)
+	for _, ch := range n.channelList() {
+		ch.markLost(n)
+	}
+}
+
+// channel returns the state of name, creating it.
+func (n *Node) channel(name string) *channel {
+	n.mu.RLock()
+	ch := n.channels[name]
+	n.mu.RUnlock()
+	if ch != nil {
+		return ch
+	}
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if ch = n.channels[name]; ch == nil {
+		ch = newChannel(name, n.seq.Load())
+		n.channels[name] = ch
+	}
+	return ch
+}
+
+func (n *Node) channelList() []*channel {
+	n.mu.RLock()
+	defer n.mu.RUnlock()
+	list := make([]*channel, 0, len(n.channels))
+	for _, ch := range n.channels {
+		list = append(list, ch)
+	}
+	return list
+}
+
+// retention returns how much history channels keep: the most any route
+// asks for.
+func (n *Node) retention() histLimits {
+	n.mu.RLock()
+	defer n.mu.RUnlock()
+	return n.keep
+}
+
+func (n *Node) updateRetentionLocked() {
+	var k histLimits
+	for _, rt := range n.routes {
+		if cfg := rt.config(); cfg != nil {
+			k.size = max(k.size, cfg.history.size)
+			k.ttl = max(k.ttl, cfg.history.ttl)
+		}
+	}
+	n.keep = k
+}
+
+// sweepLoop drops channel state that has no subscribers and no history.
+func (n *Node) sweepLoop(ctx context.Context) {
+	t := time.NewTicker(n.opts.SweepInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			n.sweep(time.Now())
+		}
+	}
+}
+
+func (n *Node) sweep(now time.Time) {
+	lim := n.retention()
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	for name, ch := range n.channels {
+		ch.mu.Lock()
+		ch.trimLocked(lim, now)
+		if ch.idleLocked() {
+			ch.dead = true
+			delete(n.channels, name)
+		}
+		ch.mu.Unlock()
+	}
+}
+
+// Route returns the handler of the hub route at path, creating it on the
+// first call. Calling it again on reload with a new cfg updates the live
+// route in place (origins, auth, limits) without dropping connected
+// clients: the new configuration of an existing route takes effect at the
+// next Retire, the reload's commit point, so that a reload failing after
+// Route changes nothing; a new route's takes effect at once. Settings fixed
+// at connect time (raw, presence subject, granted channels) keep applying
+// to clients already connected. Several sites with the same hub path share
+// one route: the last cfg wins and the default origins cover every site's
+// hosts given since the last Retire.
+//
+// If cfg cannot be used (a key file became unreadable after validation),
+// the error is logged and the previous configuration stays; a new route
+// answers 503 until a good configuration arrives.
+func (n *Node) Route(path string, cfg *config.Hub, siteHosts []string) http.Handler {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	rt := n.routes[path]
+	if rt == nil {
+		rt = newRoute(n, path)
+		n.routes[path] = rt
+	}
+	if rt.gen != n.gen || rt.hosts == nil {
+		rt.hosts, rt.gen = map[string]bool{}, n.gen
+	}
+	for _, h := range siteHosts {
+		rt.hosts[h] = true
+	}
+	if cfg == nil {
+		n.log.Error("hub route without hub configuration", "route", path)
+		return rt
+	}
+	hosts := make([]string, 0, len(rt.hosts))
+	for h := range rt.hosts {
+		hosts = append(hosts, h)
+	}
+	rc, err := compileRoute(cfg, hosts)
+	if err != nil {
+		n.log.Error("hub route configuration not applied", "route", path, "err", err)
+		return rt
+	}
+	if rt.cfg.Load() == nil {
+		rt.cfg.Store(rc)
+		n.updateRetentionLocked()
+	} else {
+		rt.pending = rc
+	}
+	return rt
+}
+
+// Retire commits the configurations given to Route since the last Retire,
+// and closes, with 1001 "route removed", the clients of hub routes whose
+// path is not in keep, forgetting those routes. Call it once a reload has
+// installed the new routes (and after the first configuration too).
+func (n *Node) Retire(keep []string) {
+	want := map[string]bool{}
+	for _, p := range keep {
+		want[p] = true
+	}
+	var gone []*route
+	n.mu.Lock()
+	n.gen++
+	for p, rt := range n.routes {
+		switch {
+		case !want[p]:
+			delete(n.routes, p)
+			gone = append(gone, rt)
+		case rt.pending != nil:
+			rt.cfg.Store(rt.pending)
+			rt.pending = nil
+		}
+	}
+	n.updateRetentionLocked()
+	n.mu.Unlock()
+	for _, rt := range gone {
+		rt.mu.Lock()
+		rt.retired = true
+		rt.mu.Unlock()
+		cs := rt.snapshot()
+		n.log.Info("hub route retired", "route", rt.path, "clients", len(cs))
+		for _, c := range cs {
+			c.closeWith(closeGoingAway, "route removed")
+		}
+	}
+}
+
+// Publish sends payload to channel through the broker: with Redis it is
+// published into Redis and every node (this one included) delivers it once
+// when it comes back; seq is then 0 (not known yet). In memory, delivery
+// happens before Publish returns and seq is the message's sequence number.
+// With the in-memory broker, nothing is delivered before Run has started.
+func (n *Node) Publish(ctx context.Context, channel string, payload []byte) (uint64, error) {
+	if !validChannel(channel) {
+		return 0, fmt.Errorf("invalid channel name %q", channel)
+	}
+	if n.isClosed() {
+		return 0, ErrClosed
+	}
+	return n.broker.Publish(ctx, channel, payload)
+}
+
+func (n *Node) isClosed() bool {
+	n.mu.RLock()
+	defer n.mu.RUnlock()
+	return n.closed
+}
+
+// Healthy returns nil when the broker subscription is live: for Redis,
+// subscribed and the canary coming back.
+func (n *Node) Healthy() error {
+	if n.up.Load() {
+		return nil
+	}
+	if since := n.downSince.Load(); since != 0 {
+		return fmt.Errorf("hub: broker subscription down for %s", time.Since(time.Unix(0, since)).Round(time.Second))
+	}
+	return errors.New("hub: broker subscription not established yet")
+}
+
+// Close shuts the hub down: every client gets close 1001 "going away" and
+// its state is released. It waits for the clients' goroutines until ctx is
+// done, then cuts the remaining connections and waits for them (which is
+// quick: their sockets are closed). New connections are refused with 503.
+// With Redis, this node's presence is removed and the Redis client closed.
+// Close is idempotent; concurrent and later calls return once the first is
+// done. It returns nil: when ctx ends first, the stragglers are cut (and
+// logged), not left behind.
+func (n *Node) Close(ctx context.Context) error {
+	n.closeOnce.Do(func() {
+		n.mu.Lock()
+		n.closed = true
+		routes := make([]*route, 0, len(n.routes))
+		for _, rt := range n.routes {
+			routes = append(routes, rt)
+		}
+		n.mu.Unlock()
+		var all []*client
+		for _, rt := range routes {
+			all = append(all, rt.snapshot()...)
+		}
+		for _, c := range all {
+			c.closeWith(closeGoingAway, "going away")
+		}
+		done := make(chan struct{})
+		go func() { n.wg.Wait(); close(done) }()
+		select {
+		case <-done:
+		case <-ctx.Done():
+			// Out of time: cut the connections; their goroutines end at once.
+			n.log.Warn("hub shutdown: cutting clients that did not finish closing", "clients", n.stats.conns.Load())
+			for _, c := range all {
+				c.nc.Close()
+			}
+			<-done
+		}
+		if n.rdb != nil {
+			if !n.skipPresenceCleanup {
+				dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Second)
+				n.rdb.Del(dctx, n.presenceKey(n.id))
+				cancel()
+			}
+			n.rdb.Close()
+		}
+		n.log.Info("hub closed", "clients", len(all))
+	})
+	// sync.Once makes concurrent callers wait until the first is done.
+	return nil
+}
+
+// PublishRedis publishes straight into Redis (PUBLISH <prefix><channel>),
+// for `edge publish` when Redis is configured.
+func PublishRedis(ctx context.Context, cfg *config.Redis, channel string, payload []byte) error {
+	if !validChannel(channel) {
+		return fmt.Errorf("invalid channel name %q", channel)
+	}
+	o, err := RedisOptions(cfg.URL)
+	if err != nil {
+		return err
+	}
+	rdb := redis.NewClient(o)
+	defer rdb.Close()
+	prefix := cfg.Prefix
+	if err := rdb.Publish(ctx, prefix+channel, payload).Err(); err != nil {
+		return fmt.Errorf("redis publish %q: %w", channel, err)
+	}
+	return nil
+}

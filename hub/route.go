@@ -1,0 +1,446 @@
+package hub
+
+import (
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/gorilla/websocket"
+
+	"edge/config"
+)
+
+// route is the handler of one hub route path. Its configuration is swapped
+// atomically on reload; connected clients stay.
+type route struct {
+	n    *Node
+	path string
+	base string // path with a trailing slash, for client.js
+
+	cfg      atomic.Pointer[routeConfig]
+	upgrader websocket.Upgrader // static after construction
+
+	mu      sync.Mutex
+	clients map[*client]struct{} // guarded by mu
+	perIP   map[string]int       // open connections per client IP; guarded by mu
+	retired bool                 // guarded by mu
+	// hosts accumulates the site hosts of every Route call since the last
+	// Retire, so that a path shared by several sites allows all of their
+	// origins by default. Guarded by n.mu.
+	hosts map[string]bool
+	gen   uint64 // Node.gen when hosts was last reset; guarded by n.mu
+	// pending is the configuration a reload gave, applied at Retire.
+	// Guarded by n.mu.
+	pending *routeConfig
+}
+
+// routeConfig is a compiled, immutable route configuration.
+type routeConfig struct {
+	hub     *config.Hub
+	origins originPolicy
+	auth    authenticator
+	history histLimits
+}
+
+func (rt *route) config() *routeConfig { return rt.cfg.Load() }
+
+func (rt *route) queueSize() int { return rt.cfg.Load().hub.QueueSize }
+
+// compileRoute checks and prepares cfg for serving.
+func compileRoute(cfg *config.Hub, hosts []string) (*routeConfig, error) {
+	auth, err := newAuthenticator(&cfg.Auth)
+	if err != nil {
+		return nil, err
+	}
+	op, err := newOriginPolicy(cfg.Origins, hosts)
+	if err != nil {
+		return nil, err
+	}
+	rc := &routeConfig{hub: cfg, origins: op, auth: auth, history: histLimits{ttl: cfg.History.TTL}}
+	if cfg.History.Size != nil {
+		rc.history.size = *cfg.History.Size
+	}
+	return rc, nil
+}
+
+func newRoute(n *Node, path string) *route {
+	base := path
+	if !strings.HasSuffix(base, "/") {
+		base += "/"
+	}
+	rt := &route{n: n, path: path, base: base, clients: map[*client]struct{}{}, perIP: map[string]int{}}
+	rt.upgrader = websocket.Upgrader{
+		HandshakeTimeout: 10 * time.Second,
+		// Client messages are small: a small read buffer keeps idle
+		// connections light (larger messages are read through it).
+		ReadBufferSize: 512,
+		// Data frames bypass gorilla's writer (see frame.go); the pool only
+		// keeps gorilla from allocating a write buffer per connection.
+		WriteBufferPool: &sync.Pool{},
+		Subprotocols:    []string{Subprotocol},
+		CheckOrigin:     func(r *http.Request) bool { return rt.config().origins.allow(r) },
+		Error: func(w http.ResponseWriter, r *http.Request, status int, reason error) {
+			writeRefusal(w, status, strings.TrimPrefix(reason.Error(), "websocket: "))
+		},
+	}
+	return rt
+}
+
+// Subprotocol is the WebSocket subprotocol of hub protocol v1. A client
+// that offers subprotocols (for example to carry a "bearer.<token>") must
+// offer this one too, since the server selects it.
+const Subprotocol = "edge.v1"
+
+// ServeHTTP serves the browser client at <path>client.js and WebSocket
+// upgrades everywhere else under the route.
+func (rt *route) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	switch strings.TrimPrefix(r.URL.Path, rt.base) {
+	case "client.js":
+		serveClientJS(w, r, clientJS)
+		return
+	case "client.mjs":
+		serveClientJS(w, r, clientMJS)
+		return
+	}
+	rt.serveWebSocket(w, r)
+}
+
+// writeRefusal answers a request that may not connect: a real status and a
+// one-line reason, never a 200 and never a silent close.
+func writeRefusal(w http.ResponseWriter, status int, reason string) {
+	h := w.Header()
+	h.Set("Content-Type", "text/plain; charset=utf-8")
+	h.Set("X-Content-Type-Options", "nosniff")
+	h.Set("Cache-Control", "no-store")
+	if status == http.StatusUnauthorized {
+		h.Set("WWW-Authenticate", `Bearer realm="edge hub"`)
+	}
+	if status == http.StatusUpgradeRequired {
+		h.Set("Upgrade", "websocket")
+		h.Set("Connection", "Upgrade")
+	}
+	w.WriteHeader(status)
+	io.WriteString(w, strings.ReplaceAll(reason, "\n", " ")+"\n")
+}
+
+func (rt *route) refuse(w http.ResponseWriter, status int, reason string) {
+	rt.n.stats.refused.Add(1)
+	rt.n.log.Debug("hub connection refused", "route", rt.path, "status", status, "reason", reason)
+	writeRefusal(w, status, reason)
+}
+
+func (rt *route) serveWebSocket(w http.ResponseWriter, r *http.Request) {
+	if !websocket.IsWebSocketUpgrade(r) {
+		rt.refuse(w, http.StatusUpgradeRequired, "this is a WebSocket endpoint: connect with a WebSocket client")
+		return
+	}
+	if rt.n.isClosed() || rt.isRetired() {
+		rt.refuse(w, http.StatusServiceUnavailable, "hub shutting down")
+		return
+	}
+	cfg := rt.config()
+	if cfg == nil {
+		rt.refuse(w, http.StatusServiceUnavailable, "hub route not configured")
+		return
+	}
+	if !cfg.origins.allow(r) {
+		rt.refuse(w, http.StatusForbidden, "origin not allowed")
+		return
+	}
+	channels := r.URL.Query()["channel"]
+	for _, ch := range channels {
+		if !validChannel(ch) {
+			rt.refuse(w, http.StatusBadRequest, fmt.Sprintf("invalid channel name %q", ch))
+			return
+		}
+	}
+	if len(channels) > cfg.hub.MaxSubscriptions {
+		rt.refuse(w, http.StatusBadRequest, fmt.Sprintf("too many channels: at most %d", cfg.hub.MaxSubscriptions))
+		return
+	}
+	ip := clientIP(r)
+	if !rt.admit(ip, cfg.hub.MaxConnectionsPerIP) {
+		rt.refuse(w, http.StatusTooManyRequests, "too many connections from this address")
+		return
+	}
+	admitted := false
+	defer func() {
+		if !admitted {
+			rt.release(ip)
+		}
+	}()
+	g, ref := cfg.auth.authenticate(r)
+	if ref != nil {
+		rt.refuse(w, ref.status, ref.reason)
+		return
+	}
+	for _, ch := range channels {
+		if !cfg.allowed(g, ch) {
+			rt.refuse(w, http.StatusForbidden, fmt.Sprintf("channel not allowed: %s", ch))
+			return
+		}
+	}
+	ws, err := rt.upgrader.Upgrade(w, r, nil)
+	if err != nil {
+		return // the upgrader answered
+	}
+	c := &client{n: rt.n, route: rt, ws: ws, nc: ws.UnderlyingConn(), ip: ip, grant: g, raw: cfg.hub.Raw}
+	if cfg.hub.PresenceSubs {
+		c.subject = g.sub
+	}
+	if !rt.register(c) {
+		ws.WriteControl(websocket.CloseMessage, goingAwayFrame[2:], time.Now().Add(closeGrace))
+		ws.Close()
+		return
+	}
+	admitted = true
+	c.start(cfg, channels)
+}
+
+// allowed reports whether g may subscribe to channel on this route.
+func (rc *routeConfig) allowed(g *grant, channel string) bool {
+	if len(rc.hub.Channels) > 0 && !matchAny(rc.hub.Channels, channel) {
+		return false
+	}
+	if g.channels != nil && !matchAny(g.channels, channel) {
+		return false
+	}
+	return true
+}
+
+// start sets up a registered connection and starts its reader.
+func (c *client) start(cfg *routeConfig, channels []string) {
+	h := cfg.hub
+	c.ws.SetReadLimit(int64(h.MaxMessageSize))
+	c.ws.SetPongHandler(func(string) error { c.touch(); return nil })
+	c.ws.SetPingHandler(func(data string) error {
+		c.touch()
+		c.send(newFrame(opPong, []byte(data)), true)
+		return nil
+	})
+	c.ws.SetCloseHandler(func(code int, _ string) error {
+		// Echo the client's close code (RFC 6455 §5.5.1).
+		f := newFrame(opClose, nil)
+		if code != websocket.CloseNoStatusReceived {
+			f = closeFrame(code, "")
+		}
+		c.mu.Lock()
+		if c.state == stateOpen {
+			c.closeLocked(f)
+		}
+		c.mu.Unlock()
+		return nil
+	})
+	c.nc.SetReadDeadline(time.Now().Add(h.IdleTimeout))
+	if !c.raw {
+		c.send(controlFrame(welcomeMsg{Type: "welcome", Epoch: c.n.epoch, Protocol: 1}), false)
+	}
+	for _, name := range channels {
+		if c.subscribed(name) != nil {
+			continue
+		}
+		req := c.request(cfg, nil)
+		req.ack = !c.raw
+		c.join(name, req)
+	}
+	c.mu.Lock()
+	if c.state == stateOpen {
+		c.ping = time.AfterFunc(h.PingInterval, c.onPing)
+	}
+	c.mu.Unlock()
+	go c.readLoop()
+}
+
+type welcomeMsg struct {
+	Type     string `json:"type"`
+	Epoch    string `json:"epoch"`
+	Protocol int    `json:"protocol"`
+}
+
+// register adds c to the route unless the node is closing or the route
+// retired.
+func (rt *route) register(c *client) bool {
+	rt.n.mu.RLock()
+	defer rt.n.mu.RUnlock()
+	rt.mu.Lock()
+	defer rt.mu.Unlock()
+	if rt.n.closed || rt.retired {
+		return false
+	}
+	rt.clients[c] = struct{}{}
+	rt.n.wg.Add(1) // released in client.finish
+	rt.n.stats.conns.Add(1)
+	rt.n.stats.accepted.Add(1)
+	return true
+}
+
+func (rt *route) isRetired() bool {
+	rt.mu.Lock()
+	defer rt.mu.Unlock()
+	return rt.retired
+}
+
+func (rt *route) remove(c *client) {
+	rt.mu.Lock()
+	delete(rt.clients, c)
+	rt.mu.Unlock()
+	rt.release(c.ip)
+}
+
+// admit counts a connection from ip against the per-IP cap (0: none).
+func (rt *route) admit(ip string, limit int) bool {
+	rt.mu.Lock()
+	defer rt.mu.Unlock()
+	if limit > 0 && rt.perIP[ip] >= limit {
+		return false
+	}
+	rt.perIP[ip]++
+	return true
+}
+
+func (rt *route) release(ip string) {
+	rt.mu.Lock()
+	defer rt.mu.Unlock()
+	if rt.perIP[ip]--; rt.perIP[ip] <= 0 {
+		delete(rt.perIP, ip)
+	}
+}
+
+// snapshot returns the route's clients.
+func (rt *route) snapshot() []*client {
+	rt.mu.Lock()
+	defer rt.mu.Unlock()
+	cs := make([]*client, 0, len(rt.clients))
+	for c := range rt.clients {
+		cs = append(cs, c)
+	}
+	return cs
+}
+
+func clientIP(r *http.Request) string {
+	if host, _, err := net.SplitHostPort(r.RemoteAddr); err == nil {
+		return host
+	}
+	return r.RemoteAddr
+}
+
+// originPolicy decides which Origin headers may connect. A request
+// without Origin is not from a browser page and is allowed: the check
+// exists to stop other sites' pages from using a visitor's cookies.
+type originPolicy struct {
+	any bool
+	// Explicit origins, normalised to scheme://host:port; a host may start
+	// with "*." to match subdomains.
+	origins []string
+	// Default policy: the site's hosts over http or https on any port;
+	// none (the default site) means the request's own host.
+	siteDefault bool
+	hosts       []string
+}
+
+func newOriginPolicy(origins, hosts []string) (originPolicy, error) {
+	if len(origins) == 0 {
+		lower := make([]string, len(hosts))
+		for i, h := range hosts {
+			lower[i] = strings.ToLower(strings.TrimSuffix(h, "."))
+		}
+		return originPolicy{siteDefault: true, hosts: lower}, nil
+	}
+	var p originPolicy
+	for _, o := range origins {
+		if o == "*" {
+			p.any = true
+			continue
+		}
+		n, ok := normalOrigin(o)
+		if !ok {
+			return p, fmt.Errorf("invalid origin %q", o)
+		}
+		p.origins = append(p.origins, n)
+	}
+	return p, nil
+}
+
+// normalOrigin returns scheme://host:port in lower case, with the default
+// port written out.
+func normalOrigin(o string) (string, bool) {
+	u, err := url.Parse(strings.ToLower(strings.TrimSuffix(o, "/")))
+	if err != nil || u.Host == "" || (u.Scheme != "http" && u.Scheme != "https") {
+		return "", false
+	}
+	port := u.Port()
+	if port == "" {
+		port = map[string]string{"http": "80", "https": "443"}[u.Scheme]
+	}
+	return u.Scheme + "://" + strings.TrimSuffix(u.Hostname(), ".") + ":" + port, true
+}
+
+func (p *originPolicy) allow(r *http.Request) bool {
+	o := r.Header.Get("Origin")
+	if o == "" || p.any {
+		return true
+	}
+	n, ok := normalOrigin(o)
+	if !ok {
+		return false
+	}
+	if p.siteDefault {
+		scheme, rest, _ := strings.Cut(n, "://")
+		host := rest[:strings.LastIndexByte(rest, ':')]
+		if scheme != "http" && scheme != "https" {
+			return false
+		}
+		if len(p.hosts) == 0 {
+			return host == requestHost(r)
+		}
+		for _, h := range p.hosts {
+			if hostMatch(h, host) {
+				return true
+			}
+		}
+		return false
+	}
+	for _, want := range p.origins {
+		if originMatch(want, n) {
+			return true
+		}
+	}
+	return false
+}
+
+// hostMatch matches a host against a name or a "*.example.com" wildcard
+// (one or more labels before example.com).
+func hostMatch(pattern, host string) bool {
+	if suffix, ok := strings.CutPrefix(pattern, "*"); ok {
+		return strings.HasSuffix(host, suffix) && len(host) > len(suffix)
+	}
+	return pattern == host
+}
+
+// originMatch compares normalised origins; want's host may be a wildcard.
+func originMatch(want, got string) bool {
+	ws, wrest, _ := strings.Cut(want, "://")
+	gs, grest, _ := strings.Cut(got, "://")
+	if ws != gs {
+		return false
+	}
+	wi, gi := strings.LastIndexByte(wrest, ':'), strings.LastIndexByte(grest, ':')
+	if wrest[wi:] != grest[gi:] {
+		return false
+	}
+	return hostMatch(wrest[:wi], grest[:gi])
+}
+
+func requestHost(r *http.Request) string {
+	h := r.Host
+	if host, _, err := net.SplitHostPort(h); err == nil {
+		h = host
+	}
+	return strings.ToLower(strings.TrimSuffix(strings.Trim(h, "[]"), "."))
+}

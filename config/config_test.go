@@ -275,3 +275,21 @@ func FuzzParse(f *testing.F) {
 		}
 	})
 }
+
+func TestSharedHubPath(t *testing.T) {
+	base := `
+listen: { http: "127.0.0.1:0" }
+sites:
+  - hosts: [a.example.test]
+    routes: [{ path: /socket/, hub: { channels: [orders] } }]
+  - hosts: [b.example.test]
+    routes: [{ path: /socket/, hub: { channels: [%s] } }]
+`
+	if _, err := Load(writeConfig(t, strings.Replace(base, "%s", "orders", 1))); err != nil {
+		t.Errorf("same hub settings on two sites: %v", err)
+	}
+	_, err := Load(writeConfig(t, strings.Replace(base, "%s", "visits", 1)))
+	if err == nil || !strings.Contains(err.Error(), `sites[1].routes[0].hub: hub path "/socket/" is also sites[0].routes[0] with different settings`) {
+		t.Errorf("different hub settings on one path: %v", err)
+	}
+}

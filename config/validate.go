@@ -8,6 +8,7 @@ import (
 	"net/url"
 	"os"
 	"path"
+	"reflect"
 	"regexp"
 	"strconv"
 	"strings"
@@ -214,6 +215,8 @@ func (v *validator) hostName(path, h string) {
 
 func (v *validator) sites() {
 	hosts := map[string]string{}
+	hubs := map[string]*Hub{} // hub routes are node-wide, keyed by path
+	hubAt := map[string]string{}
 	defaultSite := ""
 	for i, s := range v.c.Sites {
 		sp := fmt.Sprintf("sites[%d]", i)
@@ -253,6 +256,13 @@ func (v *validator) sites() {
 			}
 			paths[r.Path] = rp
 			v.route(rp, r, s)
+			if r.Hub != nil {
+				if prev, ok := hubs[r.Path]; ok && !reflect.DeepEqual(prev, r.Hub) {
+					v.errf(rp+".hub", "hub path %q is also %s with different settings: sites sharing a hub path share one hub, so give them the same settings or different paths", r.Path, hubAt[r.Path])
+				} else if !ok {
+					hubs[r.Path], hubAt[r.Path] = r.Hub, rp
+				}
+			}
 		}
 	}
 }

@@ -61,6 +61,8 @@ sites:
         proxy: { upstreams: ["%s"] }
       - path: /ws/
         proxy: { upstreams: ["%s"] }
+      - path: /socket/
+        hub: { channels: [orders] }
 `
 
 func startProxyEdge(t *testing.T) (p *edgeProc, httpAddr, adminAddr string) {
@@ -108,24 +110,38 @@ func TestTryFiles(t *testing.T) {
 	}
 }
 
-// TestWebSocketSurvivesReloads keeps a proxied WebSocket open across ten
-// reloads; then SIGTERM closes it with 1001 and edge exits 0.
+// TestWebSocketSurvivesReloads keeps a proxied WebSocket and a hub client
+// open across ten reloads, both still working after each; then SIGTERM
+// closes both with 1001 and edge exits 0.
 func TestWebSocketSurvivesReloads(t *testing.T) {
 	p, httpAddr, _ := startProxyEdge(t)
 	c := dialWS(t, "ws://"+httpAddr+"/ws/")
 	defer c.Close()
+	sub := dialWS(t, "ws://"+httpAddr+"/socket/?channel=orders")
+	defer sub.Close()
 	echo(t, c, "before")
 	for i := 0; i < 10; i++ {
 		if _, errOut, code := runEdge(t, "reload", "-config", p.cfgPath); code != 0 {
 			t.Fatalf("reload %d: %s", i, errOut)
 		}
 		echo(t, c, fmt.Sprintf("after reload %d", i))
+		payload := fmt.Sprintf(`{"n":%d}`, i)
+		if _, errOut, code := runEdge(t, "publish", "-config", p.cfgPath, "orders", payload); code != 0 {
+			t.Fatalf("publish %d: %s", i, errOut)
+		}
+		msg, err := readHubData(sub)
+		want := fmt.Sprintf(`{"channel":"orders","seq":%d,"data":%s}`, i+1, payload)
+		if err != nil || string(msg) != want {
+			t.Fatalf("hub client after reload %d got %q, %v; want %s", i, msg, err, want)
+		}
 	}
 	p.signal(syscall.SIGTERM)
-	c.SetReadDeadline(time.Now().Add(10 * time.Second))
-	_, _, err := c.ReadMessage()
-	if !websocket.IsCloseError(err, websocket.CloseGoingAway) {
-		t.Errorf("on SIGTERM the WebSocket got %v, want close 1001", err)
+	for name, ws := range map[string]*websocket.Conn{"proxied": c, "hub": sub} {
+		ws.SetReadDeadline(time.Now().Add(10 * time.Second))
+		_, _, err := ws.ReadMessage()
+		if !websocket.IsCloseError(err, websocket.CloseGoingAway) {
+			t.Errorf("on SIGTERM the %s WebSocket got %v, want close 1001", name, err)
+		}
 	}
 	if code := p.wait(15 * time.Second); code != 0 {
 		t.Errorf("exit code %d, want 0", code)
@@ -184,5 +200,17 @@ func TestMetricsAndAccessLog(t *testing.T) {
 	b, err = os.ReadFile(logPath)
 	if err != nil || !strings.Contains(string(b), "after=rotate") {
 		t.Errorf("after SIGUSR1 the new file has %q, %v", b, err)
+	}
+}
+
+// readHubData returns the next data message of a hub connection, skipping
+// control messages ({"type":"welcome"}, {"type":"subscribed"}, ...).
+func readHubData(c *websocket.Conn) ([]byte, error) {
+	for {
+		c.SetReadDeadline(time.Now().Add(10 * time.Second))
+		_, msg, err := c.ReadMessage()
+		if err != nil || !strings.HasPrefix(string(msg), `{"type":`) {
+			return msg, err
+		}
 	}
 }

@@ -39,6 +39,7 @@ func cmdRun(args []string, stderr io.Writer) error {
 	for _, w := range cfg.Warnings {
 		log.Warn("configuration warning", "problem", w.String())
 	}
+	setRedisLogger(log)
 	a := newApp(*cfgPath, log, level)
 	return a.run(cfg)
 }

@@ -8,7 +8,9 @@ PREFIX=${PREFIX:-/usr/local}
 UNIT_DIR=${UNIT_DIR:-/etc/systemd/system}
 ETC=${ETC:-/etc/edge}
 
-[[ $(id -u) -eq 0 ]] || { echo "install.sh: run as root (sudo make install)" >&2; exit 1; }
+for d in "$PREFIX" "$(dirname "$UNIT_DIR")" "$(dirname "$ETC")"; do
+  [[ -w $d ]] || { echo "install.sh: cannot write to $d: run as root (sudo make install)" >&2; exit 1; }
+done
 
 if [[ ${1:-} == --uninstall ]]; then
   systemctl disable --now edge.service 2>/dev/null || true

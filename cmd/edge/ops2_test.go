@@ -1,0 +1,178 @@
+package main
+
+import (
+	"fmt"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"edge/internal/testpeer"
+)
+
+// TestDeps guards that the edge binary does not link the testing package.
+func TestDeps(t *testing.T) {
+	out, err := exec.Command("go", "list", "-deps", ".").Output()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, dep := range strings.Fields(string(out)) {
+		if dep == "testing" || strings.HasPrefix(dep, "edge/internal/testpeer") {
+			t.Errorf("edge links %s", dep)
+		}
+	}
+}
+
+// TestSlowHeaders: a client that never finishes its headers is cut after
+// server.read_header_timeout (slowloris), while others are served.
+func TestSlowHeaders(t *testing.T) {
+	httpAddr := freePort(t)
+	p := startEdge(t, fmt.Sprintf(`
+listen: { http: "%s" }
+admin: ""
+server: { read_header_timeout: 1s }
+sites: [{ routes: [{ path: /static/, static: { root: www } }] }]
+`, httpAddr))
+	p.waitHTTP("http://"+httpAddr+"/static/hello.txt", 20*time.Second)
+	c, err := net.Dial("tcp", httpAddr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	start := time.Now()
+	fmt.Fprint(c, "GET /static/hello.txt HTTP/1.1\r\nHost: x\r\nX-Slow: ")
+	c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	buf := make([]byte, 512)
+	for {
+		if _, err := c.Read(buf); err != nil {
+			break
+		}
+	}
+	if d := time.Since(start); d < 900*time.Millisecond || d > 5*time.Second {
+		t.Errorf("slow client cut after %v, want about the 1s read_header_timeout", d)
+	}
+}
+
+// TestSecondSignalExitsAtOnce: the first SIGTERM waits for an in-flight
+// request; a second one exits at once.
+func TestSecondSignalExitsAtOnce(t *testing.T) {
+	stuck := make(chan struct{})
+	backend := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.WriteHeader(200)
+		w.(http.Flusher).Flush()
+		select {
+		case <-stuck:
+		case <-r.Context().Done():
+		}
+	}))
+	defer backend.Close()
+	defer close(stuck)
+	httpAddr := freePort(t)
+	p := startEdge(t, fmt.Sprintf(`
+listen: { http: "%s" }
+admin: ""
+server: { shutdown_timeout: 60s }
+sites: [{ routes: [{ path: /, proxy: { upstreams: ["%s"] } }] }]
+`, httpAddr, backend.URL))
+	p.waitLog("edge started", 20*time.Second)
+	resp, err := http.Get("http://" + httpAddr + "/slow")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	p.signal(syscall.SIGTERM)
+	p.waitLog("shutting down", 10*time.Second)
+	select {
+	case <-p.done:
+		t.Fatal("edge exited with a request in flight after one SIGTERM")
+	case <-time.After(500 * time.Millisecond):
+	}
+	p.signal(syscall.SIGTERM)
+	if code := p.wait(5 * time.Second); code != 1 {
+		t.Errorf("exit code after a second signal = %d, want 1", code)
+	}
+}
+
+// TestReadyzFollowsRedis: with Redis configured but down, edge starts and
+// serves, /readyz says 503 naming the hub; once Redis is up it turns 200.
+func TestReadyzFollowsRedis(t *testing.T) {
+	redis := testpeer.StartRedis(t)
+	redis.Kill()
+	httpAddr, adminAddr := freePort(t), freePort(t)
+	p := startEdge(t, fmt.Sprintf(`
+listen: { http: "%s" }
+admin: "%s"
+redis: { url: "%s" }
+sites: [{ routes: [{ path: /static/, static: { root: www } }, { path: /socket/, hub: {} }] }]
+`, httpAddr, adminAddr, redis.URL()))
+	p.waitHTTP("http://"+adminAddr+"/healthz", 20*time.Second)
+	if code, body := httpGet(t, nil, "http://"+adminAddr+"/readyz"); code != 503 || !strings.Contains(body, "hub:") {
+		t.Errorf("readyz with Redis down = %d %q, want 503 naming the hub", code, body)
+	}
+	if code, _ := httpGet(t, nil, "http://"+httpAddr+"/static/hello.txt"); code != 200 {
+		t.Errorf("static while Redis is down = %d", code)
+	}
+	redis.Restart()
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		code, body := httpGet(t, nil, "http://"+adminAddr+"/readyz")
+		if code == 200 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("readyz still %d %q after Redis came back", code, body)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// TestInstallScript installs into temporary directories and checks what it
+// put where; a second run keeps an edited configuration.
+func TestInstallScript(t *testing.T) {
+	root := t.TempDir()
+	repo, _ := filepath.Abs("../..")
+	binDir := filepath.Join(repo, "bin")
+	if _, err := os.Stat(filepath.Join(binDir, "edge")); err != nil {
+		os.MkdirAll(binDir, 0o755)
+		data, _ := os.ReadFile(edgeBin)
+		if err := os.WriteFile(filepath.Join(binDir, "edge"), data, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		defer os.Remove(filepath.Join(binDir, "edge"))
+	}
+	env := append(os.Environ(), "PREFIX="+filepath.Join(root, "usr"), "UNIT_DIR="+filepath.Join(root, "units"), "ETC="+filepath.Join(root, "etc", "edge"))
+	for _, d := range []string{"usr", "units", "etc"} {
+		os.MkdirAll(filepath.Join(root, d), 0o755)
+	}
+	run := func() string {
+		cmd := exec.Command(filepath.Join(repo, "scripts", "install.sh"))
+		cmd.Env = env
+		out, err := cmd.CombinedOutput()
+		if err != nil {
+			t.Fatalf("install.sh: %v\n%s", err, out)
+		}
+		return string(out)
+	}
+	out := run()
+	if !strings.Contains(out, "systemctl enable --now edge") {
+		t.Errorf("install.sh does not tell the next step:\n%s", out)
+	}
+	unit, err := os.ReadFile(filepath.Join(root, "units", "edge.service"))
+	if err != nil || !strings.Contains(string(unit), "ExecStart="+filepath.Join(root, "usr", "bin", "edge")+" run") {
+		t.Errorf("unit not installed with the binary path: %v\n%s", err, unit)
+	}
+	cfg := filepath.Join(root, "etc", "edge", "config.yaml")
+	os.WriteFile(cfg, []byte("# edited\n"), 0o644)
+	if out := run(); !strings.Contains(out, "kept the existing") {
+		t.Errorf("second install: %s", out)
+	}
+	if b, _ := os.ReadFile(cfg); string(b) != "# edited\n" {
+		t.Error("install overwrote an existing configuration")
+	}
+}

@@ -1,8 +1,7 @@
 package proxy
 
 import (
-	"errors"
-	"fmt"
+	"edge/internal/prom"
 	"strconv"
 	"sync"
 
@@ -24,44 +23,28 @@ type metrics struct {
 func newMetrics(reg prometheus.Registerer, route string) (*metrics, error) {
 	m := &metrics{route: route}
 	var err error
-	if m.up, err = register(reg, newUpCollector()); err != nil {
+	if m.up, err = prom.Register(reg, newUpCollector()); err != nil {
 		return nil, err
 	}
-	if m.requests, err = register(reg, prometheus.NewCounterVec(prometheus.CounterOpts{
+	if m.requests, err = prom.Register(reg, prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "edge_proxy_requests_total",
 		Help: "Proxied requests by route, upstream server and status code (499: the client went away; upstream is empty when no server was reached).",
 	}, []string{"route", "upstream", "code"})); err != nil {
 		return nil, err
 	}
-	if m.errors, err = register(reg, prometheus.NewCounterVec(prometheus.CounterOpts{
+	if m.errors, err = prom.Register(reg, prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "edge_proxy_upstream_errors_total",
 		Help: "Failed attempts to reach an upstream server by route, server and cause (connect_refused, connect_timeout, connect_error, tls, timeout, upstream_closed, upstream_error, bad_upgrade, no_upstream).",
 	}, []string{"route", "upstream", "cause"})); err != nil {
 		return nil, err
 	}
-	if m.tunnels, err = register(reg, prometheus.NewGaugeVec(prometheus.GaugeOpts{
+	if m.tunnels, err = prom.Register(reg, prometheus.NewGaugeVec(prometheus.GaugeOpts{
 		Name: "edge_proxy_tunnels_open",
 		Help: "Open upgraded connections (WebSockets) by route.",
 	}, []string{"route"})); err != nil {
 		return nil, err
 	}
 	return m, nil
-}
-
-// register registers c, or returns the collector of the same kind that is
-// already registered.
-func register[C prometheus.Collector](reg prometheus.Registerer, c C) (C, error) {
-	err := reg.Register(c)
-	if err == nil {
-		return c, nil
-	}
-	var are prometheus.AlreadyRegisteredError
-	if errors.As(err, &are) {
-		if existing, ok := are.ExistingCollector.(C); ok {
-			return existing, nil
-		}
-	}
-	return c, fmt.Errorf("register proxy metrics: %w", err)
 }
 
 func (m *metrics) request(upstream string, code int) {

@@ -1,8 +1,7 @@
 package static
 
 import (
-	"errors"
-	"fmt"
+	"edge/internal/prom"
 
 	"github.com/prometheus/client_golang/prometheus"
 )
@@ -35,28 +34,28 @@ func newMetrics(reg prometheus.Registerer, route string) (*metrics, error) {
 	if reg == nil {
 		return nil, nil
 	}
-	hits, err := register(reg, prometheus.NewCounterVec(prometheus.CounterOpts{
+	hits, err := prom.Register(reg, prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "edge_static_cache_hits_total",
 		Help: "Static GET and HEAD requests answered from the memory cache, by route.",
 	}, []string{"route"}))
 	if err != nil {
 		return nil, err
 	}
-	misses, err := register(reg, prometheus.NewCounterVec(prometheus.CounterOpts{
+	misses, err := prom.Register(reg, prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "edge_static_cache_misses_total",
 		Help: "Static GET and HEAD requests that went to the disk (not cached yet, changed, too large, missing), by route.",
 	}, []string{"route"}))
 	if err != nil {
 		return nil, err
 	}
-	entries, err := register(reg, prometheus.NewGaugeVec(prometheus.GaugeOpts{
+	entries, err := prom.Register(reg, prometheus.NewGaugeVec(prometheus.GaugeOpts{
 		Name: "edge_static_cache_entries",
 		Help: "Files in the static memory cache, by route.",
 	}, []string{"route"}))
 	if err != nil {
 		return nil, err
 	}
-	nbytes, err := register(reg, prometheus.NewGaugeVec(prometheus.GaugeOpts{
+	nbytes, err := prom.Register(reg, prometheus.NewGaugeVec(prometheus.GaugeOpts{
 		Name: "edge_static_cache_bytes",
 		Help: "Bytes held by the static memory cache (all variants), by route.",
 	}, []string{"route"}))
@@ -69,22 +68,6 @@ func newMetrics(reg prometheus.Registerer, route string) (*metrics, error) {
 		entries: entries.WithLabelValues(route),
 		nbytes:  nbytes.WithLabelValues(route),
 	}, nil
-}
-
-// register registers c, or returns the collector of the same kind that is
-// already registered.
-func register[C prometheus.Collector](reg prometheus.Registerer, c C) (C, error) {
-	err := reg.Register(c)
-	if err == nil {
-		return c, nil
-	}
-	var are prometheus.AlreadyRegisteredError
-	if errors.As(err, &are) {
-		if existing, ok := are.ExistingCollector.(C); ok {
-			return existing, nil
-		}
-	}
-	return c, fmt.Errorf("register static metrics: %w", err)
 }
 
 func (m *metrics) hit(hit bool) {

@@ -1,6 +1,7 @@
 package tls
 
 import (
+	"edge/internal/prom"
 	"fmt"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -46,12 +47,9 @@ func newMetrics(reg prometheus.Registerer, expiries func() []expiry) (*metrics, 
 			[]string{"name", "source"}, nil)},
 	}
 	for _, c := range []**prometheus.CounterVec{&met.issuedTotal, &met.errorsTotal, &met.handshakeTotal, &met.reloadsTotal} {
-		if err := reg.Register(*c); err != nil {
-			are, ok := err.(prometheus.AlreadyRegisteredError)
-			if !ok {
-				return nil, fmt.Errorf("tls metrics: %w", err)
-			}
-			*c = are.ExistingCollector.(*prometheus.CounterVec)
+		var err error
+		if *c, err = prom.Register(reg, *c); err != nil {
+			return nil, fmt.Errorf("tls metrics: %w", err)
 		}
 	}
 	if err := reg.Register(met.expiryCollector); err != nil {

@@ -8,8 +8,6 @@ import (
 	"os"
 	"runtime"
 	"runtime/debug"
-
-	"edge/config"
 )
 
 // Set with -ldflags "-X main.version=… -X main.commit=…" by make build;
@@ -93,10 +91,9 @@ func cmdValidate(args []string, stdout, stderr io.Writer) error {
 	if done, err := parseFlags(fs, args); done {
 		return err
 	}
-	cfg, err := config.Load(*cfgPath)
+	cfg, err := loadConfig(*cfgPath, stderr)
 	if err != nil {
-		fmt.Fprintln(stderr, err)
-		return errSilent
+		return err
 	}
 	for _, w := range cfg.Warnings {
 		fmt.Fprintln(stderr, w)

@@ -22,7 +22,7 @@ import (
 
 // loadForCtl loads the configuration for a control command, printing its
 // problems.
-func loadForCtl(path string, stderr io.Writer) (*config.Config, error) {
+func loadConfig(path string, stderr io.Writer) (*config.Config, error) {
 	cfg, err := config.Load(path)
 	if err != nil {
 		fmt.Fprintln(stderr, err)
@@ -36,7 +36,7 @@ func cmdReload(args []string, stdout, stderr io.Writer) error {
 	if done, err := parseFlags(fs, args); done {
 		return err
 	}
-	cfg, err := loadForCtl(*cfgPath, stderr)
+	cfg, err := loadConfig(*cfgPath, stderr)
 	if err != nil {
 		fmt.Fprintln(stderr, "edge: not reloading: the configuration has errors; the running edge keeps its current one")
 		return errSilent
@@ -174,7 +174,7 @@ func cmdPublish(args []string, stdout, stderr io.Writer) error {
 			return err
 		}
 	}
-	cfg, err := loadForCtl(*cfgPath, stderr)
+	cfg, err := loadConfig(*cfgPath, stderr)
 	if err != nil {
 		return err
 	}
@@ -207,7 +207,7 @@ func cmdTrust(args []string, stdout, stderr io.Writer) error {
 	if done, err := parseFlags(fs, args); done {
 		return err
 	}
-	cfg, err := loadForCtl(*cfgPath, stderr)
+	cfg, err := loadConfig(*cfgPath, stderr)
 	if err != nil {
 		return err
 	}

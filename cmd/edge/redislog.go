@@ -17,6 +17,5 @@ func (l redisLogger) Printf(ctx context.Context, format string, v ...any) {
 	l.log.DebugContext(ctx, fmt.Sprintf(format, v...), "component", "redis")
 }
 
-
 // setRedisLogger routes go-redis's package-global logger to log.
 func setRedisLogger(log *slog.Logger) { redis.SetLogger(redisLogger{log}) }

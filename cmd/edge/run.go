@@ -29,10 +29,9 @@ func cmdRun(args []string, stderr io.Writer) error {
 	if done, err := parseFlags(fs, args); done {
 		return err
 	}
-	cfg, err := config.Load(*cfgPath)
+	cfg, err := loadConfig(*cfgPath, stderr)
 	if err != nil {
-		fmt.Fprintln(stderr, err)
-		return errSilent
+		return err
 	}
 	level := new(slog.LevelVar)
 	log := newLogger(cfg.Log, level, stderr)

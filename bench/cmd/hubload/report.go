@@ -1,0 +1,276 @@
+package main
+
+import (
+	"fmt"
+	"io"
+	"math"
+	"os/exec"
+	"runtime"
+	"slices"
+	"strings"
+	"text/tabwriter"
+)
+
+type report struct {
+	b    *bench
+	srvs []*server
+	text strings.Builder
+}
+
+type metric struct {
+	key, label string
+	sum        bool // summed over rounds (counts), else the median
+}
+
+var scenarioMetrics = []metric{
+	{key: "rate", label: "deliveries/s"},
+	{key: "lost", label: "lost deliveries", sum: true},
+	{key: "p50_ms", label: "p50 ms"},
+	{key: "p99_ms", label: "p99 ms"},
+	{key: "max_ms", label: "max ms"},
+	{key: "cpu", label: "server CPU %"},
+	{key: "frames_per_write", label: "frames per write"},
+	{key: "server_dropped", label: "frames dropped (server)", sum: true},
+	{key: "slow_clients", label: "slow clients closed", sum: true},
+	{key: "closed", label: "connections ended early", sum: true},
+	{key: "dial_errors", label: "connect errors", sum: true},
+	{key: "publish_s", label: "publishing took s"},
+	{key: "load_cpu", label: "load tool CPU %"},
+	{key: "redis_cpu", label: "redis-server CPU %"},
+	{key: "load_core", label: "load core busy %"},
+}
+
+var memoryMetrics = []metric{
+	{key: "kib_rss", label: "KiB per conn (VmRSS delta)"},
+	{key: "kib_heap", label: "KiB per conn (Go heap+stacks)"},
+	{key: "rss_mib", label: "VmRSS MiB with all open"},
+}
+
+func (rp *report) header(w io.Writer) {
+	b := rp.b
+	fmt.Fprintf(w, "edge hub benchmark, %s\n", b.started.Format("2006-01-02 15:04 MST"))
+	fmt.Fprintf(w, "machine: %s, %d CPUs, kernel %s; load average at start: %s\n",
+		cpuModel(), runtime.NumCPU(), firstLine("uname", "-r"), b.loadStart)
+	names := []string{}
+	for _, s := range rp.srvs {
+		switch s.name {
+		case "edge":
+			names = append(names, firstLine(b.edgeBin, "version"))
+		case "bare":
+			names = append(names, "bare: gorilla PreparedMessage, one write per delivery ("+runtime.Version()+")")
+		case "centrifugo":
+			names = append(names, firstLine(b.centrifugoBin, "version"))
+		}
+	}
+	fmt.Fprintf(w, "servers: %s\n", strings.Join(names, " | "))
+	fmt.Fprintf(w, "broker: %s on %s (private, no persistence); publisher: PUBLISH edge:bench, %d-byte JSON payload with its send time\n",
+		firstLine(b.redisBin, "--version"), b.redisAddr, b.size)
+	fmt.Fprintf(w, "pinning: server on CPU %s with GOMAXPROCS=1; hubload load (GOMAXPROCS=1) and redis-server on CPU %s; niceness %d\n",
+		serverCore, loadCore, b.nice)
+	fmt.Fprintf(w, "method: each server started afresh per measurement; %d round(s), order rotated; medians of rounds (counts summed); edge hub queue_size %d, pings pushed past the run\n",
+		b.rounds, b.queueSize)
+	if len(b.edgeEnv) > 0 {
+		fmt.Fprintf(w, "edge environment: %s\n", strings.Join(b.edgeEnv, " "))
+	}
+	fmt.Fprintln(w, "ratios: edge/X; above 1 is better for deliveries/s and frames per write, below 1 for latency, CPU and memory")
+}
+
+func firstLine(cmd string, args ...string) string {
+	out, err := exec.Command(cmd, args...).Output()
+	if err != nil {
+		return cmd + " (version unknown)"
+	}
+	line, _, _ := strings.Cut(strings.TrimSpace(string(out)), "\n")
+	return line
+}
+
+func (rp *report) others() []*server {
+	var o []*server
+	for _, s := range rp.srvs {
+		if s.name != "edge" {
+			o = append(o, s)
+		}
+	}
+	return o
+}
+
+func (rp *report) hasEdge() bool {
+	return slices.ContainsFunc(rp.srvs, func(s *server) bool { return s.name == "edge" })
+}
+
+// table prints rows of metrics for every server, with edge/X ratios.
+func (rp *report) table(w io.Writer, ms []metric, res map[string][]result) {
+	tw := tabwriter.NewWriter(w, 8, 0, 2, ' ', tabwriter.AlignRight)
+	cols := []string{"metric"}
+	for _, s := range rp.srvs {
+		cols = append(cols, s.name)
+	}
+	if rp.hasEdge() {
+		for _, o := range rp.others() {
+			cols = append(cols, "edge/"+o.name)
+		}
+	}
+	fmt.Fprintln(tw, strings.Join(cols, "\t")+"\t")
+	for _, m := range ms {
+		row := []string{m.label}
+		vals := map[string]float64{}
+		seen := false
+		for _, s := range rp.srvs {
+			v, ok := aggregate(res[s.name], m)
+			vals[s.name] = v
+			if ok {
+				row = append(row, num(v))
+			} else {
+				row = append(row, "-")
+			}
+			seen = seen || ok
+		}
+		if !seen {
+			continue
+		}
+		if rp.hasEdge() {
+			for _, o := range rp.others() {
+				row = append(row, ratio(vals["edge"], vals[o.name], m))
+			}
+		}
+		fmt.Fprintln(tw, strings.Join(row, "\t")+"\t")
+	}
+	tw.Flush()
+}
+
+func (rp *report) scenario(w io.Writer, sc *scenario, res map[string][]result) {
+	fmt.Fprintf(w, "\n== %s: %s\n", sc.name, sc.what)
+	rp.table(w, scenarioMetrics, res)
+}
+
+// memory shows the idle-connection memory measured before publishing in
+// the scenarios with the most connections.
+func (rp *report) memory(w io.Writer, sel []*scenario, all map[string]map[string][]result) {
+	most := 0
+	for _, sc := range sel {
+		most = max(most, sc.conns)
+	}
+	res := map[string][]result{}
+	var from []string
+	for _, sc := range sel {
+		if sc.conns != most {
+			continue
+		}
+		from = append(from, sc.name)
+		for name, rs := range all[sc.name] {
+			res[name] = append(res[name], rs...)
+		}
+	}
+	if len(from) == 0 {
+		return
+	}
+	all["idle-mem"] = res
+	fmt.Fprintf(w, "\n== idle-mem: memory per idle subscribed connection, %d held (measured %s after connecting, before publishing, in %s)\n",
+		most, rp.b.settle, strings.Join(from, ", "))
+	rp.table(w, memoryMetrics, res)
+}
+
+// targets checks DESIGN.md's hub targets.
+func (rp *report) targets(w io.Writer, all map[string]map[string][]result) {
+	med := func(sc, srv, key string) (float64, bool) {
+		return aggregate(all[sc][srv], metric{key: key})
+	}
+	sum := func(sc, srv, key string) (float64, bool) {
+		return aggregate(all[sc][srv], metric{key: key, sum: true})
+	}
+	fmt.Fprintln(w, "\n== targets (DESIGN.md)")
+	tw := tabwriter.NewWriter(w, 8, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "target\tmeasured\tresult\t")
+	verdict := func(ok bool) string {
+		if ok {
+			return "met"
+		}
+		return "MISSED"
+	}
+	if e, ok := med("fanout-5", "edge", "p99_ms"); ok {
+		if bare, ok := med("fanout-5", "bare", "p99_ms"); ok && bare > 0 {
+			fmt.Fprintf(tw, "fanout-5: edge p99 within 1.2x of bare\t%.1f ms vs %.1f ms = %.2fx\t%s\t\n", e, bare, e/bare, verdict(e <= 1.2*bare))
+		}
+	}
+	if e, ok := med("fanout-10", "edge", "p99_ms"); ok {
+		lost, _ := sum("fanout-10", "edge", "lost")
+		fmt.Fprintf(tw, "fanout-10: no loss, p99 < 250 ms\tlost %.0f, p99 %.1f ms\t%s\t\n", lost, e, verdict(lost == 0 && e < 250))
+	}
+	if e, ok := med("coalesce-400", "edge", "rate"); ok {
+		fmt.Fprintf(tw, "coalesce-400: > 800,000 deliveries/s\t%s/s\t%s\t\n", num(e), verdict(e > 800000))
+	}
+	if e, ok := aggregate(all["idle-mem"]["edge"], metric{key: "kib_rss"}); ok {
+		h, _ := aggregate(all["idle-mem"]["edge"], metric{key: "kib_heap"})
+		fmt.Fprintf(tw, "idle-mem: < 10 KiB per subscribed connection\t%.2f KiB RSS (%.2f KiB Go heap+stacks)\t%s\t\n", e, h, verdict(e < 10))
+	}
+	tw.Flush()
+	fmt.Fprintln(w, "reference (DESIGN.md, Centrifugo v6.9 measured the same way): 47.9 KiB per idle connection; 10k×5/s p99 219 ms at 82% CPU; 10k×10/s p99 543 ms at 99% CPU")
+}
+
+// aggregate is the median over the rounds that measured m (the sum for
+// counts); ok is false when none did.
+func aggregate(rs []result, m metric) (float64, bool) {
+	var vs []float64
+	for _, r := range rs {
+		if r["failed"] != 0 {
+			continue
+		}
+		if v, ok := r[m.key]; ok {
+			vs = append(vs, v)
+		}
+	}
+	if len(vs) == 0 {
+		return 0, false
+	}
+	if m.sum {
+		var s float64
+		for _, v := range vs {
+			s += v
+		}
+		return s, true
+	}
+	slices.Sort(vs)
+	n := len(vs)
+	if n%2 == 1 {
+		return vs[n/2], true
+	}
+	return (vs[n/2-1] + vs[n/2]) / 2, true
+}
+
+func num(v float64) string {
+	switch {
+	case v == 0:
+		return "0"
+	case math.Abs(v) >= 1000:
+		return commas(int64(math.Round(v)))
+	case math.Abs(v) >= 100:
+		return fmt.Sprintf("%.0f", v)
+	case math.Abs(v) >= 10:
+		return fmt.Sprintf("%.1f", v)
+	}
+	return fmt.Sprintf("%.2f", v)
+}
+
+func commas(n int64) string {
+	s := fmt.Sprint(n)
+	neg := strings.HasPrefix(s, "-")
+	s = strings.TrimPrefix(s, "-")
+	var b strings.Builder
+	for i, c := range s {
+		if i > 0 && (len(s)-i)%3 == 0 {
+			b.WriteByte(',')
+		}
+		b.WriteRune(c)
+	}
+	if neg {
+		return "-" + b.String()
+	}
+	return b.String()
+}
+
+func ratio(a, b float64, m metric) string {
+	if m.sum || b == 0 || a == 0 {
+		return "-"
+	}
+	return fmt.Sprintf("%.2f", a/b)
+}

@@ -1,0 +1,52 @@
+#!/usr/bin/env bash
+# Side-by-side benchmark: edge vs nginx vs Caddy vs a bare net/http server.
+#
+#   bench/run.sh                      all scenarios (about 15 minutes)
+#   bench/run.sh static-1k https-1k   selected scenarios
+#   bench/run.sh -rounds 3 -d 10s ws-echo
+#   bench/run.sh -profile 10s static-1k   CPU profile of edge alone
+#   bench/run.sh -h                   flags and scenario names
+#
+# Installs nginx, caddy and wrk from apt when missing, builds bin/edge when
+# missing (make bench builds it first) and the bench tools, then runs
+# bench/cmd/benchrun. The report goes to stdout and bench/results/<date>.txt.
+set -euo pipefail
+
+here=$(cd "$(dirname "$0")" && pwd)
+repo=$(dirname "$here")
+cd "$repo"
+
+missing=()
+for tool in nginx:nginx caddy:caddy wrk:wrk taskset:util-linux openssl:openssl; do
+	command -v "${tool%%:*}" >/dev/null 2>&1 || missing+=("${tool#*:}")
+done
+if ((${#missing[@]})); then
+	echo "installing ${missing[*]} from apt" >&2
+	sudo=""
+	[ "$(id -u)" = 0 ] || sudo=sudo
+	$sudo apt-get update -qq
+	DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}"
+fi
+# The Debian packages start system services on :80; the benchmark does
+# not need them (it runs its own instances on 127.0.0.1:2xxxx).
+
+if [ "$(nproc)" -lt 2 ]; then
+	echo "bench: needs 2 CPUs (server on CPU 1, load on CPU 0); this machine has $(nproc)" >&2
+	exit 1
+fi
+
+if [ ! -x bin/edge ]; then
+	echo "building bin/edge" >&2
+	make build
+fi
+
+tools=$(mktemp -d /tmp/edge-bench-bin.XXXXXX)
+trap 'rm -rf "$tools"' EXIT
+go build -o "$tools/" ./bench/cmd/benchrun ./bench/cmd/bare ./bench/cmd/backend ./bench/cmd/tlsload ./bench/cmd/wsload
+
+# Each server holds two sockets per proxied WebSocket.
+ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
+
+mkdir -p bench/results
+out="bench/results/$(date +%Y-%m-%d_%H%M).txt"
+"$tools/benchrun" -bin "$tools" -configs bench/configs -edge bin/edge -out "$out" "$@"

@@ -231,6 +231,9 @@ func (n *Node) brokerState(up bool) {
 	if !up {
 		if n.up.Swap(false) {
 			n.downSince.Store(time.Now().UnixNano())
+			if n.isClosed() {
+				return // shutting down: the subscription ends on purpose
+			}
 			n.stats.brokerLost.Add(1)
 			n.log.Warn("hub broker subscription lost: messages may be missed until it is back")
 		}

@@ -102,6 +102,9 @@ func TestRunServesAndStops(t *testing.T) {
 	if _, err := net.DialTimeout("tcp", httpAddr, time.Second); err == nil {
 		t.Error("still listening after exit")
 	}
+	if log := p.log.String(); strings.Contains(log, "level=WARN") || strings.Contains(log, "level=ERROR") {
+		t.Errorf("a clean start and stop logged warnings:\n%s", log)
+	}
 }
 
 // TestReloadKeepsServingOnBrokenConfig: a SIGHUP with a broken file logs

@@ -127,6 +127,17 @@ type observer struct {
 	log      *logFile // nil: no access log
 	json     bool
 	duration prometheus.Observer
+	codes    sync.Map // status code -> prometheus.Counter, so the hot path skips label hashing
+}
+
+// requests returns the request counter of this route for a status code.
+func (o *observer) requests(code int) prometheus.Counter {
+	if c, ok := o.codes.Load(code); ok {
+		return c.(prometheus.Counter)
+	}
+	c := o.m.requests.WithLabelValues(o.site, o.route, strconv.Itoa(code))
+	o.codes.Store(code, c)
+	return c
 }
 
 func (m *Metrics) observer(site *config.Site, route string) (*observer, error) {
@@ -158,7 +169,7 @@ func (o *observer) serve(h http.Handler, w http.ResponseWriter, r *http.Request)
 		if rec.hijacked && code == http.StatusOK {
 			code = http.StatusSwitchingProtocols
 		}
-		o.m.requests.WithLabelValues(o.site, o.route, strconv.Itoa(code)).Inc()
+		o.requests(code).Inc()
 		elapsed := time.Since(start)
 		if !rec.hijacked {
 			o.duration.Observe(elapsed.Seconds())

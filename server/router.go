@@ -89,10 +89,12 @@ func NewRouter(cfg *config.Config, build Builder, m *Metrics) (*Router, error) {
 // lower-cases it.
 func hostOnly(hostport string) string {
 	h := hostport
-	if host, _, err := net.SplitHostPort(hostport); err == nil {
-		h = host
-	} else if strings.HasPrefix(h, "[") && strings.HasSuffix(h, "]") {
-		h = h[1 : len(h)-1]
+	if strings.Contains(h, ":") { // skip SplitHostPort's error allocation without a port
+		if host, _, err := net.SplitHostPort(hostport); err == nil {
+			h = host
+		} else if strings.HasPrefix(h, "[") && strings.HasSuffix(h, "]") {
+			h = h[1 : len(h)-1]
+		}
 	}
 	return strings.ToLower(strings.TrimSuffix(h, "."))
 }
@@ -202,6 +204,9 @@ func cleanPath(p string) (string, bool) {
 	if p == "" {
 		return "/", true
 	}
+	if isClean(p) {
+		return p, true // the common case: no allocation
+	}
 	if p[0] != '/' || strings.IndexByte(p, 0) >= 0 {
 		return "", false
 	}
@@ -223,6 +228,29 @@ func cleanPath(p string) (string, bool) {
 		c += "/"
 	}
 	return c, true
+}
+
+// isClean reports whether p starts with "/" and has no empty, "." or ".."
+// segment and no NUL, so that cleanPath would return it unchanged.
+func isClean(p string) bool {
+	if p[0] != '/' {
+		return false
+	}
+	for i := 1; i < len(p); i++ {
+		switch p[i] {
+		case 0:
+			return false
+		case '/':
+			if p[i-1] == '/' {
+				return false
+			}
+		case '.':
+			if p[i-1] == '/' && (i+1 == len(p) || p[i+1] == '/' || (p[i+1] == '.' && (i+2 == len(p) || p[i+2] == '/'))) {
+				return false
+			}
+		}
+	}
+	return true
 }
 
 // IsBodyTooLarge reports whether err came from a body over the route's

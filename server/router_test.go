@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"path"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -239,6 +240,16 @@ func FuzzCleanPath(f *testing.F) {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, p string) {
+		if p != "" && isClean(p) {
+			// The fast path must agree with path.Clean.
+			ref := path.Clean(p)
+			if strings.HasSuffix(p, "/") && ref != "/" {
+				ref += "/"
+			}
+			if ref != p {
+				t.Fatalf("isClean(%q) but path.Clean gives %q", p, ref)
+			}
+		}
 		c, ok := cleanPath(p)
 		if !ok {
 			return

@@ -47,7 +47,9 @@ type Proxy struct {
 	TunnelIdleTimeout *time.Duration `yaml:"tunnel_idle_timeout"`
 	// KeepAlive is the number of idle connections kept per upstream server
 	// (nginx upstream keepalive, with HTTP/1.1 to upstreams always on).
-	// Default 32; 0 closes each connection after its request.
+	// Default 64, above a busy client's concurrency, so that connections
+	// are reused rather than re-dialled; 0 closes each connection after its
+	// request.
 	KeepAlive *int `yaml:"keepalive"`
 	// Host sets the Host header sent upstream. Default: the client's Host.
 	Host string `yaml:"host"`
@@ -232,7 +234,7 @@ func (p *Proxy) defaults(c *Config) {
 		d := time.Hour
 		p.TunnelIdleTimeout = &d
 	}
-	setInt(&p.KeepAlive, 32)
+	setInt(&p.KeepAlive, 64)
 	setInt(&p.Retries, 1)
 	for i := range p.Upstreams {
 		u := &p.Upstreams[i]

@@ -34,7 +34,7 @@ func TestProxyDefaults(t *testing.T) {
 	if p.DialTimeout != 5*time.Second || p.TLSHandshakeTimeout != 5*time.Second || p.ResponseHeaderTimeout != 60*time.Second {
 		t.Errorf("timeouts %s %s %s", p.DialTimeout, p.TLSHandshakeTimeout, p.ResponseHeaderTimeout)
 	}
-	if *p.TunnelIdleTimeout != time.Hour || *p.KeepAlive != 32 || *p.Retries != 1 || p.FlushInterval != 0 {
+	if *p.TunnelIdleTimeout != time.Hour || *p.KeepAlive != 64 || *p.Retries != 1 || p.FlushInterval != 0 {
 		t.Errorf("tunnel_idle_timeout %s keepalive %d retries %d flush_interval %s", *p.TunnelIdleTimeout, *p.KeepAlive, *p.Retries, p.FlushInterval)
 	}
 	if p.Host != "" || p.Forwarded || p.TLS != nil || p.HealthCheck != nil {

@@ -35,11 +35,13 @@ type scenario struct {
 
 type bench struct {
 	self, edgeBin, centrifugoBin, redisBin string
+	centrifugoNote                         string
 	outFile, profileDir                    string
 	rounds, conns, coalConns, queueSize    int
 	dur, coalDur, settle, drain            time.Duration
 	coalRate                               float64
 	size                                   int
+	spin                                   bool
 	nice                                   int
 	quietBudget                            time.Duration
 	edgeEnv                                []string
@@ -60,7 +62,8 @@ func (b *bench) scenarios() []*scenario {
 	return []*scenario{
 		{"fanout-5", fmt.Sprintf("%d subscribers × 5 msg/s for %s (also: memory per idle subscribed connection)", b.conns, b.dur), b.conns, 5, b.dur},
 		{"fanout-10", fmt.Sprintf("%d subscribers × 10 msg/s for %s", b.conns, b.dur), b.conns, 10, b.dur},
-		{"coalesce-400", fmt.Sprintf("%d subscribers × %g msg/s for %s", b.coalConns, b.coalRate, b.coalDur), b.coalConns, b.coalRate, b.coalDur},
+		{"coalesce-400", fmt.Sprintf("%d subscribers × %g msg/s for %s (offered: %s deliveries/s)", b.coalConns, b.coalRate, b.coalDur,
+			num(float64(b.coalConns)*b.coalRate)), b.coalConns, b.coalRate, b.coalDur},
 	}
 }
 
@@ -69,6 +72,7 @@ func runBench(args []string) error {
 	fs := flag.NewFlagSet("bench", flag.ExitOnError)
 	fs.StringVar(&b.edgeBin, "edge", "bin/edge", "edge binary")
 	fs.StringVar(&b.centrifugoBin, "centrifugo", "", "Centrifugo v6 binary; empty: no Centrifugo column")
+	fs.StringVar(&b.centrifugoNote, "centrifugo-note", "", "why there is no Centrifugo column (printed in the report)")
 	fs.StringVar(&b.redisBin, "redis-server", "redis-server", "redis-server binary")
 	fs.StringVar(&b.outFile, "out", "", "also write the report to this file")
 	fs.StringVar(&b.profileDir, "profile-dir", "", "take a CPU profile of edge (admin /debug/pprof) over each measured window into this directory")
@@ -82,6 +86,7 @@ func runBench(args []string) error {
 	fs.DurationVar(&b.settle, "settle", 3*time.Second, "wait before reading memory with the connections open")
 	fs.IntVar(&b.queueSize, "queue-size", 256, "edge hub queue_size (the hub's default is 256)")
 	fs.IntVar(&b.size, "size", 64, "payload size in bytes")
+	fs.BoolVar(&b.spin, "spin", true, "the load polls its sockets without sleeping (see HUB.md)")
 	fs.IntVar(&b.nice, "nice", -15, "niceness of every benchmark process (needs root below 0)")
 	fs.DurationVar(&b.quietBudget, "quiet-wait", 90*time.Second, "total time the run may wait for other work on the machine to calm down (at most 10s per measurement)")
 	servers := fs.String("servers", "edge,bare,centrifugo", "servers to measure (centrifugo only with -centrifugo)")
@@ -300,6 +305,7 @@ func (b *bench) startLoad(sc *scenario, s *server) (*loadProc, error) {
 	if s.apiURL != "" {
 		args = append(args, "-publish-api", s.apiURL)
 	}
+	args = append(args, "-spin="+strconv.FormatBool(b.spin))
 	cmd := exec.Command("taskset", args...)
 	cmd.Env = append(os.Environ(), "GOMAXPROCS=1")
 	cmd.Stderr = os.Stderr
@@ -355,7 +361,8 @@ func (b *bench) measure(sc *scenario, s *server) (result, error) {
 		return nil, err
 	}
 	time.Sleep(time.Second)
-	rss0, heap0 := rssKiB(pid), goMemory(b.client, s.metricsURL)
+	rss0 := rssKiB(pid)
+	heap0, stack0 := goMemory(b.client, s.metricsURL)
 	fmt.Fprintln(lp.stdin)
 
 	line, err := lp.expect("ready", 3*time.Minute)
@@ -365,11 +372,13 @@ func (b *bench) measure(sc *scenario, s *server) (result, error) {
 	var n, dialErrs int
 	fmt.Sscanf(line, "ready %d errors %d", &n, &dialErrs)
 	time.Sleep(b.settle)
-	rss1, heap1 := rssKiB(pid), goMemory(b.client, s.metricsURL)
+	rss1 := rssKiB(pid)
+	heap1, stack1 := goMemory(b.client, s.metricsURL)
 	if n > 0 {
 		r["kib_rss"] = (rss1 - rss0) / float64(n)
 		if heap0 > 0 && heap1 > 0 {
 			r["kib_heap"] = (heap1 - heap0) / 1024 / float64(n)
+			r["kib_stack"] = (stack1 - stack0) / 1024 / float64(n)
 		}
 	}
 	r["rss_mib"] = rss1 / 1024
@@ -416,7 +425,9 @@ func (b *bench) measure(sc *scenario, s *server) (result, error) {
 		if d("writes") > 0 {
 			r["frames_per_write"] = d("written") / d("writes")
 		}
-		r["server_dropped"] = d("dropped") + d("failed")
+		if _, ok := st["dropped"]; ok {
+			r["server_dropped"] = d("dropped")
+		}
 		if _, ok := st["slow_clients"]; ok {
 			r["slow_clients"] = d("slow_clients")
 		}

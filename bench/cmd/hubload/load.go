@@ -1,19 +1,22 @@
 package main
 
 // The load: -c subscribed WebSocket connections and one publisher. Each
-// published payload carries its send time ({"bt":<unix ns>,...}); a reader
-// per connection reads raw frames into a small buffer, finds every "bt":
-// in them and records receive time − send time. With -step the tool stops
-// after the warm-up and after connecting, printing "warm" and "ready",
-// until the harness writes a line on stdin (so that it can read the
-// server's memory at those points), and prints "measuring" and "done"
-// around the measured window.
+// published payload carries its send time ({"bt":<unix ns>,...}); one
+// receiver goroutine waits on every socket with epoll, reads raw frames,
+// finds every "bt": in them and records receive time − send time.
+//
+// Output, one line each: "warm" (after the warm-up connections), "ready N
+// errors E" (all connections subscribed), "measuring" (first publish),
+// "done" (deliveries complete or drain over), then "result k=v ...". With
+// -step the tool waits after "warm" and after "ready" until the harness
+// writes a line on stdin, so that it can read the server's memory there.
 
 import (
 	"bufio"
 	"bytes"
 	"context"
 	"encoding/binary"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -21,6 +24,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"runtime"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -45,9 +49,9 @@ type loadConfig struct {
 	dur        time.Duration
 	size       int
 	drain      time.Duration
-	bufSize    int
 	warm       int
 	step       bool
+	spin       bool
 }
 
 func runLoad(args []string) error {
@@ -66,10 +70,13 @@ func runLoad(args []string) error {
 	fs.DurationVar(&lc.dur, "d", 20*time.Second, "publishing duration")
 	fs.IntVar(&lc.size, "size", 64, "payload size in bytes (JSON, padded)")
 	fs.DurationVar(&lc.drain, "drain", 10*time.Second, "longest wait for outstanding deliveries after the last publish")
-	fs.IntVar(&lc.bufSize, "buf", 4096, "read buffer per connection in bytes")
 	fs.IntVar(&lc.warm, "warm", 100, "connections opened, handshaken and closed before the measured ones")
+	fs.BoolVar(&lc.spin, "spin", true, "poll the sockets without sleeping (the load core stays busy; servers are spared the receiver's wake-ups)")
 	fs.BoolVar(&lc.step, "step", false, "wait for a line on stdin after printing warm and ready (harness mode)")
 	fs.Parse(args)
+	if lc.conns < 1 || lc.rate <= 0 || lc.dur <= 0 {
+		return errors.New("-c, -rate and -d must be positive")
+	}
 
 	raiseNofile()
 	stdin := bufio.NewReader(os.Stdin)
@@ -102,19 +109,19 @@ func runLoad(args []string) error {
 	if len(ws) == 0 {
 		return fmt.Errorf("no connection opened (%d errors): %w", errs.n, errs.first)
 	}
-	st := &loadStats{}
-	readers := make([]*reader, len(ws))
-	for i, c := range ws {
-		readers[i] = &reader{nc: c.UnderlyingConn(), centrifugo: lc.proto == "centrifugo", size: lc.bufSize}
+	rc, err := newReceiver(ws, lc.proto == "centrifugo")
+	if err != nil {
+		return err
 	}
-	ws = nil // the readers read raw frames from here on; gorilla's buffers go
-	for _, r := range readers {
-		go r.run(st)
+	if !lc.spin {
+		rc.waitMs = 50
 	}
+	ws = nil // read raw from here on; gorilla's buffers go
+	go rc.run()
 	if errs.n > 0 {
 		fmt.Fprintf(os.Stderr, "hubload load: %d connections failed, first: %v\n", errs.n, errs.first)
 	}
-	fmt.Printf("ready %d errors %d\n", len(readers), errs.n)
+	fmt.Printf("ready %d errors %d\n", len(rc.all), errs.n)
 	if err := wait(); err != nil {
 		return err
 	}
@@ -123,7 +130,7 @@ func runLoad(args []string) error {
 	if err != nil {
 		return err
 	}
-	res := measure(&lc, st, readers, pub)
+	res := measure(&lc, rc, pub)
 	res.dialErrors = errs.n
 	fmt.Println(res.line())
 	return nil
@@ -275,147 +282,235 @@ func histValue(i int) float64 {
 	return lo + float64(uint64(1)<<e)/2
 }
 
-// loadStats is shared by every reader; with GOMAXPROCS=1 the atomics are
-// uncontended.
+// loadStats are the receiver's figures. Only the receiver goroutine
+// writes them; total is read by the publisher side while it runs, the rest
+// once the receiver has stopped.
 type loadStats struct {
-	hist     [histSize]atomic.Uint64
-	maxNs    atomic.Int64
+	hist     [histSize]uint64
+	maxNs    int64
 	total    atomic.Uint64
-	lastRecv atomic.Int64 // unix ns of the latest read that carried a delivery
-	closed   atomic.Int64 // connections the server closed or that failed
-	closeMu  sync.Mutex
-	firstEnd string // why the first connection ended
+	lastRecv int64 // unix ns of the latest read that carried a delivery
+	closed   int64 // connections the server closed or that failed
+	firstEnd string
 }
 
 func (st *loadStats) record(lat int64) {
 	lat = max(lat, 0)
-	st.hist[histBucket(uint64(lat+500)/1000)].Add(1)
-	for {
-		m := st.maxNs.Load()
-		if lat <= m || st.maxNs.CompareAndSwap(m, lat) {
-			break
-		}
-	}
+	st.hist[histBucket(uint64(lat+500)/1000)]++
+	st.maxNs = max(st.maxNs, lat)
 }
 
 func (st *loadStats) ended(why string) {
-	if st.closed.Add(1) == 1 {
-		st.closeMu.Lock()
+	if st.closed++; st.closed == 1 {
 		st.firstEnd = why
-		st.closeMu.Unlock()
 	}
 }
 
 // percentile returns the p-quantile of the recorded latencies in ms.
 func (st *loadStats) percentile(p float64) float64 {
 	var n uint64
-	counts := make([]uint64, histSize)
-	for i := range counts {
-		counts[i] = st.hist[i].Load()
-		n += counts[i]
+	for _, c := range st.hist {
+		n += c
 	}
 	if n == 0 {
 		return 0
 	}
 	rank := uint64(p * float64(n))
 	var seen uint64
-	for i, c := range counts {
+	for i, c := range st.hist {
 		seen += c
 		if seen > rank {
 			return histValue(i) / 1000
 		}
 	}
-	return float64(st.maxNs.Load()) / 1e6
+	return float64(st.maxNs) / 1e6
 }
 
-// reader reads one connection's frames raw. Server frames are unmasked;
-// the reader answers ping frames (and Centrifugo's {} pings) with masked
-// frames of its own.
-type reader struct {
-	nc         net.Conn
+// conn is one subscribed connection, detached from Go's network poller:
+// the receiver reads its file descriptor directly.
+type conn struct {
+	fd   int
+	left []byte // an incomplete frame from the previous read
+	got  int64  // deliveries received
+	dead bool
+}
+
+// detach takes the socket of c out of Go's poller (a dup of it stays
+// open), so that the receiver can wait for all sockets in one epoll_wait
+// and read each once per readiness, instead of a goroutine wake-up and two
+// read calls (data, then EAGAIN) per delivery.
+func detach(c *websocket.Conn) (int, error) {
+	tc, ok := c.UnderlyingConn().(*net.TCPConn)
+	if !ok {
+		return -1, errors.New("not a TCP connection")
+	}
+	raw, err := tc.SyscallConn()
+	if err != nil {
+		return -1, err
+	}
+	fd := -1
+	var derr error
+	if err := raw.Control(func(s uintptr) { fd, derr = syscall.Dup(int(s)) }); err != nil {
+		return -1, err
+	}
+	if derr != nil {
+		return -1, derr
+	}
+	tc.Close() // Go's descriptor only: the dup keeps the socket
+	syscall.CloseOnExec(fd)
+	if err := syscall.SetNonblock(fd, true); err != nil {
+		syscall.Close(fd)
+		return -1, err
+	}
+	return fd, nil
+}
+
+// receiver reads every connection from one goroutine: level-triggered
+// epoll, one read per ready socket. Server frames are unmasked; it answers
+// ping frames (and Centrifugo's {} pings) with masked frames of its own.
+type receiver struct {
+	epfd       int
+	conns      []*conn // indexed by file descriptor
+	all        []*conn
 	centrifugo bool
-	size       int
-	got        atomic.Int64 // deliveries received
+	waitMs     int          // epoll_wait timeout: 0 spins
+	busy       atomic.Int64 // ns spent reading and parsing
+	st         *loadStats
+	stop       atomic.Bool
+	done       chan struct{}
+}
+
+func newReceiver(ws []*websocket.Conn, centrifugo bool) (*receiver, error) {
+	epfd, err := syscall.EpollCreate1(syscall.EPOLL_CLOEXEC)
+	if err != nil {
+		return nil, fmt.Errorf("epoll_create1: %w", err)
+	}
+	rc := &receiver{epfd: epfd, centrifugo: centrifugo, st: &loadStats{}, done: make(chan struct{})}
+	for _, c := range ws {
+		fd, err := detach(c)
+		if err != nil {
+			return nil, fmt.Errorf("detach: %w", err)
+		}
+		ev := syscall.EpollEvent{Events: syscall.EPOLLIN | syscall.EPOLLRDHUP, Fd: int32(fd)}
+		if err := syscall.EpollCtl(epfd, syscall.EPOLL_CTL_ADD, fd, &ev); err != nil {
+			return nil, fmt.Errorf("epoll_ctl: %w", err)
+		}
+		for len(rc.conns) <= fd {
+			rc.conns = append(rc.conns, nil)
+		}
+		cn := &conn{fd: fd}
+		rc.conns[fd] = cn
+		rc.all = append(rc.all, cn)
+	}
+	return rc, nil
+}
+
+// run reads until stop is set (checked every 50 ms at least).
+func (rc *receiver) run() {
+	defer close(rc.done)
+	events := make([]syscall.EpollEvent, 512)
+	buf := make([]byte, 256<<10)
+	for !rc.stop.Load() {
+		if rc.waitMs == 0 {
+			runtime.Gosched() // GOMAXPROCS=1: let the publisher run on time
+		}
+		n, err := syscall.EpollWait(rc.epfd, events, rc.waitMs)
+		if err != nil {
+			if err == syscall.EINTR {
+				continue
+			}
+			rc.st.ended("epoll_wait: " + err.Error())
+			return
+		}
+		if n == 0 {
+			continue
+		}
+		t := time.Now()
+		for _, ev := range events[:n] {
+			if c := rc.conns[ev.Fd]; c != nil && !c.dead {
+				rc.read(c, buf)
+			}
+		}
+		rc.busy.Add(int64(time.Since(t)))
+	}
+}
+
+func (rc *receiver) read(c *conn, buf []byte) {
+	k := copy(buf, c.left)
+	n, err := syscall.Read(c.fd, buf[k:])
+	if n <= 0 {
+		if err == syscall.EAGAIN || err == syscall.EINTR {
+			return
+		}
+		why := "connection closed by the server without a close frame"
+		if err != nil {
+			why = "read: " + err.Error()
+		}
+		rc.end(c, why)
+		return
+	}
+	now := time.Now().UnixNano()
+	data := buf[:k+n]
+	used, why := rc.parse(c, data, now)
+	if why != "" {
+		rc.end(c, why)
+		return
+	}
+	if len(data)-used > len(buf)/2 {
+		rc.end(c, "frame larger than the read buffer")
+		return
+	}
+	c.left = append(c.left[:0], data[used:]...)
+}
+
+func (rc *receiver) end(c *conn, why string) {
+	c.dead = true
+	syscall.EpollCtl(rc.epfd, syscall.EPOLL_CTL_DEL, c.fd, nil)
+	syscall.Close(c.fd)
+	rc.st.ended(why)
 }
 
 var marker = []byte(`"bt":`)
 
-func (r *reader) run(st *loadStats) {
-	buf := make([]byte, r.size)
-	start, end := 0, 0 // buf[start:end] is read and not parsed yet
-	for {
-		if end == len(buf) {
-			if start > 0 {
-				end = copy(buf, buf[start:end])
-				start = 0
-			} else { // one frame larger than the buffer
-				buf = append(buf, make([]byte, len(buf))...)
-			}
-		}
-		n, err := r.nc.Read(buf[end:])
-		if n > 0 {
-			end += n
-			var why string
-			start, why = r.parse(buf, start, end, time.Now().UnixNano(), st)
-			if why != "" {
-				st.ended(why)
-				r.nc.Close()
-				return
-			}
-			if start == end {
-				start, end = 0, 0
-			}
-		}
-		if err != nil {
-			st.ended("read: " + err.Error())
-			return
-		}
-	}
-}
-
-// parse handles the complete frames in buf[start:end] and returns where
-// the first incomplete one starts, or why the connection ends.
-func (r *reader) parse(buf []byte, start, end int, now int64, st *loadStats) (int, string) {
-	got := 0
+// parse handles the complete frames in data and returns how many bytes
+// they took, or why the connection ends.
+func (rc *receiver) parse(c *conn, data []byte, now int64) (int, string) {
+	st := rc.st
+	start, got := 0, 0
 	defer func() {
 		if got > 0 {
-			r.got.Add(int64(got))
+			c.got += int64(got)
 			st.total.Add(uint64(got))
-			for {
-				l := st.lastRecv.Load()
-				if now <= l || st.lastRecv.CompareAndSwap(l, now) {
-					break
-				}
-			}
+			st.lastRecv = now
 		}
 	}()
-	for end-start >= 2 {
-		b0, b1 := buf[start], buf[start+1]
+	for len(data)-start >= 2 {
+		b0, b1 := data[start], data[start+1]
 		hdr, n := 2, int(b1&0x7f)
 		switch n {
 		case 126:
-			if end-start < 4 {
+			if len(data)-start < 4 {
 				return start, ""
 			}
-			hdr, n = 4, int(binary.BigEndian.Uint16(buf[start+2:]))
+			hdr, n = 4, int(binary.BigEndian.Uint16(data[start+2:]))
 		case 127:
-			if end-start < 10 {
+			if len(data)-start < 10 {
 				return start, ""
 			}
-			hdr, n = 10, int(binary.BigEndian.Uint64(buf[start+2:]))
+			hdr, n = 10, int(binary.BigEndian.Uint64(data[start+2:]))
 		}
 		if b1&0x80 != 0 {
 			return start, "masked frame from the server"
 		}
-		if end-start < hdr+n {
+		if len(data)-start < hdr+n {
 			return start, ""
 		}
-		p := buf[start+hdr : start+hdr+n]
+		p := data[start+hdr : start+hdr+n]
 		start += hdr + n
 		switch b0 & 0x0f {
 		case 0x0, 0x1, 0x2: // continuation, text, binary
-			if r.centrifugo && len(p) == 2 && p[0] == '{' && p[1] == '}' {
-				r.nc.Write(clientFrame(0x1, p)) // Centrifugo's ping: answer {}
+			if rc.centrifugo && len(p) == 2 && p[0] == '{' && p[1] == '}' {
+				syscall.Write(c.fd, clientFrame(0x1, p)) // Centrifugo's ping: answer {}
 				continue
 			}
 			for {
@@ -440,10 +535,10 @@ func (r *reader) parse(buf []byte, start, end int, now int64, st *loadStats) (in
 				code = int(binary.BigEndian.Uint16(p))
 				p = p[2:]
 			}
-			r.nc.Write(clientFrame(0x8, nil))
+			syscall.Write(c.fd, clientFrame(0x8, nil))
 			return start, fmt.Sprintf("closed by the server: %d %s", code, p)
 		case 0x9:
-			r.nc.Write(clientFrame(0xA, p))
+			syscall.Write(c.fd, clientFrame(0xA, p))
 		}
 	}
 	return start, ""
@@ -512,6 +607,7 @@ type loadResult struct {
 	closed                   int64
 	firstEnd                 string
 	p50, p99, maxMs, loadCPU float64
+	loadBusy                 float64
 }
 
 func (r *loadResult) line() string {
@@ -520,9 +616,9 @@ func (r *loadResult) line() string {
 		rate = float64(r.deliveries) / r.window
 	}
 	s := fmt.Sprintf("result conns=%d dial_errors=%d published=%d publish_errors=%d publish_s=%.2f window_s=%.2f "+
-		"deliveries=%d expected=%d lost=%d dup=%d closed=%d rate=%.0f p50_ms=%.2f p99_ms=%.2f max_ms=%.2f load_cpu=%.1f",
+		"deliveries=%d expected=%d lost=%d dup=%d closed=%d rate=%.0f p50_ms=%.2f p99_ms=%.2f max_ms=%.2f load_cpu=%.1f load_busy=%.1f",
 		r.conns, r.dialErrors, r.published, r.pubErrors, r.pubSeconds, r.window,
-		r.deliveries, r.expected, r.lost, r.dup, r.closed, rate, r.p50, r.p99, r.maxMs, r.loadCPU)
+		r.deliveries, r.expected, r.lost, r.dup, r.closed, rate, r.p50, r.p99, r.maxMs, r.loadCPU, r.loadBusy)
 	if r.firstEnd != "" {
 		s += fmt.Sprintf(" first_end=%q", r.firstEnd)
 	}
@@ -531,14 +627,15 @@ func (r *loadResult) line() string {
 
 // measure publishes rate×dur messages on a fixed schedule, waits for the
 // deliveries (at most lc.drain after the last publish) and sums up.
-func measure(lc *loadConfig, st *loadStats, readers []*reader, pub *publisher) *loadResult {
+func measure(lc *loadConfig, rc *receiver, pub *publisher) *loadResult {
 	total := int(lc.rate * lc.dur.Seconds())
 	interval := float64(time.Second) / lc.rate
 	ctx := context.Background()
-	res := &loadResult{conns: len(readers)}
+	st := rc.st
+	res := &loadResult{conns: len(rc.all)}
 
 	fmt.Println("measuring")
-	cpu0 := cpuTime()
+	cpu0, busy0 := cpuTime(), rc.busy.Load()
 	t0 := time.Now()
 	var firstErr error
 	for i := range total {
@@ -558,23 +655,27 @@ func measure(lc *loadConfig, st *loadStats, readers []*reader, pub *publisher) *
 	if firstErr != nil {
 		fmt.Fprintf(os.Stderr, "hubload load: %d publishes failed, first: %v\n", res.pubErrors, firstErr)
 	}
-	res.expected = uint64(res.published) * uint64(len(readers))
+	res.expected = uint64(res.published) * uint64(len(rc.all))
 	deadline := time.Now().Add(lc.drain)
 	for st.total.Load() < res.expected && time.Now().Before(deadline) {
 		time.Sleep(10 * time.Millisecond)
 	}
-	end := time.Unix(0, st.lastRecv.Load())
-	if st.lastRecv.Load() == 0 || end.Before(t0) {
+	rc.stop.Store(true)
+	<-rc.done
+	el := time.Since(t0).Seconds()
+	res.loadCPU = 100 * (cpuTime() - cpu0).Seconds() / el
+	res.loadBusy = 100 * time.Duration(rc.busy.Load()-busy0).Seconds() / el
+	fmt.Println("done")
+
+	end := time.Unix(0, st.lastRecv)
+	if st.lastRecv == 0 || end.Before(t0) {
 		end = time.Now()
 	}
 	// The nominal publishing time at least: the last message is sent one
 	// interval before it ends.
 	res.window = max(end.Sub(t0).Seconds(), float64(res.published)/lc.rate)
-	res.loadCPU = 100 * (cpuTime() - cpu0).Seconds() / time.Since(t0).Seconds()
-	fmt.Println("done")
-
-	for _, r := range readers {
-		got := uint64(r.got.Load())
+	for _, c := range rc.all {
+		got := uint64(c.got)
 		res.deliveries += got
 		if got < uint64(res.published) {
 			res.lost += uint64(res.published) - got
@@ -582,12 +683,10 @@ func measure(lc *loadConfig, st *loadStats, readers []*reader, pub *publisher) *
 			res.dup += got - uint64(res.published)
 		}
 	}
-	res.closed = st.closed.Load()
-	st.closeMu.Lock()
+	res.closed = st.closed
 	res.firstEnd = st.firstEnd
-	st.closeMu.Unlock()
 	res.p50, res.p99 = st.percentile(0.50), st.percentile(0.99)
-	res.maxMs = float64(st.maxNs.Load()) / 1e6
+	res.maxMs = float64(st.maxNs) / 1e6
 	return res
 }
 

@@ -223,27 +223,26 @@ func numbers(m map[string]any, keys ...string) map[string]float64 {
 	return out
 }
 
-// goMemory reads the Go heap in use plus goroutine stacks from a
+// goMemory reads the Go heap in use and the goroutine stacks from a
 // Prometheus text page (go_memstats_*), in bytes; 0 if unavailable.
-func goMemory(c *http.Client, url string) float64 {
+func goMemory(c *http.Client, url string) (heap, stack float64) {
 	resp, err := c.Get(url)
 	if err != nil {
-		return 0
+		return 0, 0
 	}
 	defer resp.Body.Close()
-	var sum float64
 	sc := bufio.NewScanner(resp.Body)
 	sc.Buffer(make([]byte, 64<<10), 1<<20)
 	for sc.Scan() {
 		line := sc.Text()
-		for _, name := range []string{"go_memstats_heap_inuse_bytes ", "go_memstats_stack_inuse_bytes "} {
-			if v, ok := strings.CutPrefix(line, name); ok {
-				f, _ := strconv.ParseFloat(strings.TrimSpace(v), 64)
-				sum += f
-			}
+		if v, ok := strings.CutPrefix(line, "go_memstats_heap_inuse_bytes "); ok {
+			heap, _ = strconv.ParseFloat(strings.TrimSpace(v), 64)
+		}
+		if v, ok := strings.CutPrefix(line, "go_memstats_stack_inuse_bytes "); ok {
+			stack, _ = strconv.ParseFloat(strings.TrimSpace(v), 64)
 		}
 	}
-	return sum
+	return heap, stack
 }
 
 // start runs s pinned to the server core and waits until it is ready.

@@ -1,0 +1,81 @@
+#!/usr/bin/env bash
+# Hub benchmark: edge's hub vs a bare one-write-per-delivery gorilla loop
+# (and Centrifugo when it builds), all fed by one private redis-server.
+#
+#   bench/hub.sh                          every scenario, 2 rounds (about 5 minutes)
+#   bench/hub.sh fanout-10                selected scenarios
+#   bench/hub.sh -rounds 1 -d 10s         shorter
+#   bench/hub.sh -profile-dir /tmp/p      also CPU profiles of edge per scenario
+#   bench/hub.sh -h                       flags and scenario names
+#
+# Environment: EDGE=path uses that edge binary instead of building bin/edge;
+# CENTRIFUGO=path uses that Centrifugo binary, CENTRIFUGO=off skips it
+# (default: try `go install github.com/centrifugal/centrifugo/v6@latest`).
+#
+# Installs redis-server from apt when missing, builds bin/edge (make build)
+# and bench/cmd/hubload, then runs `hubload bench`. The report goes to stdout
+# and bench/results/hub_<date>.txt. See bench/HUB.md.
+set -euo pipefail
+
+here=$(cd "$(dirname "$0")" && pwd)
+repo=$(dirname "$here")
+cd "$repo"
+
+missing=()
+for tool in redis-server:redis-server taskset:util-linux; do
+	command -v "${tool%%:*}" >/dev/null 2>&1 || missing+=("${tool#*:}")
+done
+if ((${#missing[@]})); then
+	echo "installing ${missing[*]} from apt" >&2
+	sudo=""
+	[ "$(id -u)" = 0 ] || sudo=sudo
+	$sudo apt-get update -qq
+	DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}"
+fi
+# The Debian package may start a system redis on :6379; the benchmark runs
+# its own on a free port.
+
+if [ "$(nproc)" -lt 2 ]; then
+	echo "hub.sh: needs 2 CPUs (server on CPU 1, load and redis on CPU 0); this machine has $(nproc)" >&2
+	exit 1
+fi
+
+tools=$(mktemp -d /tmp/edge-hubbench-bin.XXXXXX)
+trap 'rm -rf "$tools"' EXIT
+
+edge=${EDGE:-}
+if [ -z "$edge" ]; then
+	echo "building bin/edge" >&2
+	make -s build
+	edge=bin/edge
+fi
+go build -o "$tools/hubload" ./bench/cmd/hubload
+
+centrifugo=${CENTRIFUGO:-}
+note=""
+if [ -z "$centrifugo" ]; then
+	echo "trying to build Centrifugo v6 from the Go module proxy (CENTRIFUGO=off skips this)" >&2
+	mkdir -p "$tools/gobin"
+	if (cd "$tools" && GOFLAGS=-mod=mod GOBIN="$tools/gobin" timeout 900 \
+		go install github.com/centrifugal/centrifugo/v6@latest) >"$tools/centrifugo-build.log" 2>&1; then
+		centrifugo="$tools/gobin/centrifugo"
+	else
+		echo "Centrifugo did not build; no Centrifugo column. The attempt ended with:" >&2
+		tail -n 3 "$tools/centrifugo-build.log" | sed 's/^/  /' >&2
+		note="go install github.com/centrifugal/centrifugo/v6@latest failed: $(grep -m1 -o '[0-9][0-9][0-9] [A-Z][A-Za-z ]*' "$tools/centrifugo-build.log" || tail -n 1 "$tools/centrifugo-build.log")"
+		centrifugo=""
+	fi
+elif [ "$centrifugo" = off ]; then
+	centrifugo=""
+	note="skipped (CENTRIFUGO=off)"
+fi
+
+# Every connection is a file descriptor: 10,000 on each side.
+ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
+if [ "$(ulimit -n)" -lt 12000 ]; then
+	echo "hub.sh: the open-file limit is $(ulimit -n); 10,000 connections need about 10,100 (raise the hard limit, or pass -c)" >&2
+fi
+
+mkdir -p bench/results
+out="bench/results/hub_$(date +%Y-%m-%d_%H%M).txt"
+"$tools/hubload" bench -edge "$edge" -centrifugo "$centrifugo" -centrifugo-note "$note" -rounds 2 -out "$out" "$@"

@@ -30,16 +30,24 @@ func TestDeps(t *testing.T) {
 }
 
 // TestSlowHeaders: a client that never finishes its headers is cut after
-// server.read_header_timeout (slowloris), while others are served.
+// server.read_header_timeout (slowloris); oversized headers get 431.
 func TestSlowHeaders(t *testing.T) {
 	httpAddr := freePort(t)
 	p := startEdge(t, fmt.Sprintf(`
 listen: { http: "%s" }
 admin: ""
-server: { read_header_timeout: 1s }
+server: { read_header_timeout: 1s, max_header_bytes: 8KiB }
 sites: [{ routes: [{ path: /static/, static: { root: www } }] }]
 `, httpAddr))
 	p.waitHTTP("http://"+httpAddr+"/static/hello.txt", 20*time.Second)
+	// Headers over max_header_bytes get 431 (Go allows 4 KiB of slack).
+	req, _ := http.NewRequest("GET", "http://"+httpAddr+"/static/hello.txt", nil)
+	req.Header.Set("X-Big", strings.Repeat("b", 16<<10))
+	if resp, err := http.DefaultClient.Do(req); err != nil || resp.StatusCode != http.StatusRequestHeaderFieldsTooLarge {
+		t.Errorf("16 KiB of headers: %v %v, want 431", resp, err)
+	} else {
+		resp.Body.Close()
+	}
 	c, err := net.Dial("tcp", httpAddr)
 	if err != nil {
 		t.Fatal(err)

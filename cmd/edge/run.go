@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"reflect"
 	"sync"
 	"syscall"
 	"time"
@@ -185,6 +186,10 @@ func (a *app) reload() error {
 	}
 	for _, w := range cfg.Warnings {
 		a.log.Warn("configuration warning", "problem", w.String())
+	}
+	if !reflect.DeepEqual(a.cfg.Redis, cfg.Redis) {
+		// The hub node holds one Redis subscription for the process.
+		a.log.Warn("redis settings changed: they take effect when edge restarts")
 	}
 	if err := a.apply(cfg); err != nil {
 		a.log.Error("reload failed; still serving the previous configuration", "err", err)

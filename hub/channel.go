@@ -91,8 +91,8 @@ func (ch *channel) trimLocked(lim histLimits, now time.Time) {
 // the channel state is dead (the caller looks it up again).
 func (ch *channel) publish(n *Node, payload []byte, lim histLimits, now time.Time) (uint64, bool) {
 	ch.mu.Lock()
-	defer ch.mu.Unlock()
 	if ch.dead {
+		ch.mu.Unlock()
 		return 0, false
 	}
 	m := &message{seq: n.seq.Add(1), at: now.UnixNano(), payload: payload}
@@ -108,12 +108,28 @@ func (ch *channel) publish(n *Node, payload []byte, lim histLimits, now time.Tim
 	if ch.raws > 0 {
 		m.rawFrame()
 	}
+	// Clients without a running writer are written to by flushing
+	// goroutines, flushChunk clients each (see flush.go).
+	var claimed []*client
 	for c := range ch.subs {
+		f := m.frame
 		if c.raw {
-			c.send(m.raw, true)
-		} else {
-			c.send(m.frame, true)
+			f = m.raw
 		}
+		if !c.enqueue(f) {
+			continue
+		}
+		if claimed == nil {
+			claimed = make([]*client, 0, min(len(ch.subs), flushChunk))
+		}
+		if claimed = append(claimed, c); len(claimed) == flushChunk {
+			go flushClients(claimed)
+			claimed = nil
+		}
+	}
+	ch.mu.Unlock()
+	if claimed != nil {
+		go flushClients(claimed)
 	}
 	return m.seq, true
 }

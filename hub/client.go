@@ -8,7 +8,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/gorilla/websocket"
 	"golang.org/x/time/rate"
 )
 
@@ -31,28 +30,33 @@ const (
 	stateDead                     // nothing more is written
 )
 
-// client is one WebSocket connection. It has one reader goroutine (readLoop)
-// for its whole life, and a writer goroutine (writeLoop) only while frames
-// are queued, so an idle connection holds no writer and no write buffer.
+// client is one WebSocket connection. It has one reader goroutine at a time
+// (readLoop, renewed after each burst of client frames) for its whole life,
+// and a writer only while frames are queued: a flushing goroutine of the
+// fan-out (flush.go) or its own writeLoop. An idle connection holds no
+// writer, no write buffer and no read buffer.
 type client struct {
 	// Static after construction.
 	n       *Node
 	route   *route
-	ws      *websocket.Conn
-	nc      net.Conn // ws's connection; writes bypass ws (see frame.go)
+	nc      net.Conn // frames are written (frame.go) and read (reader.go) here
 	ip      string
 	grant   *grant
 	raw     bool   // bare payloads (route raw: true at connect)
 	subject string // presence subject, "" when not listed
 
 	// Owned by the reader goroutine.
-	subs    []*channel
-	limiter *rate.Limiter // created on the first publish
+	rd         readBuffer
+	maxMessage int // max_message_size at connect
+	subs       []*channel
+	limiter    *rate.Limiter // created on the first publish
 
 	mu sync.Mutex
 	// queue holds frames waiting for the writer. Guarded by mu.
 	queue [][]byte
-	// writing is set while a writeLoop goroutine runs. Guarded by mu.
+	// writing is set while a goroutine holds the writer role: a writeLoop,
+	// or a flushing goroutine that claimed it (enqueue). Guarded by mu.
+	// The role holds a count on n.wg.
 	writing bool
 	state   connState // guarded by mu
 	// closeSent is closed by the writer once the close frame is written (or
@@ -247,33 +251,6 @@ func (c *client) write(b []byte) error {
 	c.n.stats.writes.Add(1)
 	_, err := c.nc.Write(b)
 	return err
-}
-
-// readLoop reads client messages until the connection ends, then cleans
-// up. It runs on its own goroutine for the life of the connection.
-func (c *client) readLoop() {
-	var err error
-	defer func() { c.finish(err) }()
-	for {
-		var typ int
-		var data []byte
-		typ, data, err = c.ws.ReadMessage()
-		if err != nil {
-			return
-		}
-		c.touch()
-		c.mu.Lock()
-		open := c.state == stateOpen
-		c.mu.Unlock()
-		switch {
-		case !open:
-			// Closing: wait for the client's close reply, ignore data.
-		case typ != websocket.TextMessage:
-			c.closeWith(closeUnsupported, "binary frames are not supported")
-		default:
-			c.handle(data)
-		}
-	}
 }
 
 // finish releases everything the connection holds, on every path.

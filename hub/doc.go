@@ -11,10 +11,14 @@
 // Fan-out encodes a message once into a complete WebSocket frame (server
 // frames are unmasked, so the same bytes serve every connection) and
 // appends it to each subscriber's bounded queue without ever waiting. A
-// connection has one reader goroutine for its life and a writer goroutine
-// only while frames are queued; the writer gathers everything queued into
-// as few write(2) calls as possible. A client whose queue overflows is
-// closed with 1013 and counted.
+// few flushing goroutines then write those frames with non-blocking writes
+// (flush.go); a connection gets a writer goroutine of its own only while
+// its socket is full or frames pile up, and that writer gathers everything
+// queued into as few write(2) calls as possible. A client whose queue
+// overflows is closed with 1013 and counted. Client frames are read by the
+// hub itself (reader.go, gorilla/websocket only does the handshake), by a
+// reader goroutine that parks on a minimal stack and holds no buffer while
+// the client is silent.
 //
 // Each channel keeps a bounded history so that a client reconnecting with
 // "since" gets what it missed, or a "gap" notice when that is impossible —

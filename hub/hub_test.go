@@ -182,6 +182,9 @@ func TestRawRoute(t *testing.T) {
 	e := newEnv(t, NodeOptions{}, "")
 	u := e.route(t, "/raw/", `{ raw: true }`, nil)
 	c := dial(t, u+"?channel=legacy", nil)
+	// No acknowledgement on a raw route: the subscription may still be
+	// under way when the handshake's response arrives.
+	waitFor(t, 5*time.Second, "subscribed", func() bool { return e.n.LocalPresence().Channels["legacy"].Subscribers == 1 })
 	e.publish(t, "legacy", `{"a":1}`)
 	e.publish(t, "legacy", "plain text")
 	e.publish(t, "legacy", "\xff\xfe")

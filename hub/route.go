@@ -1,6 +1,7 @@
 package hub
 
 import (
+	"bufio"
 	"fmt"
 	"io"
 	"net"
@@ -77,11 +78,10 @@ func newRoute(n *Node, path string) *route {
 	rt := &route{n: n, path: path, base: base, clients: map[*client]struct{}{}, perIP: map[string]int{}}
 	rt.upgrader = websocket.Upgrader{
 		HandshakeTimeout: 10 * time.Second,
-		// Client messages are small: a small read buffer keeps idle
-		// connections light (larger messages are read through it).
-		ReadBufferSize: 512,
-		// Data frames bypass gorilla's writer (see frame.go); the pool only
-		// keeps gorilla from allocating a write buffer per connection.
+		// gorilla only does the handshake: frames are written (frame.go)
+		// and read (reader.go) by the hub. With no read buffer size
+		// gorilla reuses net/http's reader instead of allocating one, and
+		// the pool keeps it from allocating a write buffer.
 		WriteBufferPool: &sync.Pool{},
 		Subprotocols:    []string{Subprotocol},
 		CheckOrigin:     func(r *http.Request) bool { return rt.config().origins.allow(r) },
@@ -186,21 +186,49 @@ func (rt *route) serveWebSocket(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
-	ws, err := rt.upgrader.Upgrade(w, r, nil)
+	tap := &hijackTap{ResponseWriter: w}
+	ws, err := rt.upgrader.Upgrade(tap, r, nil)
 	if err != nil {
 		return // the upgrader answered
 	}
-	c := &client{n: rt.n, route: rt, ws: ws, nc: ws.UnderlyingConn(), ip: ip, grant: g, raw: cfg.hub.Raw}
+	// From here on the hub reads and writes the socket itself; ws is
+	// left to the garbage collector.
+	c := &client{n: rt.n, route: rt, nc: ws.UnderlyingConn(), ip: ip, grant: g, raw: cfg.hub.Raw}
+	c.rd.setEarly(tap.early)
 	if cfg.hub.PresenceSubs {
 		c.subject = g.sub
 	}
 	if !rt.register(c) {
-		ws.WriteControl(websocket.CloseMessage, goingAwayFrame[2:], time.Now().Add(closeGrace))
-		ws.Close()
+		c.nc.SetWriteDeadline(time.Now().Add(closeGrace))
+		c.nc.Write(goingAwayFrame)
+		c.nc.Close()
+		c.rd.release()
 		return
 	}
 	admitted = true
 	c.start(cfg, channels)
+}
+
+// hijackTap hands the upgrader the hijacked connection with nothing
+// buffered, keeping what net/http had already read past the request: a
+// client may send its first frames in the same packet as the handshake,
+// and gorilla refuses a connection with buffered bytes ("client sent data
+// before handshake is complete"). The client's reader parses them first.
+type hijackTap struct {
+	http.ResponseWriter
+	early []byte
+}
+
+func (t *hijackTap) Hijack() (net.Conn, *bufio.ReadWriter, error) {
+	nc, brw, err := http.NewResponseController(t.ResponseWriter).Hijack()
+	if err != nil {
+		return nil, nil, err
+	}
+	if n := brw.Reader.Buffered(); n > 0 {
+		t.early = make([]byte, n)
+		brw.Reader.Read(t.early) // buffered bytes only: no socket read
+	}
+	return nc, brw, nil
 }
 
 // allowed reports whether g may subscribe to channel on this route.
@@ -217,26 +245,7 @@ func (rc *routeConfig) allowed(g *grant, channel string) bool {
 // start sets up a registered connection and starts its reader.
 func (c *client) start(cfg *routeConfig, channels []string) {
 	h := cfg.hub
-	c.ws.SetReadLimit(int64(h.MaxMessageSize))
-	c.ws.SetPongHandler(func(string) error { c.touch(); return nil })
-	c.ws.SetPingHandler(func(data string) error {
-		c.touch()
-		c.send(newFrame(opPong, []byte(data)), true)
-		return nil
-	})
-	c.ws.SetCloseHandler(func(code int, _ string) error {
-		// Echo the client's close code (RFC 6455 §5.5.1).
-		f := newFrame(opClose, nil)
-		if code != websocket.CloseNoStatusReceived {
-			f = closeFrame(code, "")
-		}
-		c.mu.Lock()
-		if c.state == stateOpen {
-			c.closeLocked(f)
-		}
-		c.mu.Unlock()
-		return nil
-	})
+	c.maxMessage = int(h.MaxMessageSize)
 	c.nc.SetReadDeadline(time.Now().Add(h.IdleTimeout))
 	if !c.raw {
 		c.send(controlFrame(welcomeMsg{Type: "welcome", Epoch: c.n.epoch, Protocol: 1}), false)

@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"strings"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -243,5 +244,42 @@ func TestPerIPLimit(t *testing.T) {
 			t.Fatalf("no slot after closing a connection: %v", err)
 		}
 		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// TestLimitedConnKeepsSocket: a capped connection still exposes its socket
+// (the hub's non-blocking fan-out writes need it) and sendfile's ReadFrom.
+func TestLimitedConnKeepsSocket(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	lln := limitListener(ln, 10, 2)
+	defer lln.Close()
+	go func() {
+		if c, err := net.Dial("tcp", ln.Addr().String()); err == nil {
+			defer c.Close()
+			c.Read(make([]byte, 1))
+		}
+	}()
+	c, err := lln.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	sc, ok := c.(syscall.Conn)
+	if !ok {
+		t.Fatalf("%T does not implement syscall.Conn", c)
+	}
+	rc, err := sc.SyscallConn()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var fd uintptr
+	if err := rc.Control(func(f uintptr) { fd = f }); err != nil || fd == 0 {
+		t.Fatalf("Control: fd %d, err %v", fd, err)
+	}
+	if _, ok := c.(io.ReaderFrom); !ok {
+		t.Errorf("%T does not implement io.ReaderFrom", c)
 	}
 }

@@ -1,0 +1,135 @@
+package hub
+
+import (
+	"net"
+	"syscall"
+)
+
+// The fan-out's deliveries are written without a goroutine per client:
+// channel.publish claims the writer role of every idle subscriber it
+// queues a frame for (client.enqueue), and a few flushing goroutines,
+// flushChunk clients each, write those frames with non-blocking writes.
+// Only a client whose socket is full, that has more than one frame waiting
+// or that is closing gets a writeLoop goroutine, as before. This
+// saves starting and ending a goroutine per delivery (about a tenth of the
+// hub's CPU at 10,000 subscribers × 10 messages/s) and still never waits on
+// a client. Connections that are not plain TCP sockets (TLS, wrappers)
+// cannot be written to without blocking: they always get a writeLoop.
+
+// flushChunk is how many clients one flushing goroutine writes to.
+const flushChunk = 256
+
+// flushClients writes to clients whose writer role it holds.
+func flushClients(cs []*client) {
+	w := newRawWriter()
+	for _, c := range cs {
+		c.flush(w)
+	}
+}
+
+// enqueue queues f like send (bounded), but when no writer runs it claims
+// the writer role for the caller instead of starting one, and reports
+// true: the caller must then call flush.
+func (c *client) enqueue(f []byte) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.state != stateOpen {
+		return false
+	}
+	if len(c.queue) >= c.route.queueSize() {
+		c.slowLocked()
+		return false
+	}
+	c.queue = append(c.queue, f)
+	if c.writing {
+		return false
+	}
+	c.writing = true
+	// As in startWriterLocked: the reader holds a count until the state is
+	// dead, so this Add never races Wait.
+	c.n.wg.Add(1)
+	return true
+}
+
+// flush writes c's queued frame if it is the only one and the socket
+// takes it at once, then gives up the writer role; otherwise (more queued,
+// socket full, closing, not a plain socket) it hands the role to a
+// writeLoop goroutine. The caller holds the role (enqueue).
+func (c *client) flush(w *rawWriter) {
+	_, sock := c.nc.(syscall.Conn)
+	c.mu.Lock()
+	if sock && c.state == stateOpen && len(c.queue) == 1 {
+		f := c.queue[0]
+		c.queue[0] = nil
+		c.queue = c.queue[:0]
+		c.mu.Unlock()
+		n, ok := w.write(c.nc, f)
+		c.mu.Lock()
+		if n > 0 {
+			c.n.stats.writes.Add(1)
+		}
+		if n == len(f) && ok {
+			c.n.stats.written.Add(1)
+		} else {
+			// The rest goes first; writeLoop waits for the socket or
+			// meets the error.
+			c.queue = append([][]byte{f[n:]}, c.queue...)
+		}
+	}
+	if len(c.queue) == 0 && c.state != stateClosing {
+		c.queue = nil // an idle client holds no queue
+		c.writing = false
+		c.mu.Unlock()
+		c.n.wg.Done()
+		return
+	}
+	c.mu.Unlock()
+	go c.writeLoop() // takes over the role and its count on n.wg
+}
+
+// rawWriter makes non-blocking writes through syscall.RawConn. One serves
+// a flushing goroutine; its callback is built once.
+type rawWriter struct {
+	b   []byte
+	n   int
+	err error
+	fn  func(fd uintptr) bool
+}
+
+func newRawWriter() *rawWriter {
+	w := &rawWriter{}
+	w.fn = w.do
+	return w
+}
+
+func (w *rawWriter) do(fd uintptr) bool {
+	for {
+		n, err := syscall.Write(int(fd), w.b)
+		if err == syscall.EINTR {
+			continue
+		}
+		w.n, w.err = max(n, 0), err
+		return true // never wait for the socket: that is writeLoop's job
+	}
+}
+
+// write writes what of b the socket takes without blocking. It reports
+// false when nc is not a plain socket or the write failed (EAGAIN
+// included); n is then what was written before.
+func (w *rawWriter) write(nc net.Conn, b []byte) (n int, ok bool) {
+	sc, isSock := nc.(syscall.Conn)
+	if !isSock {
+		return 0, false
+	}
+	rc, err := sc.SyscallConn()
+	if err != nil {
+		return 0, false
+	}
+	w.b = b
+	err = rc.Write(w.fn)
+	w.b = nil
+	if err != nil || w.err != nil {
+		return 0, false
+	}
+	return w.n, true
+}

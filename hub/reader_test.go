@@ -1,0 +1,375 @@
+package hub
+
+import (
+	"bufio"
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"io"
+	"net"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+)
+
+// The frame reader is tested from a raw TCP client, so that frames the
+// server must refuse (and frames sent with the handshake) can be sent.
+
+// rawClient is a WebSocket client that writes frames by hand.
+type rawClient struct {
+	t  *testing.T
+	nc net.Conn
+	br *bufio.Reader
+}
+
+const testKey = "dGhlIHNhbXBsZSBub25jZQ=="
+
+// dialRaw performs the handshake at e's hub with query, sending extra in
+// the same write as the request.
+func dialRaw(t *testing.T, e *env, query string, extra ...[]byte) *rawClient {
+	t.Helper()
+	host := strings.TrimPrefix(e.http, "http://")
+	nc, err := net.Dial("tcp", host)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { nc.Close() })
+	req := "GET /socket/" + query + " HTTP/1.1\r\nHost: " + host +
+		"\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: " + testKey +
+		"\r\nSec-WebSocket-Version: 13\r\n\r\n"
+	b := []byte(req)
+	for _, x := range extra {
+		b = append(b, x...)
+	}
+	nc.SetDeadline(time.Now().Add(5 * time.Second))
+	if _, err := nc.Write(b); err != nil {
+		t.Fatal(err)
+	}
+	rc := &rawClient{t: t, nc: nc, br: bufio.NewReader(nc)}
+	resp, err := http.ReadResponse(rc.br, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if resp.StatusCode != http.StatusSwitchingProtocols {
+		t.Fatalf("handshake: status %d", resp.StatusCode)
+	}
+	return rc
+}
+
+// clientFrame returns a masked client frame.
+func clientFrame(fin bool, op byte, payload []byte) []byte {
+	f := unmaskedFrame(fin, op, payload)
+	f[1] |= 0x80
+	key := [4]byte{0x37, 0xfa, 0x21, 0x3d}
+	h := len(f) - len(payload)
+	f = append(f[:h], append(key[:], f[h:]...)...)
+	for i := range payload {
+		f[h+4+i] ^= key[i%4]
+	}
+	return f
+}
+
+// unmaskedFrame returns a frame without a mask, as a server sends it.
+func unmaskedFrame(fin bool, op byte, payload []byte) []byte {
+	b0 := op
+	if fin {
+		b0 |= 0x80
+	}
+	f := []byte{b0}
+	switch n := len(payload); {
+	case n <= 125:
+		f = append(f, byte(n))
+	case n <= 0xffff:
+		f = append(f, 126, byte(n>>8), byte(n))
+	default:
+		f = append(f, 127)
+		f = binary.BigEndian.AppendUint64(f, uint64(n))
+	}
+	return append(f, payload...)
+}
+
+func textMsg(s string) []byte { return clientFrame(true, opText, []byte(s)) }
+
+// send writes frames in one write.
+func (rc *rawClient) send(frames ...[]byte) {
+	rc.t.Helper()
+	var b []byte
+	for _, f := range frames {
+		b = append(b, f...)
+	}
+	rc.nc.SetWriteDeadline(time.Now().Add(5 * time.Second))
+	if _, err := rc.nc.Write(b); err != nil {
+		rc.t.Fatalf("write: %v", err)
+	}
+}
+
+// next returns the next server frame.
+func (rc *rawClient) next() (byte, []byte) {
+	rc.t.Helper()
+	rc.nc.SetReadDeadline(time.Now().Add(5 * time.Second))
+	var h [2]byte
+	if _, err := io.ReadFull(rc.br, h[:]); err != nil {
+		rc.t.Fatalf("read frame: %v", err)
+	}
+	if h[0]&0x80 == 0 || h[1]&0x80 != 0 {
+		rc.t.Fatalf("server frame header %x: want final and unmasked", h)
+	}
+	n := int(h[1] & 0x7f)
+	switch n {
+	case 126:
+		var x [2]byte
+		io.ReadFull(rc.br, x[:])
+		n = int(binary.BigEndian.Uint16(x[:]))
+	case 127:
+		var x [8]byte
+		io.ReadFull(rc.br, x[:])
+		n = int(binary.BigEndian.Uint64(x[:]))
+	}
+	p := make([]byte, n)
+	if _, err := io.ReadFull(rc.br, p); err != nil {
+		rc.t.Fatalf("read payload: %v", err)
+	}
+	return h[0] & 0x0f, p
+}
+
+// expect reads the next frame, which must be a JSON text message of type
+// typ.
+func (rc *rawClient) expect(typ string) frame {
+	rc.t.Helper()
+	op, p := rc.next()
+	var f frame
+	if op != opText || json.Unmarshal(p, &f) != nil || f.str("type") != typ {
+		rc.t.Fatalf("got frame op %d %q, want a %q message", op, p, typ)
+	}
+	return f
+}
+
+// expectClose reads frames until a close frame, which must carry code,
+// and then the end of the connection.
+func (rc *rawClient) expectClose(code int) string {
+	rc.t.Helper()
+	for {
+		op, p := rc.next()
+		if op != opClose {
+			continue
+		}
+		got := -1
+		if len(p) >= 2 {
+			got = int(binary.BigEndian.Uint16(p))
+		}
+		if got != code {
+			rc.t.Fatalf("close code %d %q, want %d", got, p, code)
+		}
+		rc.expectEOF()
+		if len(p) < 2 {
+			return ""
+		}
+		return string(p[2:])
+	}
+}
+
+// expectEOF checks that the server closes the connection.
+func (rc *rawClient) expectEOF() {
+	rc.t.Helper()
+	rc.nc.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if n, err := rc.br.Read(make([]byte, 1)); n != 0 || (err != io.EOF && !isReset(err)) {
+		rc.t.Fatalf("after close: %d bytes, %v; want the connection closed", n, err)
+	}
+}
+
+func isReset(err error) bool {
+	var ne net.Error
+	return err != nil && !(errors.As(err, &ne) && ne.Timeout())
+}
+
+// TestReaderFirstFrameWithHandshake: frames sent in the same write as the
+// handshake request are read, not lost and not refused.
+func TestReaderFirstFrameWithHandshake(t *testing.T) {
+	e := newEnv(t, NodeOptions{}, "")
+	rc := dialRaw(t, e, "?channel=early", textMsg(`{"type":"ping","id":1}`), clientFrame(true, opPing, []byte("hi")))
+	rc.expect("welcome")
+	rc.expect("subscribed")
+	if f := rc.expect("pong"); f["id"] != 1.0 {
+		t.Errorf("pong %v, want id 1", f)
+	}
+	if op, p := rc.next(); op != opPong || string(p) != "hi" {
+		t.Errorf("got op %d %q, want a pong frame \"hi\"", op, p)
+	}
+	e.publish(t, "early", `{"x":1}`)
+	rc.expect("") // a message has no type
+}
+
+// TestReaderFragmentedMessage: a message in three fragments, with control
+// frames between them, arrives as one message; the ping is answered at
+// once.
+func TestReaderFragmentedMessage(t *testing.T) {
+	e := newEnv(t, NodeOptions{}, "")
+	rc := dialRaw(t, e, "")
+	rc.expect("welcome")
+	rc.send(
+		clientFrame(false, opText, []byte(`{"type":"subscribe",`)),
+		clientFrame(true, opPing, []byte("between")),
+		clientFrame(false, 0, []byte(`"channel":"frag"`)),
+		clientFrame(true, opPong, nil),
+	)
+	if op, p := rc.next(); op != opPong || string(p) != "between" {
+		t.Fatalf("got op %d %q, want a pong frame \"between\"", op, p)
+	}
+	// The last fragment in its own write: the reader waits for it with the
+	// message half read.
+	time.Sleep(20 * time.Millisecond)
+	rc.send(clientFrame(true, 0, []byte(`,"id":"f"}`)))
+	if f := rc.expect("subscribed"); f.str("channel") != "frag" || f.str("id") != "f" {
+		t.Errorf("got %v, want subscribed to frag with id f", f)
+	}
+	// Several messages in one write, and one split in the middle of its
+	// header.
+	ping := textMsg(`{"type":"ping","id":2}`)
+	rc.send(textMsg(`{"type":"ping","id":1}`), ping[:3])
+	rc.expect("pong")
+	time.Sleep(20 * time.Millisecond)
+	rc.send(ping[3:])
+	if f := rc.expect("pong"); f["id"] != 2.0 {
+		t.Errorf("got %v, want pong 2", f)
+	}
+}
+
+// TestReaderLargeMessages: messages with 16-bit and 64-bit lengths, larger
+// than the read buffer, fragmented and not.
+func TestReaderLargeMessages(t *testing.T) {
+	e := newEnv(t, NodeOptions{}, `{ max_message_size: 128KiB }`)
+	rc := dialRaw(t, e, "")
+	rc.expect("welcome")
+	for _, size := range []int{200, 5000, 70000} {
+		msg := []byte(`{"type":"ping","id":` + `"` + strings.Repeat("x", size) + `"}`)
+		rc.send(clientFrame(true, opText, msg))
+		if f := rc.expect("pong"); len(f.str("id")) != size {
+			t.Errorf("pong id of %d bytes, want %d", len(f.str("id")), size)
+		}
+		half := len(msg) / 2
+		rc.send(clientFrame(false, opText, msg[:half]), clientFrame(true, 0, msg[half:]))
+		if f := rc.expect("pong"); len(f.str("id")) != size {
+			t.Errorf("fragmented: pong id of %d bytes, want %d", len(f.str("id")), size)
+		}
+	}
+}
+
+// TestReaderOversized: a message over max_message_size closes with 1009,
+// whether in one frame (refused from its header) or over fragments.
+func TestReaderOversized(t *testing.T) {
+	e := newEnv(t, NodeOptions{}, `{ max_message_size: 128 }`)
+	t.Run("exactly the limit", func(t *testing.T) {
+		rc := dialRaw(t, e, "")
+		rc.expect("welcome")
+		msg := `{"type":"ping","id":"` + strings.Repeat("x", 128-len(`{"type":"ping","id":""}`)) + `"}`
+		rc.send(textMsg(msg))
+		rc.expect("pong")
+	})
+	t.Run("one frame", func(t *testing.T) {
+		rc := dialRaw(t, e, "")
+		rc.expect("welcome")
+		f := clientFrame(true, opText, make([]byte, 129))
+		rc.send(f[:8]) // the header: the payload is not read
+		rc.expectClose(closeTooBig)
+	})
+	t.Run("fragments", func(t *testing.T) {
+		rc := dialRaw(t, e, "")
+		rc.expect("welcome")
+		rc.send(clientFrame(false, opText, make([]byte, 100)), clientFrame(false, 0, make([]byte, 29)))
+		rc.expectClose(closeTooBig)
+	})
+}
+
+// TestReaderProtocolErrors: frames RFC 6455 forbids close the connection
+// with 1002.
+func TestReaderProtocolErrors(t *testing.T) {
+	e := newEnv(t, NodeOptions{}, "")
+	ping := textMsg(`{"type":"ping"}`)
+	rsv := append([]byte{}, ping...)
+	rsv[0] |= 0x40
+	huge := []byte{0x81, 0xff, 0x80, 0, 0, 0, 0, 0, 0, 1, 1, 2, 3, 4}
+	cases := map[string][][]byte{
+		"unmasked":                 {unmaskedFrame(true, opText, []byte(`{"type":"ping"}`))},
+		"reserved bit":             {rsv},
+		"opcode 3":                 {clientFrame(true, 3, nil)},
+		"opcode 11":                {clientFrame(true, 11, nil)},
+		"continuation first":       {clientFrame(true, 0, []byte("x"))},
+		"text inside a fragmented": {clientFrame(false, opText, []byte("{")), ping},
+		"fragmented ping":          {clientFrame(false, opPing, nil)},
+		"long ping":                {clientFrame(true, opPing, make([]byte, 126))},
+		"close with 1 byte":        {clientFrame(true, opClose, []byte{3})},
+		"close code 1005":          {clientFrame(true, opClose, []byte{0x03, 0xed})},
+		"close code 999":           {clientFrame(true, opClose, []byte{0x03, 0xe7})},
+		"length with high bit set": {huge},
+		"after a complete message": {ping, clientFrame(true, 0, nil)},
+	}
+	for name, frames := range cases {
+		t.Run(name, func(t *testing.T) {
+			rc := dialRaw(t, e, "")
+			rc.expect("welcome")
+			rc.send(frames...)
+			if name == "after a complete message" {
+				rc.expect("pong")
+			}
+			if reason := rc.expectClose(closeProtocolError); reason == "" {
+				t.Errorf("close 1002 without a reason")
+			}
+		})
+	}
+}
+
+// TestReaderDataErrors: binary messages close with 1003 and text that is
+// not UTF-8 with 1007; the server then waits for the client's close reply.
+func TestReaderDataErrors(t *testing.T) {
+	e := newEnv(t, NodeOptions{}, "")
+	cases := map[string]struct {
+		frames [][]byte
+		code   int
+	}{
+		"binary":                 {[][]byte{clientFrame(true, opBinary, []byte{1, 2})}, closeUnsupported},
+		"fragmented binary":      {[][]byte{clientFrame(false, opBinary, []byte{1}), clientFrame(true, 0, []byte{2})}, closeUnsupported},
+		"invalid UTF-8":          {[][]byte{textMsg("{\"type\":\"\xff\"}")}, closeInvalidData},
+		"close reason not UTF-8": {[][]byte{clientFrame(true, opClose, []byte{0x03, 0xe8, 0xff})}, closeInvalidData},
+	}
+	for name, tc := range cases {
+		t.Run(name, func(t *testing.T) {
+			rc := dialRaw(t, e, "")
+			rc.expect("welcome")
+			rc.send(tc.frames...)
+			for {
+				op, p := rc.next()
+				if op != opClose {
+					continue
+				}
+				if got := int(binary.BigEndian.Uint16(p)); got != tc.code {
+					t.Fatalf("close %d %q, want %d", got, p[2:], tc.code)
+				}
+				break
+			}
+			rc.send(clientFrame(true, opClose, []byte{0x03, 0xe8}))
+			rc.expectEOF()
+		})
+	}
+}
+
+// TestReaderCloseHandshake: the client's close code is echoed and the
+// server then closes the connection; an empty close is echoed empty.
+func TestReaderCloseHandshake(t *testing.T) {
+	e := newEnv(t, NodeOptions{}, "")
+	rc := dialRaw(t, e, "")
+	rc.expect("welcome")
+	rc.send(clientFrame(true, opClose, append([]byte{0x0f, 0xa0}, "bye"...))) // 4000
+	if reason := rc.expectClose(4000); reason != "" {
+		t.Errorf("echoed reason %q, want none", reason)
+	}
+
+	rc = dialRaw(t, e, "")
+	rc.expect("welcome")
+	rc.send(clientFrame(true, opClose, nil))
+	if op, p := rc.next(); op != opClose || len(p) != 0 {
+		t.Fatalf("got op %d %q, want an empty close frame", op, p)
+	}
+	rc.expectEOF()
+	waitFor(t, 5*time.Second, "connections gone", func() bool { return e.n.stats.conns.Load() == 0 })
+}

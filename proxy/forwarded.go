@@ -97,7 +97,7 @@ func (f forwarding) setHeaders(in, out *http.Request, rfc7239 bool) {
 		proto = "https"
 	}
 	hdr := out.Header
-	hdr.Del("X-Real-IP")
+	delete(hdr, "X-Real-Ip")
 	peer := ""
 	if f.peer.IsValid() {
 		peer = f.peer.String()
@@ -114,12 +114,20 @@ func (f forwarding) setHeaders(in, out *http.Request, rfc7239 bool) {
 			xfp = v
 		}
 	}
+	// The values share one allocation; the keys are in canonical form.
+	vals := make([]string, 4)
 	if peer != "" {
-		hdr.Set("X-Forwarded-For", xff)
-		hdr.Set("X-Real-IP", f.client.String())
+		client := peer
+		if f.client != f.peer {
+			client = f.client.String()
+		}
+		vals[0], vals[1] = xff, client
+		hdr["X-Forwarded-For"] = vals[0:1:1]
+		hdr["X-Real-Ip"] = vals[1:2:2]
 	}
-	hdr.Set("X-Forwarded-Host", xfh)
-	hdr.Set("X-Forwarded-Proto", xfp)
+	vals[2], vals[3] = xfh, xfp
+	hdr["X-Forwarded-Host"] = vals[2:3:3]
+	hdr["X-Forwarded-Proto"] = vals[3:4:4]
 	if rfc7239 {
 		elem := "for=" + forwardedNode(f.peer) + ";host=" + forwardedValue(in.Host) + ";proto=" + proto
 		if prior := in.Header["Forwarded"]; f.trusted && len(prior) > 0 {

@@ -18,10 +18,20 @@ type metrics struct {
 	requests *prometheus.CounterVec // route, upstream, code
 	errors   *prometheus.CounterVec // route, upstream, cause
 	tunnels  *prometheus.GaugeVec   // route
+
+	// counters caches the children of requests, so that a request does
+	// not hash its labels: at most servers × status codes entries.
+	mu       sync.RWMutex
+	counters map[counterKey]prometheus.Counter // guarded by mu
+}
+
+type counterKey struct {
+	upstream string
+	code     int
 }
 
 func newMetrics(reg prometheus.Registerer, route string) (*metrics, error) {
-	m := &metrics{route: route}
+	m := &metrics{route: route, counters: map[counterKey]prometheus.Counter{}}
 	var err error
 	if m.up, err = prom.Register(reg, newUpCollector()); err != nil {
 		return nil, err
@@ -48,9 +58,20 @@ func newMetrics(reg prometheus.Registerer, route string) (*metrics, error) {
 }
 
 func (m *metrics) request(upstream string, code int) {
-	if m != nil {
-		m.requests.WithLabelValues(m.route, upstream, strconv.Itoa(code)).Inc()
+	if m == nil {
+		return
 	}
+	k := counterKey{upstream, code}
+	m.mu.RLock()
+	c := m.counters[k]
+	m.mu.RUnlock()
+	if c == nil {
+		c = m.requests.WithLabelValues(m.route, upstream, strconv.Itoa(code))
+		m.mu.Lock()
+		m.counters[k] = c
+		m.mu.Unlock()
+	}
+	c.Inc()
 }
 
 func (m *metrics) failure(upstream, cause string) {

@@ -4,11 +4,14 @@ import (
 	"fmt"
 	"hash/fnv"
 	"math"
+	"net"
 	"net/netip"
 	"net/url"
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"golang.org/x/net/idna"
 
 	"edge/config"
 )
@@ -19,6 +22,7 @@ type server struct {
 	name        string // as configured: "http://10.0.0.1:9000", "unix:/run/app.sock"
 	scheme      string // "http" or "https"
 	host        string // URL host the Transport dials; a made-up name for unix sockets
+	addr        string // host:port dialled (the port filled in from the scheme)
 	sock        string // unix socket path, or ""
 	weight      int
 	backup      bool
@@ -89,6 +93,7 @@ func newServer(i int, u config.Upstream, cfg *config.Proxy) (*server, error) {
 		// The Transport needs a host to key its connection pool by; the
 		// dialer maps this name back to the socket.
 		s.scheme, s.host, s.sock = "http", fmt.Sprintf("unix-socket-%d.edge.invalid:80", i), sock
+		s.addr = s.host
 		return s, nil
 	}
 	pu, err := url.Parse(u.URL)
@@ -99,7 +104,24 @@ func newServer(i int, u config.Upstream, cfg *config.Proxy) (*server, error) {
 		return nil, fmt.Errorf("upstream %q: want http://host:port, https://host:port or unix:/path", u.URL)
 	}
 	s.scheme, s.host = pu.Scheme, pu.Host
+	s.addr = dialAddr(pu)
 	return s, nil
+}
+
+// dialAddr is the address a Transport dials for u: the host in ASCII
+// (IDNA) and the port, the scheme's default when u has none.
+func dialAddr(u *url.URL) string {
+	host := u.Hostname()
+	if !printableASCII(host) {
+		if a, err := idna.Lookup.ToASCII(host); err == nil {
+			host = a
+		}
+	}
+	port := u.Port()
+	if port == "" {
+		port = map[string]string{"http": "80", "https": "443"}[u.Scheme]
+	}
+	return net.JoinHostPort(host, port)
 }
 
 // orDefault returns d, or def when d is zero.

@@ -9,10 +9,11 @@
 // both ways, keeps Connection/Upgrade for upgrades (also from Firefox's
 // "Connection: keep-alive, Upgrade"), streams bodies and flushes SSE and
 // chunked responses at once. edge adds around it: the choice of server and
-// retries in a RoundTripper, and its own handling of 101 responses, so that
-// tunnels have an idle timeout, cost little memory while idle, outlive the
-// Handler and the HTTP server's timeouts, and can be closed with a
-// WebSocket 1001 at shutdown.
+// retries in a RoundTripper, a lean HTTP/1.1 client for requests without a
+// body (lean.go; the rest goes through an http.Transport), and its own
+// handling of 101 responses, so that tunnels have an idle timeout, cost
+// little memory while idle, outlive the Handler and the HTTP server's
+// timeouts, and can be closed with a WebSocket 1001 at shutdown.
 package proxy
 
 import (
@@ -72,6 +73,7 @@ type Handler struct {
 	log            *slog.Logger
 	pool           *pool
 	transport      *http.Transport
+	lean           *lean // nil: keepalive 0, everything goes through transport
 	rp             *httputil.ReverseProxy
 	trustedProxies []netip.Prefix
 	tunnels        *Tunnels
@@ -100,12 +102,13 @@ func New(cfg *config.Proxy, opts Options) (*Handler, error) {
 	if err != nil {
 		return nil, err
 	}
-	tr, err := newTransport(cfg, p)
+	d, err := newDialer(cfg, p)
 	if err != nil {
 		return nil, err
 	}
+	tr := newTransport(cfg, d)
 	h := &Handler{
-		cfg: cfg, log: log, pool: p, transport: tr,
+		cfg: cfg, log: log, pool: p, transport: tr, lean: newLean(cfg, d, p),
 		trustedProxies: opts.TrustedProxies,
 		tunnels:        opts.Tunnels,
 		tunnelIdle:     time.Hour,
@@ -129,7 +132,7 @@ func New(cfg *config.Proxy, opts Options) (*Handler, error) {
 	}
 	h.rp = &httputil.ReverseProxy{
 		Rewrite:        h.rewrite,
-		Transport:      &balancer{h: h, transport: tr, retries: retries},
+		Transport:      &balancer{h: h, transport: tr, lean: h.lean, retries: retries},
 		FlushInterval:  cfg.FlushInterval,
 		ErrorLog:       slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 		BufferPool:     bufferPool{},
@@ -139,8 +142,11 @@ func New(cfg *config.Proxy, opts Options) (*Handler, error) {
 	return h, nil
 }
 
-// reqState is what the stages of one request share, through its context.
+// reqState is what the stages of one request share, through its context:
+// it is the request's context, with itself as the value of stateKey (one
+// allocation less than context.WithValue).
 type reqState struct {
+	context.Context
 	w      http.ResponseWriter
 	client netip.Addr // for ip_hash
 	server *server    // the server of the successful attempt
@@ -151,6 +157,14 @@ type reqState struct {
 }
 
 type stateKey struct{}
+
+// Value implements context.Context.
+func (st *reqState) Value(key any) any {
+	if key == (stateKey{}) {
+		return st
+	}
+	return st.Context.Value(key)
+}
 
 func stateFrom(ctx context.Context) *reqState {
 	st, _ := ctx.Value(stateKey{}).(*reqState)
@@ -173,10 +187,10 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
-	st := &reqState{w: w}
+	st := &reqState{Context: r.Context(), w: w}
 	h.inflight.Add(1)
 	defer h.done(st)
-	h.rp.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), stateKey{}, st)))
+	h.rp.ServeHTTP(w, r.WithContext(st))
 }
 
 func (h *Handler) done(st *reqState) {
@@ -253,6 +267,10 @@ var errBadUpgrade = errors.New("bad upgrade")
 func (h *Handler) upgrade(st *reqState, res *http.Response) error {
 	reqUp := upgradeType(res.Request.Header)
 	resUp := upgradeType(res.Header)
+	if reqUp == "" {
+		// RFC 9110 section 15.2.2: only to a protocol the client asked for.
+		return fmt.Errorf("%w: upstream switched protocols unasked", errBadUpgrade)
+	}
 	if !printableASCII(resUp) || !strings.EqualFold(reqUp, resUp) {
 		return fmt.Errorf("%w: upstream switched to %q when %q was asked for", errBadUpgrade, resUp, reqUp)
 	}
@@ -430,6 +448,7 @@ func (h *Handler) Close() error {
 		h.metrics.up.remove(h.pool)
 	}
 	h.transport.CloseIdleConnections()
+	h.lean.closeIdle()
 	return nil
 }
 

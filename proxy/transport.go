@@ -27,77 +27,106 @@ type connectError struct {
 func (e *connectError) Error() string { return "connect: " + e.err.Error() }
 func (e *connectError) Unwrap() error { return e.err }
 
-// newTransport builds the Transport of one Handler: its own connection
-// pool, no proxy from the environment, HTTP/1.1 to upstreams (so that
-// Upgrade works), bounded connect and response-header waits and no timeout
-// on bodies.
-func newTransport(cfg *config.Proxy, p *pool) (*http.Transport, error) {
+// dialer connects to upstream servers for both RoundTrippers (the
+// http.Transport and the lean one). Static after construction.
+type dialer struct {
+	net       net.Dialer
+	handshake time.Duration
+	tls       *cryptotls.Config
+	sockets   map[string]string // dial address -> unix socket path
+}
+
+func newDialer(cfg *config.Proxy, p *pool) (*dialer, error) {
 	tlsConf, err := upstreamTLS(cfg.TLS)
 	if err != nil {
 		return nil, err
 	}
-	dialer := &net.Dialer{Timeout: orDefault(cfg.DialTimeout, 5*time.Second), KeepAlive: 30 * time.Second}
-	handshake := orDefault(cfg.TLSHandshakeTimeout, 5*time.Second)
-	sockets := map[string]string{} // dial address -> unix socket path
+	d := &dialer{
+		net:       net.Dialer{Timeout: orDefault(cfg.DialTimeout, 5*time.Second), KeepAlive: 30 * time.Second},
+		handshake: orDefault(cfg.TLSHandshakeTimeout, 5*time.Second),
+		tls:       tlsConf,
+		sockets:   map[string]string{},
+	}
 	for _, s := range p.servers {
 		if s.sock != "" {
-			sockets[s.host] = s.sock
+			d.sockets[s.addr] = s.sock
 		}
 	}
-	dial := func(ctx context.Context, network, addr string) (net.Conn, error) {
-		if sock, ok := sockets[addr]; ok {
-			network, addr = "unix", sock
-		}
-		c, err := dialer.DialContext(ctx, network, addr)
-		if err != nil {
-			return nil, &connectError{err: err}
-		}
-		return c, nil
+	return d, nil
+}
+
+// dial connects to addr, or to the unix socket that stands for it.
+func (d *dialer) dial(ctx context.Context, network, addr string) (net.Conn, error) {
+	if sock, ok := d.sockets[addr]; ok {
+		network, addr = "unix", sock
 	}
-	// The TLS handshake is done here rather than by the Transport so that
-	// its failures are connectErrors too: nothing was sent, retry is safe.
-	dialTLS := func(ctx context.Context, network, addr string) (net.Conn, error) {
-		c, err := dial(ctx, network, addr)
-		if err != nil {
-			return nil, err
-		}
-		conf := tlsConf.Clone()
-		if conf.ServerName == "" {
-			conf.ServerName, _, _ = net.SplitHostPort(addr)
-		}
-		tc := cryptotls.Client(c, conf)
-		hctx, cancel := context.WithTimeout(ctx, handshake)
-		defer cancel()
-		if err := tc.HandshakeContext(hctx); err != nil {
-			c.Close()
-			return nil, &connectError{err: fmt.Errorf("tls handshake: %w", err), tls: true}
-		}
-		return tc, nil
+	c, err := d.net.DialContext(ctx, network, addr)
+	if err != nil {
+		return nil, &connectError{err: err}
 	}
+	return c, nil
+}
+
+// dialTLS connects to addr and does the TLS handshake. The handshake is
+// done here rather than by the Transport so that its failures are
+// connectErrors too: nothing was sent, retry is safe.
+func (d *dialer) dialTLS(ctx context.Context, network, addr string) (net.Conn, error) {
+	c, err := d.dial(ctx, network, addr)
+	if err != nil {
+		return nil, err
+	}
+	conf := d.tls.Clone()
+	if conf.ServerName == "" {
+		conf.ServerName, _, _ = net.SplitHostPort(addr)
+	}
+	tc := cryptotls.Client(c, conf)
+	hctx, cancel := context.WithTimeout(ctx, d.handshake)
+	defer cancel()
+	if err := tc.HandshakeContext(hctx); err != nil {
+		c.Close()
+		return nil, &connectError{err: fmt.Errorf("tls handshake: %w", err), tls: true}
+	}
+	return tc, nil
+}
+
+// keepAlive is the number of idle connections kept per server; 0 turns
+// keep-alive off.
+func keepAlive(cfg *config.Proxy) int {
+	if cfg.KeepAlive != nil {
+		return *cfg.KeepAlive
+	}
+	return 32
+}
+
+// idleConnTimeout closes upstream connections left idle this long.
+const idleConnTimeout = 90 * time.Second
+
+// newTransport builds the Transport of one Handler: its own connection
+// pool, no proxy from the environment, HTTP/1.1 to upstreams (so that
+// Upgrade works), bounded connect and response-header waits and no timeout
+// on bodies. It carries the requests the lean RoundTripper does not take:
+// bodies, upgrades, health probes.
+func newTransport(cfg *config.Proxy, d *dialer) *http.Transport {
 	t := &http.Transport{
 		Proxy:                 nil,
-		DialContext:           dial,
-		DialTLSContext:        dialTLS,
-		TLSHandshakeTimeout:   handshake,
+		DialContext:           d.dial,
+		DialTLSContext:        d.dialTLS,
+		TLSHandshakeTimeout:   d.handshake,
 		ResponseHeaderTimeout: orDefault(cfg.ResponseHeaderTimeout, 60*time.Second),
 		ExpectContinueTimeout: time.Second,
-		IdleConnTimeout:       90 * time.Second,
+		IdleConnTimeout:       idleConnTimeout,
 		// The client's Accept-Encoding goes upstream unchanged and the
 		// response comes back as the upstream encoded it.
 		DisableCompression: true,
 		// No ForceAttemptHTTP2: with a custom dialer the Transport speaks
 		// HTTP/1.1 only, which Upgrade needs.
 	}
-	keepAlive := 32
-	if cfg.KeepAlive != nil {
-		keepAlive = *cfg.KeepAlive
-	}
-	if keepAlive == 0 {
+	if n := keepAlive(cfg); n == 0 {
 		t.DisableKeepAlives = true
 	} else {
-		t.MaxIdleConnsPerHost = keepAlive
+		t.MaxIdleConnsPerHost = n
 	}
-	return t, nil
+	return t
 }
 
 func upstreamTLS(c *config.UpstreamTLS) (*cryptotls.Config, error) {
@@ -126,10 +155,13 @@ func upstreamTLS(c *config.UpstreamTLS) (*cryptotls.Config, error) {
 
 // balancer is the RoundTripper ReverseProxy uses: it picks a server per
 // attempt and retries on another server when connecting failed, so that
-// nothing was sent. It also keeps passive health.
+// nothing was sent. It also keeps passive health. Each attempt goes through
+// the lean client when it takes the request, else through the Transport;
+// both report connect failures as connectErrors.
 type balancer struct {
 	h         *Handler
 	transport *http.Transport
+	lean      *lean // nil: everything goes through transport
 	retries   int
 }
 
@@ -146,6 +178,7 @@ func (b *balancer) RoundTrip(req *http.Request) (*http.Response, error) {
 		// needs it. ReverseProxy closes the original when it is done.
 		body = &trackedBody{rc: req.Body}
 	}
+	useLean := b.lean.takes(req)
 	var tried []*server
 	for attempt := 0; ; attempt++ {
 		s := h.pool.pick(st.client, tried)
@@ -157,14 +190,30 @@ func (b *balancer) RoundTrip(req *http.Request) (*http.Response, error) {
 		}
 		s.active.Add(1)
 		st.server = s
-		out := *req
-		u := *req.URL
-		u.Scheme, u.Host = s.scheme, s.host
-		out.URL = &u
+		out := req
+		if attempt == 0 {
+			// req is ReverseProxy's own copy of the client's request, with
+			// its own URL, made for this RoundTrip: the first attempt may
+			// change it rather than copy it.
+			req.URL.Scheme, req.URL.Host = s.scheme, s.host
+		} else {
+			// A failed attempt may still be referenced by the Transport.
+			o := *req
+			u := *req.URL
+			u.Scheme, u.Host = s.scheme, s.host
+			o.URL = &u
+			out = &o
+		}
 		if body != nil {
 			out.Body = body
 		}
-		res, err := b.transport.RoundTrip(&out)
+		var res *http.Response
+		var err error
+		if useLean {
+			res, err = b.lean.roundTrip(out, s)
+		} else {
+			res, err = b.transport.RoundTrip(out)
+		}
 		if err == nil {
 			return res, nil
 		}

@@ -28,11 +28,26 @@ const (
 // net/http shares its own buffer pools.
 var bufPool = sync.Pool{New: func() any { b := make([]byte, bigBuf); return &b }}
 
-// bufferPool adapts bufPool to httputil.BufferPool.
+// bufferPool adapts bufPool to httputil.BufferPool. The *[]byte that
+// carried a buffer out of bufPool goes to holders, to carry the next one
+// back in: Put then allocates nothing.
 type bufferPool struct{}
 
-func (bufferPool) Get() []byte  { return *bufPool.Get().(*[]byte) }
-func (bufferPool) Put(b []byte) { bufPool.Put(&b) }
+var holders = sync.Pool{New: func() any { return new([]byte) }}
+
+func (bufferPool) Get() []byte {
+	p := bufPool.Get().(*[]byte)
+	b := *p
+	*p = nil
+	holders.Put(p)
+	return b
+}
+
+func (bufferPool) Put(b []byte) {
+	p := holders.Get().(*[]byte)
+	*p = b
+	bufPool.Put(p)
+}
 
 // epoch anchors mono, a cheap monotonic clock for tunnel activity.
 var epoch = time.Now()

@@ -10,7 +10,7 @@
 #
 # Environment: EDGE=path uses that edge binary instead of building bin/edge;
 # CENTRIFUGO=path uses that Centrifugo binary, CENTRIFUGO=off skips it
-# (default: try `go install github.com/centrifugal/centrifugo/v6@latest`).
+# (default: try `go install github.com/centrifugal/centrifugo/v6@v6.9.1`).
 #
 # Installs redis-server from apt when missing, builds bin/edge (make build)
 # and bench/cmd/hubload, then runs `hubload bench`. The report goes to stdout
@@ -57,12 +57,12 @@ if [ -z "$centrifugo" ]; then
 	echo "trying to build Centrifugo v6 from the Go module proxy (CENTRIFUGO=off skips this)" >&2
 	mkdir -p "$tools/gobin"
 	if (cd "$tools" && GOFLAGS=-mod=mod GOBIN="$tools/gobin" timeout 900 \
-		go install github.com/centrifugal/centrifugo/v6@latest) >"$tools/centrifugo-build.log" 2>&1; then
+		go install github.com/centrifugal/centrifugo/v6@v6.9.1) >"$tools/centrifugo-build.log" 2>&1; then
 		centrifugo="$tools/gobin/centrifugo"
 	else
 		echo "Centrifugo did not build; no Centrifugo column. The attempt ended with:" >&2
 		tail -n 3 "$tools/centrifugo-build.log" | sed 's/^/  /' >&2
-		note="go install github.com/centrifugal/centrifugo/v6@latest failed: $(grep -m1 -o '[0-9][0-9][0-9] [A-Z][A-Za-z ]*' "$tools/centrifugo-build.log" || tail -n 1 "$tools/centrifugo-build.log")"
+		note="go install github.com/centrifugal/centrifugo/v6@v6.9.1 failed: $(grep -m1 -o '[0-9][0-9][0-9] [A-Z][A-Za-z ]*' "$tools/centrifugo-build.log" || tail -n 1 "$tools/centrifugo-build.log")"
 		centrifugo=""
 	fi
 elif [ "$centrifugo" = off ]; then

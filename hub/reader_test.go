@@ -72,19 +72,9 @@ func clientFrame(fin bool, op byte, payload []byte) []byte {
 
 // unmaskedFrame returns a frame without a mask, as a server sends it.
 func unmaskedFrame(fin bool, op byte, payload []byte) []byte {
-	b0 := op
-	if fin {
-		b0 |= 0x80
-	}
-	f := []byte{b0}
-	switch n := len(payload); {
-	case n <= 125:
-		f = append(f, byte(n))
-	case n <= 0xffff:
-		f = append(f, 126, byte(n>>8), byte(n))
-	default:
-		f = append(f, 127)
-		f = binary.BigEndian.AppendUint64(f, uint64(n))
+	f := appendFrameHeader(nil, op, len(payload))
+	if !fin {
+		f[0] &^= 0x80
 	}
 	return append(f, payload...)
 }

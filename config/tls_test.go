@@ -126,6 +126,8 @@ func TestTLSBadInput(t *testing.T) {
 			`tls.email: zerossl needs an email (to get EAB credentials) or tls.eab`},
 		{"invalid host", "tls: { email: a@example.com }\n" + site(`"dash..example.com"`, ""),
 			`edge.yaml:3:13: sites[0].hosts[0]: invalid host name "dash..example.com"`},
+		{"catch-all host", "tls: { email: a@example.com }\n" + site(`"_"`, ""),
+			`edge.yaml:3:13: sites[0].hosts[0]: invalid host name "_": a site without hosts is the default site, leave hosts out`},
 		{"unreadable key", site("dash.example.com", "    tls: { cert: "+good+", key: /nonexistent/dash.key }\n"),
 			`edge.yaml:3:{n}: sites[0].tls.key: cannot read /nonexistent/dash.key: no such file or directory`},
 		{"key is a directory", site("dash.example.com", "    tls: { cert: "+good+", key: "+pki.dir+" }\n"),

@@ -200,6 +200,11 @@ func (v *validator) hostName(path, h string) {
 	if _, err := netip.ParseAddr(name); err == nil {
 		return
 	}
+	if name == "*" || name == "_" {
+		// nginx's "server_name _" and catch-all habits.
+		v.errf(path, "invalid host name %q: a site without hosts is the default site, leave hosts out", h)
+		return
+	}
 	name = strings.TrimPrefix(name, "*.")
 	if name == "" || len(name) > 253 || strings.Contains(name, "*") {
 		v.errf(path, "invalid host name %q (wildcards only as a leading \"*.\")", h)

@@ -77,12 +77,14 @@ type Server struct {
 	// ShutdownTimeout is how long in-flight requests may finish after
 	// SIGTERM before connections are closed. Default 30s.
 	ShutdownTimeout time.Duration `yaml:"shutdown_timeout"`
-	// MaxConnections caps open client connections across all listeners;
-	// further connections wait in the kernel backlog. 0 means unlimited.
-	// Default 0.
+	// MaxConnections caps open client connections across the http and
+	// https listeners (not admin); further connections wait in the kernel
+	// backlog. 0 means unlimited. Default 0. A reload changes it for new
+	// connections.
 	MaxConnections int `yaml:"max_connections"`
-	// MaxConnectionsPerIP caps open connections from one client address;
-	// further ones are closed at once. 0 means unlimited. Default 0.
+	// MaxConnectionsPerIP caps open connections from one client address
+	// across the http and https listeners; further ones are closed at
+	// once. 0 means unlimited. Default 0.
 	MaxConnectionsPerIP int `yaml:"max_connections_per_ip"`
 	// TrustedProxies lists CIDRs whose X-Forwarded-For and X-Real-IP are
 	// believed. Default none: the peer address is the client.

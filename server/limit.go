@@ -9,77 +9,129 @@ import (
 	"syscall"
 )
 
-// limitListener caps open connections: max in total (Accept waits, leaving
-// further clients in the kernel backlog) and perIP per client address (a
-// connection over the cap is closed at once). Zero means no cap.
-func limitListener(ln net.Listener, max, perIP int) net.Listener {
-	if max <= 0 && perIP <= 0 {
-		return ln
-	}
-	l := &limitedListener{Listener: ln, perIP: perIP, byIP: map[netip.Addr]int{}}
-	if max > 0 {
-		l.sem = make(chan struct{}, max)
-	}
-	return l
+// connLimits caps open client connections across all capped listeners of
+// a Server: max in total and perIP per client address. Zero means no cap.
+// A connection over the per-IP cap is closed at once; one over max is held,
+// unserved, until a slot frees, and its listener accepts nothing more
+// meanwhile, so further clients wait in the kernel backlog. The caps can
+// change while connections are open (a reload); they apply to new
+// connections. Safe for concurrent use.
+type connLimits struct {
+	mu    sync.Mutex
+	max   int                // guarded by mu
+	perIP int                // guarded by mu
+	open  int                // guarded by mu: connections holding a slot
+	byIP  map[netip.Addr]int // guarded by mu
+	// freed is closed (and cleared) when a slot frees up or the caps
+	// change while an Accept waits. Guarded by mu; nil when none waits.
+	freed chan struct{}
 }
 
+func newConnLimits() *connLimits {
+	return &connLimits{byIP: map[netip.Addr]int{}}
+}
+
+// set changes the caps; waiting Accepts look again.
+func (cl *connLimits) set(max, perIP int) {
+	cl.mu.Lock()
+	defer cl.mu.Unlock()
+	cl.max, cl.perIP = max, perIP
+	cl.wakeLocked()
+}
+
+func (cl *connLimits) wakeLocked() {
+	if cl.freed != nil {
+		close(cl.freed)
+		cl.freed = nil
+	}
+}
+
+// admitIP counts a connection from ip, or reports false when ip is at its
+// cap.
+func (cl *connLimits) admitIP(ip netip.Addr) bool {
+	cl.mu.Lock()
+	defer cl.mu.Unlock()
+	if cl.perIP > 0 && cl.byIP[ip] >= cl.perIP {
+		return false
+	}
+	cl.byIP[ip]++
+	return true
+}
+
+func (cl *connLimits) releaseIPLocked(ip netip.Addr) {
+	if cl.byIP[ip]--; cl.byIP[ip] <= 0 {
+		delete(cl.byIP, ip)
+	}
+}
+
+// waitSlot blocks until a connection fits under max and takes the slot.
+// It reports false, taking nothing, when done is closed first.
+func (cl *connLimits) waitSlot(done <-chan struct{}) bool {
+	cl.mu.Lock()
+	for cl.max > 0 && cl.open >= cl.max {
+		if cl.freed == nil {
+			cl.freed = make(chan struct{})
+		}
+		ch := cl.freed
+		cl.mu.Unlock()
+		select {
+		case <-ch:
+		case <-done:
+			return false
+		}
+		cl.mu.Lock()
+	}
+	cl.open++
+	cl.mu.Unlock()
+	return true
+}
+
+// release gives back the slot and the per-IP count of a connection.
+func (cl *connLimits) release(ip netip.Addr) {
+	cl.mu.Lock()
+	defer cl.mu.Unlock()
+	cl.open--
+	cl.releaseIPLocked(ip)
+	cl.wakeLocked()
+}
+
+// limitedListener counts its connections against the Server's limits.
 type limitedListener struct {
 	net.Listener
-	sem   chan struct{} // nil: no total cap; never closed
-	perIP int
+	limits    *connLimits
+	closed    chan struct{} // closed by Close: ends a wait for a slot
+	closeOnce sync.Once
+}
 
-	mu   sync.Mutex
-	byIP map[netip.Addr]int // guarded by mu
+func newLimitedListener(ln net.Listener, limits *connLimits) *limitedListener {
+	return &limitedListener{Listener: ln, limits: limits, closed: make(chan struct{})}
 }
 
 func (l *limitedListener) Accept() (net.Conn, error) {
 	for {
-		if l.sem != nil {
-			l.sem <- struct{}{}
-		}
 		c, err := l.Listener.Accept()
 		if err != nil {
-			if l.sem != nil {
-				<-l.sem
-			}
 			return nil, err
 		}
 		ip := remoteIP(c)
-		if !l.admit(ip) {
+		if !l.limits.admitIP(ip) {
 			c.Close()
-			if l.sem != nil {
-				<-l.sem
-			}
 			continue
 		}
-		return &limitedConn{Conn: c, l: l, ip: ip}, nil
-	}
-}
-
-func (l *limitedListener) admit(ip netip.Addr) bool {
-	if l.perIP <= 0 {
-		return true
-	}
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if l.byIP[ip] >= l.perIP {
-		return false
-	}
-	l.byIP[ip]++
-	return true
-}
-
-func (l *limitedListener) release(ip netip.Addr) {
-	if l.perIP > 0 {
-		l.mu.Lock()
-		if l.byIP[ip]--; l.byIP[ip] <= 0 {
-			delete(l.byIP, ip)
+		if !l.limits.waitSlot(l.closed) {
+			l.limits.mu.Lock()
+			l.limits.releaseIPLocked(ip)
+			l.limits.mu.Unlock()
+			c.Close()
+			return nil, net.ErrClosed
 		}
-		l.mu.Unlock()
+		return &limitedConn{Conn: c, limits: l.limits, ip: ip}, nil
 	}
-	if l.sem != nil {
-		<-l.sem
-	}
+}
+
+func (l *limitedListener) Close() error {
+	l.closeOnce.Do(func() { close(l.closed) })
+	return l.Listener.Close()
 }
 
 func remoteIP(c net.Conn) netip.Addr {
@@ -91,14 +143,14 @@ func remoteIP(c net.Conn) netip.Addr {
 
 type limitedConn struct {
 	net.Conn
-	l    *limitedListener
-	ip   netip.Addr
-	once sync.Once
+	limits *connLimits
+	ip     netip.Addr
+	once   sync.Once
 }
 
 func (c *limitedConn) Close() error {
 	err := c.Conn.Close()
-	c.once.Do(func() { c.l.release(c.ip) })
+	c.once.Do(func() { c.limits.release(c.ip) })
 	return err
 }
 

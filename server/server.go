@@ -23,6 +23,10 @@ type Listener struct {
 	TLS *cryptotls.Config
 	// Handler serves every request on this listener.
 	Handler http.Handler
+	// Uncapped leaves this listener's connections out of MaxConns and
+	// MaxConnsPerIP, so that it answers when clients fill the caps (the
+	// admin listener: health checks and metrics).
+	Uncapped bool
 }
 
 // Options are the limits of every http.Server edge runs.
@@ -33,10 +37,18 @@ type Options struct {
 	IdleTimeout time.Duration
 	// MaxHeaderBytes bounds the request line and headers.
 	MaxHeaderBytes int
-	// MaxConns caps open connections per listener; 0 means unlimited.
+	// MaxConns caps open client connections across all listeners; 0 means
+	// unlimited. Further connections wait in the kernel backlog.
 	MaxConns int
-	// MaxConnsPerIP caps open connections per client IP; 0 means unlimited.
+	// MaxConnsPerIP caps open connections per client IP across all
+	// listeners; 0 means unlimited. Further ones are closed at once.
 	MaxConnsPerIP int
+}
+
+// sameHTTP reports whether o and p set the http.Server the same way.
+func (o *Options) sameHTTP(p Options) bool {
+	return o.ReadHeaderTimeout == p.ReadHeaderTimeout && o.IdleTimeout == p.IdleTimeout &&
+		o.MaxHeaderBytes == p.MaxHeaderBytes
 }
 
 // Server runs a set of named listeners. Apply binds, swaps and retires them;
@@ -51,8 +63,12 @@ type Server struct {
 	hijackCtx    context.Context
 	cancelHijack context.CancelFunc
 
+	// limits counts the connections of every listener; Apply sets its caps.
+	limits *connLimits
+
 	mu     sync.Mutex
 	active map[string]*listener // guarded by mu
+	opts   *Options             // guarded by mu: of the last Apply
 	wg     sync.WaitGroup       // serving goroutines
 }
 
@@ -67,7 +83,7 @@ type listener struct {
 // New returns a Server with no listeners.
 func New(log *slog.Logger) *Server {
 	ctx, cancel := context.WithCancel(context.Background())
-	return &Server{log: log, hijackCtx: ctx, cancelHijack: cancel, active: map[string]*listener{}}
+	return &Server{log: log, hijackCtx: ctx, cancelHijack: cancel, limits: newConnLimits(), active: map[string]*listener{}}
 }
 
 // Apply makes the running listeners match specs. New addresses are bound
@@ -97,6 +113,12 @@ func (s *Server) Apply(specs []Listener, opts Options, drain time.Duration) erro
 		fresh = append(fresh, l)
 	}
 	// Everything is bound: from here on nothing fails.
+	s.limits.set(opts.MaxConns, opts.MaxConnsPerIP)
+	if len(keep) > 0 && s.opts != nil && !s.opts.sameHTTP(opts) {
+		s.log.Warn("server.read_header_timeout, idle_timeout and max_header_bytes changed: " +
+			"they take effect on listeners bound from now on (a changed address) and at restart")
+	}
+	s.opts = &opts
 	for _, sp := range specs {
 		if l, ok := keep[sp.Name]; ok {
 			l.spec.Handler, l.spec.TLS = sp.Handler, sp.TLS
@@ -137,7 +159,9 @@ func (s *Server) bind(sp Listener, opts Options) (*listener, error) {
 	if err != nil {
 		return nil, fmt.Errorf("listen %s on %s: %w", sp.Name, sp.Addr, err)
 	}
-	ln = limitListener(ln, opts.MaxConns, opts.MaxConnsPerIP)
+	if !sp.Uncapped {
+		ln = newLimitedListener(ln, s.limits)
+	}
 	l := &listener{spec: sp, ln: ln}
 	l.handler.Store(&sp.Handler)
 	l.srv = &http.Server{

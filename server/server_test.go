@@ -254,7 +254,9 @@ func TestLimitedConnKeepsSocket(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	lln := limitListener(ln, 10, 2)
+	lims := newConnLimits()
+	lims.set(10, 2)
+	lln := newLimitedListener(ln, lims)
 	defer lln.Close()
 	go func() {
 		if c, err := net.Dial("tcp", ln.Addr().String()); err == nil {
@@ -281,5 +283,87 @@ func TestLimitedConnKeepsSocket(t *testing.T) {
 	}
 	if _, ok := c.(io.ReaderFrom); !ok {
 		t.Errorf("%T does not implement io.ReaderFrom", c)
+	}
+}
+
+// served sends a request on a new connection and reports whether it was
+// answered within wait; the connection stays open (closed at cleanup).
+func served(t *testing.T, addr string, wait time.Duration) (net.Conn, bool) {
+	t.Helper()
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	fmt.Fprintf(c, "GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+	c.SetReadDeadline(time.Now().Add(wait))
+	_, err = c.Read(make([]byte, 256))
+	c.SetReadDeadline(time.Time{})
+	return c, err == nil
+}
+
+// TestMaxConnsAcrossListeners: max_connections counts the connections of
+// all capped listeners together, one over the cap waits (in the backlog)
+// until a slot frees, the uncapped admin listener still answers, and a
+// reload that raises the cap lets the waiting connection in.
+func TestMaxConnsAcrossListeners(t *testing.T) {
+	s := New(quietLog())
+	defer s.Shutdown(context.Background())
+	specs := []Listener{
+		{Name: "http", Addr: "127.0.0.1:0", Handler: text("ok")},
+		{Name: "https-ish", Addr: "127.0.0.1:0", Handler: text("ok")},
+		{Name: "admin", Addr: "127.0.0.1:0", Handler: text("ok"), Uncapped: true},
+	}
+	if err := s.Apply(specs, Options{MaxConns: 2}, time.Second); err != nil {
+		t.Fatal(err)
+	}
+	a, b := s.Addr("http").String(), s.Addr("https-ish").String()
+	first, ok := served(t, a, 5*time.Second)
+	if !ok {
+		t.Fatal("first connection not served")
+	}
+	if _, ok := served(t, b, 5*time.Second); !ok {
+		t.Fatal("second connection (other listener) not served")
+	}
+	if _, ok := served(t, s.Addr("admin").String(), 5*time.Second); !ok {
+		t.Fatal("admin listener not served while the cap is full")
+	}
+	waiting, ok := served(t, b, 300*time.Millisecond)
+	if ok {
+		t.Fatal("third capped connection served, want it to wait: the cap is 2 across listeners")
+	}
+	// A freed slot lets it in: its request is answered.
+	first.Close()
+	waiting.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if _, err := waiting.Read(make([]byte, 256)); err != nil {
+		t.Fatalf("waiting connection after a slot freed: %v", err)
+	}
+	// Full again (2 open); a reload to 3 admits one more at once.
+	next, ok := served(t, a, 300*time.Millisecond)
+	if ok {
+		t.Fatal("connection over the cap served")
+	}
+	if err := s.Apply(specs, Options{MaxConns: 3}, time.Second); err != nil {
+		t.Fatal(err)
+	}
+	next.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if _, err := next.Read(make([]byte, 256)); err != nil {
+		t.Fatalf("waiting connection after the cap was raised: %v", err)
+	}
+	// Shutdown does not wait for a slot: the held connection is closed.
+	held, ok := served(t, a, 300*time.Millisecond)
+	if ok {
+		t.Fatal("connection over the raised cap served")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	start := time.Now()
+	s.Shutdown(ctx)
+	if d := time.Since(start); d > 3*time.Second {
+		t.Errorf("Shutdown took %v with a connection waiting for a slot", d)
+	}
+	held.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if n, err := held.Read(make([]byte, 256)); err == nil {
+		t.Errorf("held connection was served %d bytes during shutdown, want it closed", n)
 	}
 }

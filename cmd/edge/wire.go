@@ -44,7 +44,7 @@ func (a *app) build(cfg *config.Config, tlsm *edgetls.Manager) (*generation, []s
 			gen.retire()
 			return nil, nil, err
 		}
-		specs = append(specs, server.Listener{Name: "admin", Addr: cfg.Admin, Handler: admin})
+		specs = append(specs, server.Listener{Name: "admin", Addr: cfg.Admin, Handler: admin, Uncapped: true})
 	}
 	return gen, specs, nil
 }

@@ -3,13 +3,14 @@ package main
 import (
 	"fmt"
 	"io"
-	"os"
 	"os/exec"
 	"runtime"
 	"slices"
 	"strings"
 	"text/tabwriter"
 	"time"
+
+	"edge/bench/internal/sysinfo"
 )
 
 // report formats the tables and keeps a copy of everything printed.
@@ -24,7 +25,7 @@ type report struct {
 func (rp *report) header(w io.Writer) {
 	h := rp.h
 	fmt.Fprintf(w, "edge side-by-side benchmark, %s\n", rp.started.Format("2006-01-02 15:04 MST"))
-	fmt.Fprintf(w, "machine: %s, %d CPUs, kernel %s\n", cpuModel(), runtime.NumCPU(), firstLine("uname", "-r"))
+	fmt.Fprintf(w, "machine: %s, %d CPUs, kernel %s\n", sysinfo.CPUModel(), runtime.NumCPU(), firstLine("uname", "-r"))
 	fmt.Fprintf(w, "servers: %s | %s | caddy %s | bare: net/http of %s\n",
 		firstLine(h.edgeBin, "version"), firstLine("nginx", "-v"), firstLine("caddy", "version"), runtime.Version())
 	wrkVersion, _, _ := strings.Cut(firstLine("wrk", "-v"), " Copyright")
@@ -33,7 +34,7 @@ func (rp *report) header(w io.Writer) {
 	if len(h.edgeEnv) > 0 {
 		fmt.Fprintf(w, "edge environment: %s\n", strings.Join(h.edgeEnv, " "))
 	}
-	fmt.Fprintf(w, "niceness %d for every benchmark process; load average at start: %s\n", h.nice, loadAvg())
+	fmt.Fprintf(w, "niceness %d for every benchmark process; load average at start: %s\n", h.nice, sysinfo.LoadAvg())
 	fmt.Fprintf(w, "method: %d rounds (ws-idle-mem: %d), servers interleaved in a rotated order, %s warmup + %s measured each; medians shown\n",
 		h.rounds, h.memRounds, h.warmup, h.dur)
 	var hb []string
@@ -168,16 +169,6 @@ func ratio(edge, other float64, m metric) string {
 	return fmt.Sprintf("%.2f", edge/other)
 }
 
-func cpuModel() string {
-	b, _ := os.ReadFile("/proc/cpuinfo")
-	for _, l := range strings.Split(string(b), "\n") {
-		if v, ok := strings.CutPrefix(l, "model name"); ok {
-			return strings.TrimSpace(strings.TrimPrefix(strings.TrimSpace(v), ":"))
-		}
-	}
-	return "unknown CPU"
-}
-
 // firstLine runs a version command and returns the first line of its
 // output (nginx -v writes to stderr).
 func firstLine(name string, args ...string) string {
@@ -187,13 +178,4 @@ func firstLine(name string, args ...string) string {
 	}
 	l, _, _ := strings.Cut(strings.TrimSpace(string(out)), "\n")
 	return strings.TrimSpace(l)
-}
-
-func loadAvg() string {
-	b, _ := os.ReadFile("/proc/loadavg")
-	f := strings.Fields(string(b))
-	if len(f) < 3 {
-		return "?"
-	}
-	return strings.Join(f[:3], " ")
 }

@@ -17,6 +17,8 @@ import (
 	"syscall"
 	"text/template"
 	"time"
+
+	"edge/bench/internal/sysinfo"
 )
 
 // serverCore and loadCore are the CPUs the server under test and the load
@@ -129,7 +131,7 @@ func (h *harness) start(t *target) error {
 		}
 		select {
 		case <-exited:
-			return fmt.Errorf("%s exited at start (log %s): %s", t.name, t.log.Name(), tail(t.log.Name()))
+			return fmt.Errorf("%s exited at start (log %s): %s", t.name, t.log.Name(), sysinfo.Tail(t.log.Name()))
 		case <-time.After(100 * time.Millisecond):
 		}
 		if time.Now().After(deadline) {
@@ -323,42 +325,11 @@ func newCheckClient() *http.Client {
 	}
 }
 
-func tail(file string) string {
-	b, _ := os.ReadFile(file)
-	if len(b) > 800 {
-		b = b[len(b)-800:]
-	}
-	return strings.TrimSpace(string(b))
-}
-
-// cpuStat reads the busy and total jiffies of one line of /proc/stat:
-// "cpu" for all CPUs, "cpu0" for CPU 0.
-func cpuStat(name string) (busy, total float64) {
-	b, _ := os.ReadFile("/proc/stat")
-	for _, line := range strings.Split(string(b), "\n") {
-		f := strings.Fields(line)
-		if len(f) < 5 || f[0] != name {
-			continue
-		}
-		for i, s := range f[1:] {
-			if i >= 8 { // guest time is already counted in user
-				break
-			}
-			v, _ := strconv.ParseFloat(s, 64)
-			total += v
-			if i != 3 && i != 4 { // idle, iowait
-				busy += v
-			}
-		}
-	}
-	return busy, total
-}
-
 // coreSample is a snapshot of one CPU's busy and total time.
 type coreSample struct{ busy, total float64 }
 
 func sampleCore(cpu string) coreSample {
-	b, t := cpuStat("cpu" + cpu)
+	b, t := sysinfo.CPUStat("cpu" + cpu)
 	return coreSample{b, t}
 }
 
@@ -373,9 +344,9 @@ func (s coreSample) busySince(cpu string) float64 {
 
 // cpuBusy returns the share of all CPUs (0..1) busy over d.
 func cpuBusy(d time.Duration) float64 {
-	b0, t0 := cpuStat("cpu")
+	b0, t0 := sysinfo.CPUStat("cpu")
 	time.Sleep(d)
-	b1, t1 := cpuStat("cpu")
+	b1, t1 := sysinfo.CPUStat("cpu")
 	if t1 <= t0 {
 		return 0
 	}

@@ -24,6 +24,8 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+
+	"edge/bench/internal/sysinfo"
 )
 
 type scenario struct {
@@ -210,9 +212,9 @@ func (b *bench) waitQuiet() bool {
 	defer func() { b.quietBudget -= time.Since(start) }()
 	deadline := start.Add(min(10*time.Second, max(b.quietBudget, 0)))
 	for {
-		b0, t0 := cpuStat("cpu")
+		b0, t0 := sysinfo.CPUStat("cpu")
 		time.Sleep(500 * time.Millisecond)
-		b1, t1 := cpuStat("cpu")
+		b1, t1 := sysinfo.CPUStat("cpu")
 		if t1 > t0 && (b1-b0)/(t1-t0) < 0.10 {
 			return true
 		}
@@ -224,7 +226,7 @@ func (b *bench) waitQuiet() bool {
 
 func (b *bench) compare(sel []*scenario, srvs []*server) error {
 	b.started = time.Now()
-	b.loadStart = loadAvg()
+	b.loadStart = sysinfo.LoadAvg()
 	rp := &report{b: b, srvs: srvs}
 	var w io.Writer = os.Stdout
 	rp.header(io.MultiWriter(w, &rp.text))
@@ -252,7 +254,7 @@ func (b *bench) compare(sel []*scenario, srvs []*server) error {
 	rp.memory(io.MultiWriter(w, &rp.text), sel, all)
 	rp.targets(io.MultiWriter(w, &rp.text), all)
 	fmt.Fprintf(io.MultiWriter(w, &rp.text), "\nrun took %s; %d measurements started while other work used over 10%% of the CPUs; load average at the end: %s\n",
-		time.Since(b.started).Round(time.Second), b.noisy, loadAvg())
+		time.Since(b.started).Round(time.Second), b.noisy, sysinfo.LoadAvg())
 	if b.outFile != "" {
 		if err := os.WriteFile(b.outFile, []byte(rp.text.String()), 0o644); err != nil {
 			return err
@@ -389,7 +391,7 @@ func (b *bench) measure(sc *scenario, s *server) (result, error) {
 	}
 	st0 := s.stats(b.client)
 	t0, cpu0, rcpu0 := time.Now(), cpuSeconds(pid), cpuSeconds(b.redis.Process.Pid)
-	c0b, c0t := cpuStat("cpu" + loadCore)
+	c0b, c0t := sysinfo.CPUStat("cpu" + loadCore)
 	var prof chan error
 	if b.profileDir != "" && s.name == "edge" {
 		prof = make(chan error, 1)
@@ -401,7 +403,7 @@ func (b *bench) measure(sc *scenario, s *server) (result, error) {
 	el := time.Since(t0).Seconds()
 	r["cpu"] = 100 * (cpuSeconds(pid) - cpu0) / el
 	r["redis_cpu"] = 100 * (cpuSeconds(b.redis.Process.Pid) - rcpu0) / el
-	if c1b, c1t := cpuStat("cpu" + loadCore); c1t > c0t {
+	if c1b, c1t := sysinfo.CPUStat("cpu" + loadCore); c1t > c0t {
 		r["load_core"] = 100 * (c1b - c0b) / (c1t - c0t)
 	}
 	line, err = lp.expect("result", 30*time.Second)

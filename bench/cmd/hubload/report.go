@@ -10,6 +10,8 @@ import (
 	"strings"
 	"text/tabwriter"
 	"time"
+
+	"edge/bench/internal/sysinfo"
 )
 
 type report struct {
@@ -53,7 +55,7 @@ func (rp *report) header(w io.Writer) {
 	b := rp.b
 	fmt.Fprintf(w, "edge hub benchmark, %s\n", b.started.Format("2006-01-02 15:04 MST"))
 	fmt.Fprintf(w, "machine: %s, %d CPUs, kernel %s; load average at start: %s\n",
-		cpuModel(), runtime.NumCPU(), firstLine("uname", "-r"), b.loadStart)
+		sysinfo.CPUModel(), runtime.NumCPU(), firstLine("uname", "-r"), b.loadStart)
 	names := []string{}
 	for _, s := range rp.srvs {
 		switch s.name {

@@ -18,6 +18,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"edge/bench/internal/sysinfo"
 )
 
 // Cores: servers on serverCore, load and redis-server on loadCore.
@@ -279,7 +281,7 @@ func (b *bench) start(s *server) error {
 		select {
 		case <-exited:
 			s.cmd = nil
-			return fmt.Errorf("%s exited at start (log %s): %s", s.name, s.log.Name(), tail(s.log.Name()))
+			return fmt.Errorf("%s exited at start (log %s): %s", s.name, s.log.Name(), sysinfo.Tail(s.log.Name()))
 		case <-time.After(100 * time.Millisecond):
 		}
 		if time.Now().After(deadline) {
@@ -319,14 +321,6 @@ func (s *server) pid() int {
 		return 0
 	}
 	return s.cmd.Process.Pid
-}
-
-func tail(file string) string {
-	b, _ := os.ReadFile(file)
-	if len(b) > 800 {
-		b = b[len(b)-800:]
-	}
-	return strings.TrimSpace(string(b))
 }
 
 // /proc readers.
@@ -377,46 +371,4 @@ func rssKiB(pid int) float64 {
 		}
 	}
 	return 0
-}
-
-// cpuStat reads busy and total jiffies of a /proc/stat line ("cpu",
-// "cpu0").
-func cpuStat(name string) (busy, total float64) {
-	b, _ := os.ReadFile("/proc/stat")
-	for _, line := range strings.Split(string(b), "\n") {
-		f := strings.Fields(line)
-		if len(f) < 5 || f[0] != name {
-			continue
-		}
-		for i, s := range f[1:] {
-			if i >= 8 { // guest time is already in user
-				break
-			}
-			v, _ := strconv.ParseFloat(s, 64)
-			total += v
-			if i != 3 && i != 4 { // idle, iowait
-				busy += v
-			}
-		}
-	}
-	return busy, total
-}
-
-func loadAvg() string {
-	b, _ := os.ReadFile("/proc/loadavg")
-	f := strings.Fields(string(b))
-	if len(f) < 3 {
-		return "?"
-	}
-	return strings.Join(f[:3], " ")
-}
-
-func cpuModel() string {
-	b, _ := os.ReadFile("/proc/cpuinfo")
-	for _, line := range strings.Split(string(b), "\n") {
-		if k, v, ok := strings.Cut(line, ":"); ok && strings.TrimSpace(k) == "model name" {
-			return strings.TrimSpace(v)
-		}
-	}
-	return "unknown CPU"
 }

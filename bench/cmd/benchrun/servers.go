@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"crypto/tls"
@@ -270,22 +269,11 @@ func (t *target) cpuSeconds() float64 {
 // rssKiB is the resident memory of the server's processes (nginx: master
 // plus worker).
 func (t *target) rssKiB() int64 {
-	var sum int64
+	var sum float64
 	for _, pid := range t.pids() {
-		f, err := os.Open(fmt.Sprintf("/proc/%d/status", pid))
-		if err != nil {
-			continue
-		}
-		sc := bufio.NewScanner(f)
-		for sc.Scan() {
-			if v, ok := strings.CutPrefix(sc.Text(), "VmRSS:"); ok {
-				n, _ := strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 10, 64)
-				sum += n
-			}
-		}
-		f.Close()
+		sum += sysinfo.RSSKiB(pid)
 	}
-	return sum
+	return int64(sum)
 }
 
 // headerBytes is the size of the response header for the 1 KiB file, to

@@ -3,7 +3,7 @@
 // a fresh edge (pinned to CPU 1, GOMAXPROCS=1, local CA), opens -c
 // connections subscribed to one channel, waits -settle, and reports the
 // VmRSS delta per connection with the Go heap and stack shares (from the
-// admin listener's pprof). bench/hub.sh measures ws only, because its
+// admin listener's /metrics, as bench/hub.sh reads them). bench/hub.sh measures ws only, because its
 // receiver reads raw sockets; this tool is for the TLS cost.
 //
 //	go run ./bench/cmd/hubidle -edge bin/edge -c 5000
@@ -12,7 +12,6 @@
 package main
 
 import (
-	"bufio"
 	"crypto/tls"
 	"flag"
 	"fmt"
@@ -20,8 +19,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strconv"
-	"strings"
 	"time"
 
 	"github.com/gorilla/websocket"
@@ -39,7 +36,7 @@ const config = `listen:
   http: 127.0.0.1:%d
   https: 127.0.0.1:%d
 admin: 127.0.0.1:%d
-server: { pprof: true, idle_timeout: 1h }
+server: { idle_timeout: 1h }
 log: { level: warn }
 tls: { ca: internal, storage: %s }
 sites:
@@ -156,35 +153,10 @@ func waitReady() error {
 	return fmt.Errorf("edge not ready within 20s")
 }
 
-// read returns edge's VmRSS and, after a forced GC, its heap in use and
-// goroutine stacks.
+// read returns edge's VmRSS, Go heap in use and goroutine stacks.
 func read(pid int) memory {
-	var m memory
-	b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
-	for _, l := range strings.Split(string(b), "\n") {
-		if v, ok := strings.CutPrefix(l, "VmRSS:"); ok {
-			kb, _ := strconv.ParseFloat(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 64)
-			m.rss = kb * 1024
-		}
-	}
-	r, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/debug/pprof/heap?gc=1&debug=1", adminPort))
-	if err != nil {
-		return m
-	}
-	defer r.Body.Close()
-	sc := bufio.NewScanner(r.Body)
-	sc.Buffer(make([]byte, 64<<10), 1<<20)
-	for sc.Scan() {
-		line := sc.Text()
-		if v, ok := strings.CutPrefix(line, "# HeapInuse = "); ok {
-			m.heap, _ = strconv.ParseFloat(v, 64)
-		}
-		if v, ok := strings.CutPrefix(line, "# Stack = "); ok {
-			f, _, _ := strings.Cut(v, " ")
-			m.stack, _ = strconv.ParseFloat(f, 64)
-		}
-	}
-	return m
+	heap, stack := sysinfo.GoMemory(http.DefaultClient, fmt.Sprintf("http://127.0.0.1:%d/metrics", adminPort))
+	return memory{rss: sysinfo.RSSKiB(pid) * 1024, heap: heap, stack: stack}
 }
 
 func fail(err error) {

@@ -363,8 +363,8 @@ func (b *bench) measure(sc *scenario, s *server) (result, error) {
 		return nil, err
 	}
 	time.Sleep(time.Second)
-	rss0 := rssKiB(pid)
-	heap0, stack0 := goMemory(b.client, s.metricsURL)
+	rss0 := sysinfo.RSSKiB(pid)
+	heap0, stack0 := sysinfo.GoMemory(b.client, s.metricsURL)
 	fmt.Fprintln(lp.stdin)
 
 	line, err := lp.expect("ready", 3*time.Minute)
@@ -374,8 +374,8 @@ func (b *bench) measure(sc *scenario, s *server) (result, error) {
 	var n, dialErrs int
 	fmt.Sscanf(line, "ready %d errors %d", &n, &dialErrs)
 	time.Sleep(b.settle)
-	rss1 := rssKiB(pid)
-	heap1, stack1 := goMemory(b.client, s.metricsURL)
+	rss1 := sysinfo.RSSKiB(pid)
+	heap1, stack1 := sysinfo.GoMemory(b.client, s.metricsURL)
 	if n > 0 {
 		r["kib_rss"] = (rss1 - rss0) / float64(n)
 		if heap0 > 0 && heap1 > 0 {

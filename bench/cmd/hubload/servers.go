@@ -4,7 +4,6 @@ package main
 // each one.
 
 import (
-	"bufio"
 	"bytes"
 	"encoding/json"
 	"fmt"
@@ -225,28 +224,6 @@ func numbers(m map[string]any, keys ...string) map[string]float64 {
 	return out
 }
 
-// goMemory reads the Go heap in use and the goroutine stacks from a
-// Prometheus text page (go_memstats_*), in bytes; 0 if unavailable.
-func goMemory(c *http.Client, url string) (heap, stack float64) {
-	resp, err := c.Get(url)
-	if err != nil {
-		return 0, 0
-	}
-	defer resp.Body.Close()
-	sc := bufio.NewScanner(resp.Body)
-	sc.Buffer(make([]byte, 64<<10), 1<<20)
-	for sc.Scan() {
-		line := sc.Text()
-		if v, ok := strings.CutPrefix(line, "go_memstats_heap_inuse_bytes "); ok {
-			heap, _ = strconv.ParseFloat(strings.TrimSpace(v), 64)
-		}
-		if v, ok := strings.CutPrefix(line, "go_memstats_stack_inuse_bytes "); ok {
-			stack, _ = strconv.ParseFloat(strings.TrimSpace(v), 64)
-		}
-	}
-	return heap, stack
-}
-
 // start runs s pinned to the server core and waits until it is ready.
 func (b *bench) start(s *server) error {
 	for _, p := range s.ports {
@@ -354,21 +331,4 @@ func cpuSeconds(pid int) float64 {
 	u, _ := strconv.ParseInt(f[11], 10, 64)
 	s, _ := strconv.ParseInt(f[12], 10, 64)
 	return float64(u+s) / clkTck
-}
-
-// rssKiB is the process's VmRSS.
-func rssKiB(pid int) float64 {
-	f, err := os.Open(fmt.Sprintf("/proc/%d/status", pid))
-	if err != nil {
-		return 0
-	}
-	defer f.Close()
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		if v, ok := strings.CutPrefix(sc.Text(), "VmRSS:"); ok {
-			n, _ := strconv.ParseFloat(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 64)
-			return n
-		}
-	}
-	return 0
 }

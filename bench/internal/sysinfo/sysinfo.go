@@ -4,6 +4,9 @@
 package sysinfo
 
 import (
+	"bufio"
+	"fmt"
+	"net/http"
 	"os"
 	"strconv"
 	"strings"
@@ -60,4 +63,41 @@ func Tail(file string) string {
 		b = b[len(b)-800:]
 	}
 	return strings.TrimSpace(string(b))
+}
+
+// RSSKiB returns a process's VmRSS in KiB, or 0.
+func RSSKiB(pid int) float64 {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return 0
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, "VmRSS:"); ok {
+			n, _ := strconv.ParseFloat(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 64)
+			return n
+		}
+	}
+	return 0
+}
+
+// GoMemory reads the Go heap in use and the goroutine stacks from a
+// Prometheus text page (go_memstats_*), in bytes; 0 if unavailable.
+func GoMemory(c *http.Client, url string) (heap, stack float64) {
+	resp, err := c.Get(url)
+	if err != nil {
+		return 0, 0
+	}
+	defer resp.Body.Close()
+	sc := bufio.NewScanner(resp.Body)
+	sc.Buffer(make([]byte, 64<<10), 1<<20)
+	for sc.Scan() {
+		line := sc.Text()
+		if v, ok := strings.CutPrefix(line, "go_memstats_heap_inuse_bytes "); ok {
+			heap, _ = strconv.ParseFloat(strings.TrimSpace(v), 64)
+		}
+		if v, ok := strings.CutPrefix(line, "go_memstats_stack_inuse_bytes "); ok {
+			stack, _ = strconv.ParseFloat(strings.TrimSpace(v), 64)
+		}
+	}
+	return heap, stack
 }

@@ -18,11 +18,8 @@ type metrics struct {
 	requests *prometheus.CounterVec // route, upstream, code
 	errors   *prometheus.CounterVec // route, upstream, cause
 	tunnels  *prometheus.GaugeVec   // route
-
-	// counters caches the children of requests, so that a request does
-	// not hash its labels: at most servers × status codes entries.
-	mu       sync.RWMutex
-	counters map[counterKey]prometheus.Counter // guarded by mu
+	// counters caches the children of requests: servers × status codes.
+	counters *prom.Counters[counterKey]
 }
 
 type counterKey struct {
@@ -31,7 +28,7 @@ type counterKey struct {
 }
 
 func newMetrics(reg prometheus.Registerer, route string) (*metrics, error) {
-	m := &metrics{route: route, counters: map[counterKey]prometheus.Counter{}}
+	m := &metrics{route: route}
 	var err error
 	if m.up, err = prom.Register(reg, newUpCollector()); err != nil {
 		return nil, err
@@ -42,6 +39,9 @@ func newMetrics(reg prometheus.Registerer, route string) (*metrics, error) {
 	}, []string{"route", "upstream", "code"})); err != nil {
 		return nil, err
 	}
+	m.counters = prom.NewCounters(m.requests, func(k counterKey) []string {
+		return []string{route, k.upstream, strconv.Itoa(k.code)}
+	})
 	if m.errors, err = prom.Register(reg, prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "edge_proxy_upstream_errors_total",
 		Help: "Failed attempts to reach an upstream server by route, server and cause (connect_refused, connect_timeout, connect_error, tls, timeout, upstream_closed, upstream_error, bad_upgrade, no_upstream).",
@@ -61,17 +61,7 @@ func (m *metrics) request(upstream string, code int) {
 	if m == nil {
 		return
 	}
-	k := counterKey{upstream, code}
-	m.mu.RLock()
-	c := m.counters[k]
-	m.mu.RUnlock()
-	if c == nil {
-		c = m.requests.WithLabelValues(m.route, upstream, strconv.Itoa(code))
-		m.mu.Lock()
-		m.counters[k] = c
-		m.mu.Unlock()
-	}
-	c.Inc()
+	m.counters.Get(counterKey{upstream, code}).Inc()
 }
 
 func (m *metrics) failure(upstream, cause string) {

@@ -15,6 +15,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"edge/config"
+	"edge/internal/prom"
 )
 
 // Metrics counts requests per site, route and status and writes access
@@ -127,17 +128,7 @@ type observer struct {
 	log      *logFile // nil: no access log
 	json     bool
 	duration prometheus.Observer
-	codes    sync.Map // status code -> prometheus.Counter, so the hot path skips label hashing
-}
-
-// requests returns the request counter of this route for a status code.
-func (o *observer) requests(code int) prometheus.Counter {
-	if c, ok := o.codes.Load(code); ok {
-		return c.(prometheus.Counter)
-	}
-	c := o.m.requests.WithLabelValues(o.site, o.route, strconv.Itoa(code))
-	o.codes.Store(code, c)
-	return c
+	requests *prom.Counters[int] // by status code
 }
 
 func (m *Metrics) observer(site *config.Site, route string) (*observer, error) {
@@ -146,6 +137,9 @@ func (m *Metrics) observer(site *config.Site, route string) (*observer, error) {
 		name = site.Hosts[0]
 	}
 	o := &observer{m: m, site: name, route: route, duration: m.duration.WithLabelValues(name, route)}
+	o.requests = prom.NewCounters(m.requests, func(code int) []string {
+		return []string{name, route, strconv.Itoa(code)}
+	})
 	if al := site.AccessLog; al != nil {
 		lf, err := m.openLog(al.File)
 		if err != nil {
@@ -169,7 +163,7 @@ func (o *observer) serve(h http.Handler, w http.ResponseWriter, r *http.Request)
 		if rec.hijacked && code == http.StatusOK {
 			code = http.StatusSwitchingProtocols
 		}
-		o.requests(code).Inc()
+		o.requests.Get(code).Inc()
 		elapsed := time.Since(start)
 		if !rec.hijacked {
 			o.duration.Observe(elapsed.Seconds())

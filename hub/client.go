@@ -6,6 +6,7 @@ import (
 	"errors"
 	"net"
 	"sync"
+	"syscall"
 	"time"
 
 	"golang.org/x/time/rate"
@@ -37,9 +38,12 @@ const (
 // writer, no write buffer and no read buffer.
 type client struct {
 	// Static after construction.
-	n       *Node
-	route   *route
-	nc      net.Conn // frames are written (frame.go) and read (reader.go) here
+	n     *Node
+	route *route
+	nc    net.Conn // frames are written (frame.go) and read (reader.go) here
+	// sock is nc's socket for the fan-out's non-blocking writes (flush.go);
+	// nil when nc is not a plain socket (TLS).
+	sock    syscall.RawConn
 	ip      string
 	grant   *grant
 	raw     bool   // bare payloads (route raw: true at connect)

@@ -56,14 +56,13 @@ func (c *client) enqueue(f []byte) bool {
 // socket full, closing, not a plain socket) it hands the role to a
 // writeLoop goroutine. The caller holds the role (enqueue).
 func (c *client) flush(w *rawWriter) {
-	_, sock := c.nc.(syscall.Conn)
 	c.mu.Lock()
-	if sock && c.state == stateOpen && len(c.queue) == 1 {
+	if c.sock != nil && c.state == stateOpen && len(c.queue) == 1 {
 		f := c.queue[0]
 		c.queue[0] = nil
 		c.queue = c.queue[:0]
 		c.mu.Unlock()
-		n, ok := w.write(c.nc, f)
+		n, ok := w.write(c.sock, f)
 		c.mu.Lock()
 		if n > 0 {
 			c.n.stats.writes.Add(1)
@@ -114,22 +113,27 @@ func (w *rawWriter) do(fd uintptr) bool {
 }
 
 // write writes what of b the socket takes without blocking. It reports
-// false when nc is not a plain socket or the write failed (EAGAIN
-// included); n is then what was written before.
-func (w *rawWriter) write(nc net.Conn, b []byte) (n int, ok bool) {
-	sc, isSock := nc.(syscall.Conn)
-	if !isSock {
-		return 0, false
-	}
-	rc, err := sc.SyscallConn()
-	if err != nil {
-		return 0, false
-	}
+// false when the write failed (EAGAIN included); n is then what was
+// written before.
+func (w *rawWriter) write(sock syscall.RawConn, b []byte) (n int, ok bool) {
 	w.b = b
-	err = rc.Write(w.fn)
+	err := sock.Write(w.fn)
 	w.b = nil
 	if err != nil || w.err != nil {
 		return 0, false
 	}
 	return w.n, true
+}
+
+// socketOf returns nc's socket, or nil when nc is not a plain socket.
+func socketOf(nc net.Conn) syscall.RawConn {
+	sc, ok := nc.(syscall.Conn)
+	if !ok {
+		return nil
+	}
+	rc, err := sc.SyscallConn()
+	if err != nil {
+		return nil
+	}
+	return rc
 }

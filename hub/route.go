@@ -194,6 +194,7 @@ func (rt *route) serveWebSocket(w http.ResponseWriter, r *http.Request) {
 	// From here on the hub reads and writes the socket itself; ws is
 	// left to the garbage collector.
 	c := &client{n: rt.n, route: rt, nc: ws.UnderlyingConn(), ip: ip, grant: g, raw: cfg.hub.Raw}
+	c.sock = socketOf(c.nc)
 	c.rd.setEarly(tap.early)
 	if cfg.hub.PresenceSubs {
 		c.subject = g.sub

@@ -22,13 +22,15 @@ const (
 
 // Close codes the hub sends (RFC 6455 §7.4.1). PROTOCOL.md lists them.
 const (
-	closeNormal      = 1000
-	closeGoingAway   = 1001
-	closeUnsupported = 1003
-	closePolicy      = 1008
-	closeTooBig      = 1009
-	closeInternal    = 1011
-	closeTryLater    = 1013
+	closeNormal        = 1000
+	closeGoingAway     = 1001
+	closeProtocolError = 1002 // a client frame RFC 6455 forbids (reader.go)
+	closeUnsupported   = 1003
+	closeInvalidData   = 1007 // text that is not UTF-8 (reader.go)
+	closePolicy        = 1008
+	closeTooBig        = 1009
+	closeInternal      = 1011
+	closeTryLater      = 1013
 )
 
 // maxChannelLen bounds channel names; config patterns use the same bound.

@@ -37,12 +37,6 @@ func putReadBuf(b *[]byte) {
 	}
 }
 
-// Close codes of failed client frames (RFC 6455 §7.4.1).
-const (
-	closeProtocolError = 1002
-	closeInvalidData   = 1007
-)
-
 // closeErr is a client error that ends the connection with a close frame.
 type closeErr struct {
 	code   int

@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -182,5 +183,53 @@ func TestInstallScript(t *testing.T) {
 	}
 	if b, _ := os.ReadFile(cfg); string(b) != "# edited\n" {
 		t.Error("install overwrote an existing configuration")
+	}
+}
+
+// TestConnectionCapsOnReload: with server.max_connections full, a new
+// client waits while the admin listener still answers; a reload that
+// raises the cap lets the waiting client in, and a reload that changes
+// read_header_timeout says that it needs a restart.
+func TestConnectionCapsOnReload(t *testing.T) {
+	httpAddr, adminAddr := freePort(t), freePort(t)
+	cfg := func(extra string) string {
+		return strings.Replace(fmt.Sprintf(staticYAML, httpAddr, adminAddr),
+			"server: { shutdown_timeout: 5s }", "server: { shutdown_timeout: 5s"+extra+" }", 1)
+	}
+	p := startEdge(t, cfg(", max_connections: 1"))
+	p.waitHTTP("http://"+adminAddr+"/healthz", 20*time.Second)
+	get := "GET /static/hello.txt HTTP/1.1\r\nHost: x\r\n\r\n"
+	answered := func(c net.Conn, wait time.Duration) bool {
+		c.SetReadDeadline(time.Now().Add(wait))
+		_, err := c.Read(make([]byte, 512))
+		return err == nil
+	}
+	dial := func() net.Conn {
+		c, err := net.Dial("tcp", httpAddr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Close() })
+		io.WriteString(c, get)
+		return c
+	}
+	if !answered(dial(), 5*time.Second) {
+		t.Fatal("first connection not served")
+	}
+	waiting := dial()
+	if answered(waiting, 300*time.Millisecond) {
+		t.Fatal("second connection served with max_connections: 1")
+	}
+	if code, _ := httpGet(t, nil, "http://"+adminAddr+"/healthz"); code != 200 {
+		t.Errorf("admin /healthz = %d while the cap is full, want 200", code)
+	}
+	writeFile(t, p.dir, "config.yaml", cfg(", max_connections: 2, read_header_timeout: 7s"))
+	p.signal(syscall.SIGHUP)
+	p.waitLog("msg=reloaded", 10*time.Second)
+	if !answered(waiting, 5*time.Second) {
+		t.Error("waiting connection not served after the cap was raised by a reload")
+	}
+	if !strings.Contains(p.log.String(), "take effect on listeners bound from now on") {
+		t.Errorf("reload changing read_header_timeout did not warn:\n%s", p.log.String())
 	}
 }

@@ -58,6 +58,13 @@ func (cl *connLimits) admitIP(ip netip.Addr) bool {
 	return true
 }
 
+// releaseIP undoes admitIP for a connection that got no slot.
+func (cl *connLimits) releaseIP(ip netip.Addr) {
+	cl.mu.Lock()
+	defer cl.mu.Unlock()
+	cl.releaseIPLocked(ip)
+}
+
 func (cl *connLimits) releaseIPLocked(ip netip.Addr) {
 	if cl.byIP[ip]--; cl.byIP[ip] <= 0 {
 		delete(cl.byIP, ip)
@@ -119,9 +126,7 @@ func (l *limitedListener) Accept() (net.Conn, error) {
 			continue
 		}
 		if !l.limits.waitSlot(l.closed) {
-			l.limits.mu.Lock()
-			l.limits.releaseIPLocked(ip)
-			l.limits.mu.Unlock()
+			l.limits.releaseIP(ip)
 			c.Close()
 			return nil, net.ErrClosed
 		}

@@ -83,6 +83,18 @@ func idleLean(h *Handler) int {
 	return len(p.idle)
 }
 
+// expectConns checks the upstream connections accepted so far and the
+// lean connections idle now, after what was done.
+func expectConns(t *testing.T, h *Handler, accepts *atomic.Int64, accepted, idle int, after string) {
+	t.Helper()
+	if n := accepts.Load(); n != int64(accepted) {
+		t.Errorf("after %s: %d upstream connections, want %d", after, n, accepted)
+	}
+	if n := idleLean(h); n != idle {
+		t.Errorf("after %s: %d idle lean connections, want %d", after, n, idle)
+	}
+}
+
 // do sends a request with a bound and returns status, headers and body.
 func do(t *testing.T, method, url, body string, trace *httptrace.ClientTrace) (int, http.Header, string) {
 	t.Helper()
@@ -153,12 +165,7 @@ func TestLeanKeepAliveReuse(t *testing.T) {
 					t.Fatalf("request %d: %d %q", i, code, body)
 				}
 			}
-			if n := accepts.Load(); n != 1 {
-				t.Errorf("%d upstream connections for 20 sequential requests, want 1", n)
-			}
-			if n := idleLean(h); n != 1 {
-				t.Errorf("%d idle lean connections, want 1", n)
-			}
+			expectConns(t, h, accepts, 1, 1, "20 sequential requests")
 		})
 	}
 }
@@ -221,12 +228,8 @@ func TestLeanRetriesConnectionsClosedWhileIdle(t *testing.T) {
 	if code, _, body := do(t, "GET", base+"/", "", nil); code != 200 || body != "ok" {
 		t.Fatalf("after the idle close: %d %q, want 200 ok", code, body)
 	}
-	if n := accepts.Load(); n != 4 {
-		t.Errorf("%d upstream connections, want 4 (3, then one fresh for the retry)", n)
-	}
-	if n := idleLean(h); n != 1 {
-		t.Errorf("%d idle lean connections, want 1: the stale ones dropped, the fresh one kept", n)
-	}
+	// 3, then one fresh for the retry; the stale ones dropped, the fresh one kept.
+	expectConns(t, h, accepts, 4, 1, "a retry after idle closes")
 	if n := sink.count(slog.LevelWarn); n != 0 {
 		t.Errorf("%d Warn records for a transparent retry", n)
 	}
@@ -251,12 +254,7 @@ func TestLeanConnectionClose(t *testing.T) {
 			t.Fatalf("request %d: %d %q Connection %q", i, code, body, hdr.Get("Connection"))
 		}
 	}
-	if n := accepts.Load(); n != 3 {
-		t.Errorf("%d upstream connections for 3 requests answered with Connection: close, want 3", n)
-	}
-	if n := idleLean(h); n != 0 {
-		t.Errorf("%d idle lean connections, want 0", n)
-	}
+	expectConns(t, h, accepts, 3, 0, "3 requests answered with Connection: close")
 	if n := sink.count(slog.LevelWarn); n != 0 {
 		t.Errorf("%d Warn records", n)
 	}
@@ -280,12 +278,7 @@ func TestLeanResponseWithoutLength(t *testing.T) {
 			t.Fatalf("GET %s: %d %q", p, code, body)
 		}
 	}
-	if n := accepts.Load(); n != 2 {
-		t.Errorf("%d upstream connections, want 2", n)
-	}
-	if n := idleLean(h); n != 0 {
-		t.Errorf("%d idle lean connections, want 0", n)
-	}
+	expectConns(t, h, accepts, 2, 0, "2 responses without a length")
 }
 
 // TestLeanClientGoneMidResponse: the client leaves while the body streams;
@@ -448,18 +441,12 @@ func TestLeanFallback(t *testing.T) {
 			t.Errorf("%s: %d %q", tc.method, code, body)
 		}
 	}
-	if n := idleLean(h); n != 0 {
-		t.Errorf("%d idle lean connections after requests the lean client does not take", n)
-	}
-	if n := accepts.Load(); n != 1 {
-		t.Errorf("%d upstream connections, want 1 (the Transport's, reused)", n)
-	}
+	// One connection: the Transport's, reused.
+	expectConns(t, h, accepts, 1, 0, "requests the lean client does not take")
 	if code, _, body := do(t, "GET", base+"/", "", nil); code != 200 || body != "GET " {
 		t.Errorf("GET: %d %q", code, body)
 	}
-	if n, idle := accepts.Load(), idleLean(h); n != 2 || idle != 1 {
-		t.Errorf("after a GET: %d upstream connections, %d idle lean; want 2 and 1", n, idle)
-	}
+	expectConns(t, h, accepts, 2, 1, "a GET")
 
 	// An upgrade.
 	ws := newWSBackend(t, false)

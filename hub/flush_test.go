@@ -2,7 +2,6 @@ package hub
 
 import (
 	"fmt"
-	"net"
 	"strings"
 	"sync"
 	"testing"
@@ -22,14 +21,7 @@ func TestFanoutWritesInOrder(t *testing.T) {
 	for range subs - 1 {
 		conns = append(conns, e.connect(t, "order"))
 	}
-	d := websocket.Dialer{NetDial: func(network, addr string) (net.Conn, error) {
-		c, err := net.Dial(network, addr)
-		if err == nil {
-			c.(*net.TCPConn).SetReadBuffer(4096)
-		}
-		return c, err
-	}}
-	small, _, err := d.Dial(e.ws+"?channel=order", nil)
+	small, _, err := smallBufferDialer.Dial(e.ws+"?channel=order", nil)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -14,6 +14,16 @@ import (
 	"github.com/gorilla/websocket"
 )
 
+// smallBufferDialer dials with a 4 KiB receive buffer, so that the kernel
+// fills up after a few frames and the hub's queue has to hold the rest.
+var smallBufferDialer = websocket.Dialer{NetDial: func(network, addr string) (net.Conn, error) {
+	c, err := net.Dial(network, addr)
+	if err == nil {
+		c.(*net.TCPConn).SetReadBuffer(4096)
+	}
+	return c, err
+}}
+
 // TestSlowClientDropped: a client that stops reading is closed once its
 // queue is full, counted, and never delays the others or the publisher.
 func TestSlowClientDropped(t *testing.T) {
@@ -21,14 +31,7 @@ func TestSlowClientDropped(t *testing.T) {
 	fast := e.connect(t, "feed")
 	// The slow client's socket gets a small receive buffer, so that the
 	// kernel fills up quickly and the hub's queue has to absorb the rest.
-	d := websocket.Dialer{NetDial: func(network, addr string) (net.Conn, error) {
-		c, err := net.Dial(network, addr)
-		if err == nil {
-			c.(*net.TCPConn).SetReadBuffer(4096)
-		}
-		return c, err
-	}}
-	slow, _, err := d.Dial(e.ws+"?channel=feed", nil)
+	slow, _, err := smallBufferDialer.Dial(e.ws+"?channel=feed", nil)
 	if err != nil {
 		t.Fatal(err)
 	}

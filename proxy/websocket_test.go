@@ -372,30 +372,14 @@ func TestCloseTunnelsWaitsForFrameBoundary(t *testing.T) {
 // request; it returns the listening address.
 func rawUpgradeBackend(t *testing.T, handle func(c net.Conn, br *bufio.Reader, req *http.Request)) string {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ln.Close() })
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				defer c.Close()
-				c.SetDeadline(time.Now().Add(20 * time.Second))
-				br := bufio.NewReader(c)
-				req, err := http.ReadRequest(br)
-				if err != nil {
-					return
-				}
-				handle(c, br, req)
-			}()
+	addr, _ := rawBackend(t, func(c net.Conn, br *bufio.Reader) {
+		req, err := http.ReadRequest(br)
+		if err != nil {
+			return
 		}
-	}()
-	return ln.Addr().String()
+		handle(c, br, req)
+	})
+	return addr
 }
 
 // TestNonWebSocketUpgrade tunnels a made-up protocol: bytes the client

@@ -13,8 +13,8 @@ import (
 // or that is closing gets a writeLoop goroutine, as before. This
 // saves starting and ending a goroutine per delivery (about a tenth of the
 // hub's CPU at 10,000 subscribers × 10 messages/s) and still never waits on
-// a client. Connections that are not plain TCP sockets (TLS, wrappers)
-// cannot be written to without blocking: they always get a writeLoop.
+// a client. A connection that is not a plain socket (TLS: client.sock is
+// nil) cannot be written to without blocking: it always gets a writeLoop.
 
 // flushChunk is how many clients one flushing goroutine writes to.
 const flushChunk = 256

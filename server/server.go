@@ -46,7 +46,7 @@ type Options struct {
 }
 
 // sameHTTP reports whether o and p set the http.Server the same way.
-func (o *Options) sameHTTP(p Options) bool {
+func (o Options) sameHTTP(p Options) bool {
 	return o.ReadHeaderTimeout == p.ReadHeaderTimeout && o.IdleTimeout == p.IdleTimeout &&
 		o.MaxHeaderBytes == p.MaxHeaderBytes
 }
@@ -68,7 +68,7 @@ type Server struct {
 
 	mu     sync.Mutex
 	active map[string]*listener // guarded by mu
-	opts   *Options             // guarded by mu: of the last Apply
+	opts   Options              // guarded by mu: of the last Apply
 	wg     sync.WaitGroup       // serving goroutines
 }
 
@@ -114,11 +114,11 @@ func (s *Server) Apply(specs []Listener, opts Options, drain time.Duration) erro
 	}
 	// Everything is bound: from here on nothing fails.
 	s.limits.set(opts.MaxConns, opts.MaxConnsPerIP)
-	if len(keep) > 0 && s.opts != nil && !s.opts.sameHTTP(opts) {
+	if len(keep) > 0 && !s.opts.sameHTTP(opts) {
 		s.log.Warn("server.read_header_timeout, idle_timeout and max_header_bytes changed: " +
 			"they take effect on listeners bound from now on (a changed address) and at restart")
 	}
-	s.opts = &opts
+	s.opts = opts
 	for _, sp := range specs {
 		if l, ok := keep[sp.Name]; ok {
 			l.spec.Handler, l.spec.TLS = sp.Handler, sp.TLS

@@ -247,6 +247,33 @@ func TestPerIPLimit(t *testing.T) {
 	}
 }
 
+// TestPerIPLimitAcrossListeners: max_connections_per_ip counts one
+// address's connections on all capped listeners together.
+func TestPerIPLimitAcrossListeners(t *testing.T) {
+	s := New(quietLog())
+	defer s.Shutdown(context.Background())
+	specs := []Listener{
+		{Name: "http", Addr: "127.0.0.1:0", Handler: text("ok")},
+		{Name: "https-ish", Addr: "127.0.0.1:0", Handler: text("ok")},
+	}
+	if err := s.Apply(specs, Options{MaxConnsPerIP: 1}, time.Second); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := served(t, s.Addr("http").String(), 5*time.Second); !ok {
+		t.Fatal("first connection not served")
+	}
+	c, err := net.Dial("tcp", s.Addr("https-ish").String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	fmt.Fprintf(c, "GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+	c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if n, err := c.Read(make([]byte, 256)); err == nil {
+		t.Fatalf("second connection from one IP, on the other listener, was served (%d bytes), want it closed", n)
+	}
+}
+
 // TestLimitedConnKeepsSocket: a capped connection still exposes its socket
 // (the hub's non-blocking fan-out writes need it) and sendfile's ReadFrom.
 func TestLimitedConnKeepsSocket(t *testing.T) {

@@ -5,8 +5,14 @@
 package httperr
 
 import (
+	"context"
+	"errors"
+	"io"
+	"net"
 	"net/http"
+	"os"
 	"strconv"
+	"syscall"
 )
 
 // StatusClientClosed is the status logged for requests the client
@@ -57,4 +63,59 @@ func Note(w http.ResponseWriter, code int) {
 func Abandon(w http.ResponseWriter, code int) {
 	Note(w, code)
 	panic(http.ErrAbortHandler)
+}
+
+// BodyError is a failure to read the client's request body. It is the
+// client's fault, never the upstream's: it must not count against an
+// upstream's health nor cause a retry. Handlers that read request bodies
+// wrap read errors in it so that whoever sees the error later (a proxy's
+// error handler after the transport returned it) can tell.
+type BodyError struct {
+	Err error
+}
+
+func (e *BodyError) Error() string { return "reading request body: " + e.Err.Error() }
+
+func (e *BodyError) Unwrap() error { return e.Err }
+
+// Status is the response a body failure deserves: 413 over the size
+// limit, 408 when the client stalled past client_body_timeout, 499 when the
+// client went away or the body ended early (nothing useful can be
+// answered: the request is abandoned), 400 for a malformed body (bad
+// chunked framing, a length that does not match).
+func (e *BodyError) Status() int {
+	var mb *http.MaxBytesError
+	var ne net.Error
+	switch {
+	case errors.As(e.Err, &mb):
+		return http.StatusRequestEntityTooLarge
+	case errors.Is(e.Err, os.ErrDeadlineExceeded), errors.As(e.Err, &ne) && ne.Timeout():
+		return http.StatusRequestTimeout
+	case errors.Is(e.Err, io.ErrUnexpectedEOF), errors.Is(e.Err, io.EOF), errors.Is(e.Err, net.ErrClosed),
+		errors.Is(e.Err, syscall.ECONNRESET), errors.Is(e.Err, syscall.EPIPE), errors.Is(e.Err, context.Canceled):
+		return StatusClientClosed
+	}
+	return http.StatusBadRequest
+}
+
+// BodyReader wraps a request body so that its read errors (other than
+// io.EOF) come back as *BodyError.
+func BodyReader(body io.ReadCloser) io.ReadCloser {
+	if body == nil || body == http.NoBody {
+		return body
+	}
+	return &bodyReader{body}
+}
+
+type bodyReader struct{ io.ReadCloser }
+
+func (b *bodyReader) Read(p []byte) (int, error) {
+	n, err := b.ReadCloser.Read(p)
+	if err != nil && err != io.EOF {
+		var be *BodyError
+		if !errors.As(err, &be) {
+			err = &BodyError{Err: err}
+		}
+	}
+	return n, err
 }

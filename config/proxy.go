@@ -70,7 +70,34 @@ type Proxy struct {
 	// write. Default 0: a response with a known length is flushed when the
 	// write buffer fills and at its end.
 	FlushInterval time.Duration `yaml:"flush_interval"`
+	// RequestBuffering is how much of a request body is read before the
+	// upstream is contacted (nginx proxy_request_buffering, in memory): a
+	// body up to this size is read completely first and sent with a
+	// Content-Length, so that a client that sends its body slowly or not
+	// at all never holds a backend worker; a larger body streams after the
+	// buffered prefix. Default 64KiB (DefaultRequestBuffering); 0 turns
+	// buffering off.
+	RequestBuffering *ByteSize `yaml:"request_buffering"`
+	// AllowTrace forwards TRACE requests. Default false: TRACE is answered
+	// 405, as it would echo the client's headers (cookies included) back
+	// from the backend.
+	AllowTrace bool `yaml:"allow_trace"`
+	// MaxConcurrentDials bounds the connections being opened to one
+	// upstream server at a time; more requests wait for one of those or
+	// for a connection to come back to the idle pool. It stops clients
+	// that cancel requests en masse (HTTP/2 rapid reset) from making edge
+	// open connections to the backend without bound. Default 8
+	// (DefaultMaxConcurrentDials).
+	MaxConcurrentDials int `yaml:"max_concurrent_dials"`
 }
+
+// Proxy defaults that other packages name.
+const (
+	// DefaultRequestBuffering is proxy.request_buffering's default.
+	DefaultRequestBuffering ByteSize = 64 << 10
+	// DefaultMaxConcurrentDials is proxy.max_concurrent_dials's default.
+	DefaultMaxConcurrentDials = 8
+)
 
 // Upstream is one server of a proxy pool.
 type Upstream struct {
@@ -158,6 +185,9 @@ func (v *validator) proxy(pp string, p *Proxy) {
 	if *p.Retries < 0 {
 		v.errf(pp+".retries", "must not be negative")
 	}
+	if p.MaxConcurrentDials < 0 {
+		v.errf(pp+".max_concurrent_dials", "must not be negative")
+	}
 	if p.Host != "" && (!httpguts.ValidHostHeader(p.Host) || strings.ContainsAny(p.Host, "/ ")) {
 		v.errf(pp+".host", "invalid host %q: want a name or name:port", p.Host)
 	}
@@ -236,6 +266,13 @@ func (p *Proxy) defaults(c *Config) {
 	}
 	setInt(&p.KeepAlive, 64)
 	setInt(&p.Retries, 1)
+	if p.RequestBuffering == nil {
+		b := DefaultRequestBuffering
+		p.RequestBuffering = &b
+	}
+	if p.MaxConcurrentDials == 0 {
+		p.MaxConcurrentDials = DefaultMaxConcurrentDials
+	}
 	for i := range p.Upstreams {
 		u := &p.Upstreams[i]
 		if u.Weight == 0 {

@@ -37,8 +37,11 @@ func TestProxyDefaults(t *testing.T) {
 	if *p.TunnelIdleTimeout != time.Hour || *p.KeepAlive != 64 || *p.Retries != 1 || p.FlushInterval != 0 {
 		t.Errorf("tunnel_idle_timeout %s keepalive %d retries %d flush_interval %s", *p.TunnelIdleTimeout, *p.KeepAlive, *p.Retries, p.FlushInterval)
 	}
-	if p.Host != "" || p.Forwarded || p.TLS != nil || p.HealthCheck != nil {
-		t.Errorf("host, forwarded, tls and health_check must be off by default")
+	if p.Host != "" || p.Forwarded || p.TLS != nil || p.HealthCheck != nil || p.AllowTrace {
+		t.Errorf("host, forwarded, tls, health_check and allow_trace must be off by default")
+	}
+	if *p.RequestBuffering != 64<<10 || p.MaxConcurrentDials != 8 {
+		t.Errorf("request_buffering %s max_concurrent_dials %d, want 64KiB 8", *p.RequestBuffering, p.MaxConcurrentDials)
 	}
 	for i, u := range p.Upstreams {
 		if u.Weight != 1 || u.Backup || *u.MaxFails != 1 || u.FailTimeout != 10*time.Second {
@@ -65,6 +68,9 @@ func TestProxyExplicitValues(t *testing.T) {
           host: app.internal:8080
           forwarded: true
           flush_interval: 100ms
+          request_buffering: 0
+          allow_trace: true
+          max_concurrent_dials: 2
 `)
 	if err != nil {
 		t.Fatal(err)
@@ -75,6 +81,9 @@ func TestProxyExplicitValues(t *testing.T) {
 	}
 	if p.Host != "app.internal:8080" || !p.Forwarded || p.FlushInterval != 100*time.Millisecond {
 		t.Errorf("host %q forwarded %v flush_interval %s", p.Host, p.Forwarded, p.FlushInterval)
+	}
+	if *p.RequestBuffering != 0 || !p.AllowTrace || p.MaxConcurrentDials != 2 {
+		t.Errorf("request_buffering %s allow_trace %v max_concurrent_dials %d", *p.RequestBuffering, p.AllowTrace, p.MaxConcurrentDials)
 	}
 	u := p.Upstreams
 	if u[0].Weight != 1 || *u[0].MaxFails != 3 || u[0].FailTimeout != 30*time.Second {
@@ -150,6 +159,12 @@ func TestProxyErrors(t *testing.T) {
 		{"negative retries", `
           upstreams: [http://127.0.0.1:9000]
           retries: -1`, `proxy.retries: must not be negative`, 8},
+		{"negative request_buffering", `
+          upstreams: [http://127.0.0.1:9000]
+          request_buffering: -1`, `proxy.request_buffering: invalid size "-1"`, 8},
+		{"negative max_concurrent_dials", `
+          upstreams: [http://127.0.0.1:9000]
+          max_concurrent_dials: -1`, `proxy.max_concurrent_dials: must not be negative`, 8},
 		{"bad host", `
           upstreams: [http://127.0.0.1:9000]
           host: "a b/c"`, `proxy.host: invalid host "a b/c"`, 8},

@@ -30,7 +30,7 @@ import (
 	"edge/config"
 )
 
-// ErrClosed is returned by Run and Update after Close.
+// ErrClosed is returned by Run, Prepare and Update after Close.
 var ErrClosed = errors.New("tls: manager closed")
 
 // DefaultPollInterval is how often manual certificate files are checked
@@ -120,9 +120,12 @@ func New(cfg *config.Config, log *slog.Logger, reg prometheus.Registerer, opts .
 		failures: map[string]string{},
 	}
 	m.tlsConfig = m.newTLSConfig()
-	s, err := m.build(cfg, nil)
+	s, staged, err := m.build(cfg, nil)
 	if err != nil {
 		return nil, err
+	}
+	for _, sc := range staged {
+		m.installManual(sc)
 	}
 	m.snap.Store(s)
 	if reg != nil {
@@ -240,46 +243,102 @@ func (m *Manager) Close() error {
 	return nil
 }
 
-// Update applies a reloaded configuration (SIGHUP): manual certificates
-// are re-read, new local names get leaves, new ACME names start being
-// managed, removed ones stop being renewed. Certificates that exist are
-// kept, not re-issued, and open connections are untouched. Issuance that
-// is failing is retried at once instead of after its backoff, and so is
-// the renewal of a certificate that is due. On error nothing changes.
-// tls.storage cannot change without a restart.
+// Update applies a reloaded configuration at once: Prepare, then Commit.
 func (m *Manager) Update(cfg *config.Config) error {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	if m.closed {
-		return ErrClosed
-	}
-	old := m.snap.Load()
-	if cfg.TLS.Storage != old.cfg.TLS.Storage {
-		return fmt.Errorf("tls.storage changed from %s to %s: restart edge to move storage", old.cfg.TLS.Storage, cfg.TLS.Storage)
-	}
-	s, err := m.build(cfg, old)
+	p, err := m.Prepare(cfg)
 	if err != nil {
 		return err
 	}
+	p.Commit()
+	return nil
+}
+
+// Pending is a configuration built by Prepare and not served yet. Commit
+// or Abort it; Abort after Commit does nothing, so a deferred Abort is
+// safe.
+type Pending struct {
+	m      *Manager
+	snap   *snapshot
+	staged []stagedCert
+	done   bool // guarded by m.mu
+}
+
+// Prepare builds everything cfg, a reloaded configuration (SIGHUP), needs
+// without serving any of it: manual certificates are read, new local
+// names get leaves, tls.ca_root is read. Handshakes, redirects and HSTS
+// keep following the current configuration until Commit, so that a
+// reload failing at a later step (a listener that cannot bind) changes
+// nothing here; Abort then drops what was built. An error means the
+// configuration cannot be served. tls.storage cannot change without a
+// restart. Prepare and Commit of one reload must not interleave with
+// another's.
+func (m *Manager) Prepare(cfg *config.Config) (*Pending, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.closed {
+		return nil, ErrClosed
+	}
+	old := m.snap.Load()
+	if cfg.TLS.Storage != old.cfg.TLS.Storage {
+		return nil, fmt.Errorf("tls.storage changed from %s to %s: restart edge to move storage", old.cfg.TLS.Storage, cfg.TLS.Storage)
+	}
+	s, staged, err := m.build(cfg, old)
+	if err != nil {
+		return nil, err
+	}
+	return &Pending{m: m, snap: s, staged: staged}, nil
+}
+
+// Commit serves the prepared configuration: manual certificates as read
+// by Prepare, new local names, new ACME names start being managed, removed
+// ones stop being renewed. Certificates that exist are kept, not
+// re-issued, and open connections are untouched. Issuance that is failing
+// is retried at once instead of after its backoff, and so is the renewal
+// of a certificate that is due.
+func (p *Pending) Commit() {
+	m := p.m
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if p.done {
+		return
+	}
+	p.done = true
+	old, s := m.snap.Load(), p.snap
+	for _, sc := range p.staged {
+		m.installManual(sc)
+	}
 	m.snap.Store(s)
 	if m.runCtx != nil {
-		mg := m.magic.Load()
-		if issuerKey(s) != mg.key {
-			mg = m.newMagic(mg.cache, s)
-			m.magic.Store(mg)
-		}
-		var gone []certmagic.SubjectIssuer
-		for _, n := range old.acmeNames {
-			if !s.acme[n] {
-				gone = append(gone, certmagic.SubjectIssuer{Subject: n})
-			}
-		}
-		mg.cache.RemoveManaged(gone)
-		m.manage(s)
-		m.renewDue(s, mg)
+		m.follow(old, s)
 	}
 	m.log.Info("tls configuration updated", "acme", len(s.acmeNames), "local", len(s.leaves), "manual", len(s.manual))
-	return nil
+}
+
+// Abort drops a prepared configuration: what is served stays as it was.
+func (p *Pending) Abort() {
+	p.m.mu.Lock()
+	defer p.m.mu.Unlock()
+	p.done = true
+}
+
+// follow moves certmagic from the names of old to those of s, replacing
+// its configurations when the issuer settings changed. Called with mu held
+// while running.
+func (m *Manager) follow(old, s *snapshot) {
+	mg := m.magic.Load()
+	if issuerKey(s) != mg.key {
+		mg = m.newMagic(mg.cache, s)
+		m.magic.Store(mg)
+	}
+	var gone []certmagic.SubjectIssuer
+	for _, n := range old.acmeNames {
+		if !s.acme[n] {
+			gone = append(gone, certmagic.SubjectIssuer{Subject: n})
+		}
+	}
+	mg.cache.RemoveManaged(gone)
+	m.manage(s)
+	m.renewDue(s, mg)
 }
 
 // manage starts a new ManageAsync round for every ACME name, cancelling the
@@ -338,7 +397,7 @@ func (m *Manager) maintain() {
 	defer m.mu.Unlock()
 	s := m.snap.Load()
 	for _, mc := range s.manual {
-		m.reloadManual(mc, false)
+		m.reloadManual(mc)
 	}
 	for _, l := range s.leaves {
 		if l.due(m.opts.leafLifetime) {

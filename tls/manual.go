@@ -50,36 +50,65 @@ func (a fileStamp) equal(b fileStamp) bool {
 }
 
 // reloadManual reads mc's files if they changed since they were last
-// tried (always when force is set) and swaps in the new certificate. A
-// failure is logged once per version of the files and, with force,
-// returned. Called with mu held, or from New.
-func (m *Manager) reloadManual(mc *manualCert, force bool) error {
+// tried and swaps in the new certificate. A failure is logged once per
+// version of the files and the certificate being served stays. Called
+// from maintain with mu held.
+func (m *Manager) reloadManual(mc *manualCert) {
 	st, err := stampFiles(mc.certFile, mc.keyFile)
-	if err == nil {
-		if !force && st.equal(mc.tried) {
-			return nil
-		}
-		mc.tried = st
-		var c *cryptotls.Certificate
-		if c, err = loadKeyPair(mc.certFile, mc.keyFile); err == nil {
-			if old := mc.slot.Swap(c); old != nil {
-				m.met.manualReload(true)
-				m.log.Info("manual certificate reloaded", "cert", mc.certFile, "names", c.Leaf.DNSNames, "not_after", c.Leaf.NotAfter)
-			}
-			return nil
-		}
-	} else {
-		if !force && mc.tried.cert == nil {
-			return nil // the missing files were reported already
+	if err != nil {
+		if mc.tried.cert == nil {
+			return // the missing files were reported already
 		}
 		mc.tried = fileStamp{}
+		m.manualFailed(mc, err)
+		return
 	}
-	if force {
-		return err
+	if st.equal(mc.tried) {
+		return
 	}
+	mc.tried = st
+	c, err := loadKeyPair(mc.certFile, mc.keyFile)
+	if err != nil {
+		m.manualFailed(mc, err)
+		return
+	}
+	m.installManual(stagedCert{mc: mc, cert: c, stamp: st})
+}
+
+func (m *Manager) manualFailed(mc *manualCert, err error) {
 	m.met.manualReload(false)
 	m.log.Error("manual certificate not reloaded; still serving the previous one", "cert", mc.certFile, "key", mc.keyFile, "err", err)
-	return nil
+}
+
+// stagedCert is a manual certificate read for a snapshot that is not
+// published yet: a reload that fails later must not serve it.
+type stagedCert struct {
+	mc    *manualCert
+	cert  *cryptotls.Certificate
+	stamp fileStamp
+}
+
+// stageManual reads mc's files without serving them.
+func stageManual(mc *manualCert) (stagedCert, error) {
+	st, err := stampFiles(mc.certFile, mc.keyFile)
+	if err != nil {
+		return stagedCert{}, err
+	}
+	c, err := loadKeyPair(mc.certFile, mc.keyFile)
+	if err != nil {
+		return stagedCert{}, err
+	}
+	return stagedCert{mc: mc, cert: c, stamp: st}, nil
+}
+
+// installManual serves a staged certificate. Called with mu held, or from
+// New.
+func (m *Manager) installManual(sc stagedCert) {
+	sc.mc.tried = sc.stamp
+	if old := sc.mc.slot.Swap(sc.cert); old != nil {
+		m.met.manualReload(true)
+		m.log.Info("manual certificate reloaded", "cert", sc.mc.certFile, "names", sc.cert.Leaf.DNSNames, "not_after", sc.cert.Leaf.NotAfter)
+	}
 }
 
 // loadKeyPair reads a PEM certificate chain and its key and checks that

@@ -18,7 +18,7 @@ import (
 
 // snapshot is what handshakes and HTTP handlers read: the configuration
 // turned into lookup tables. It is immutable once stored; the certificates
-// in its slots change underneath (file reloads, leaf renewals) and Update
+// in its slots change underneath (file reloads, leaf renewals) and Commit
 // replaces the whole snapshot.
 type snapshot struct {
 	cfg       *config.Config
@@ -113,14 +113,16 @@ func (s *snapshot) entries() []*entry {
 	return out
 }
 
-// build turns cfg into a snapshot. Certificates of prev are reused where
-// the configuration did not change them: local leaves and the slots of
-// manual certificates (whose files are re-read). Called with mu held, or
-// from New.
-func (m *Manager) build(cfg *config.Config, prev *snapshot) (*snapshot, error) {
+// build turns cfg into a snapshot, changing nothing that is served:
+// manual certificates are read into the returned staged list, to be
+// installed when the snapshot is published, and new local names get new
+// leaves. Certificates of prev are reused where the configuration did not
+// change them: local leaves (renewed in place when due, as maintain would)
+// and the slots of manual certificates. Called with mu held, or from New.
+func (m *Manager) build(cfg *config.Config, prev *snapshot) (*snapshot, []stagedCert, error) {
 	roots, err := rootPool(cfg.TLS.CARoot)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	s := &snapshot{
 		cfg:       cfg,
@@ -130,18 +132,18 @@ func (m *Manager) build(cfg *config.Config, prev *snapshot) (*snapshot, error) {
 		roots:     roots,
 		siteExact: map[string]*siteInfo{},
 	}
-	prevManual, prevLeaves := map[string]*manualCert{}, map[string]*localLeaf{}
+	bs := &buildState{prevManual: map[string]*manualCert{}, prevLeaves: map[string]*localLeaf{}}
 	if prev != nil {
 		for _, mc := range prev.manual {
-			prevManual[mc.key()] = mc
+			bs.prevManual[mc.key()] = mc
 		}
 		for _, l := range prev.leaves {
-			prevLeaves[l.name] = l
+			bs.prevLeaves[l.name] = l
 		}
 	}
 	for i := range cfg.Sites {
-		if err := m.addSite(s, &cfg.Sites[i], prevManual, prevLeaves); err != nil {
-			return nil, err
+		if err := m.addSite(s, &cfg.Sites[i], bs); err != nil {
+			return nil, nil, err
 		}
 	}
 	sort.SliceStable(s.siteWild, func(i, j int) bool { return len(s.siteWild[i].suffix) > len(s.siteWild[j].suffix) })
@@ -150,24 +152,31 @@ func (m *Manager) build(cfg *config.Config, prev *snapshot) (*snapshot, error) {
 		if e := s.exact[d]; e != nil {
 			s.fallback = e
 		} else {
-			return nil, fmt.Errorf("tls.default_cert %q is not a host of any site", cfg.TLS.DefaultCert)
+			return nil, nil, fmt.Errorf("tls.default_cert %q is not a host of any site", cfg.TLS.DefaultCert)
 		}
 	}
 	if od := cfg.TLS.OnDemand; od != nil && cfg.Listen.HTTPS != "" {
 		s.onDemand = newOnDemand(od, &cfg.TLS)
 	}
-	return s, nil
+	return s, bs.staged, nil
+}
+
+// buildState is what build carries from site to site.
+type buildState struct {
+	prevManual map[string]*manualCert // the previous snapshot's, by key
+	prevLeaves map[string]*localLeaf  // the previous snapshot's, by name
+	staged     []stagedCert           // read, not served yet
 }
 
 // addSite adds the hosts of site to s: for HTTP, its redirect and HSTS;
 // with HTTPS on, where each host's certificate comes from.
-func (m *Manager) addSite(s *snapshot, site *config.Site, prevManual map[string]*manualCert, prevLeaves map[string]*localLeaf) error {
+func (m *Manager) addSite(s *snapshot, site *config.Site, bs *buildState) error {
 	cfg := s.cfg
 	https := cfg.Listen.HTTPS != ""
 	var mc *manualCert
 	if site.TLS != nil && https {
 		var err error
-		if mc, err = m.manualFor(site.TLS, prevManual, s); err != nil {
+		if mc, err = manualFor(site.TLS, bs, s); err != nil {
 			return err
 		}
 	}
@@ -198,7 +207,7 @@ func (m *Manager) addSite(s *snapshot, site *config.Site, prevManual map[string]
 		case config.SourceManual:
 			e.slot = &mc.slot
 		case config.SourceLocal:
-			l, err := m.leafFor(name, prevLeaves, s)
+			l, err := m.leafFor(name, bs.prevLeaves, s)
 			if err != nil {
 				return err
 			}
@@ -218,22 +227,25 @@ func (m *Manager) addSite(s *snapshot, site *config.Site, prevManual map[string]
 	return nil
 }
 
-// manualFor returns the manual certificate of a site, re-reading the
-// files: a reused one keeps its slot, so handshakes switch over at once.
-func (m *Manager) manualFor(t *config.SiteTLS, prev map[string]*manualCert, s *snapshot) (*manualCert, error) {
+// manualFor returns the manual certificate of a site and stages its files,
+// read again: a reused one keeps its slot, so that handshakes switch over
+// at once when the snapshot is published.
+func manualFor(t *config.SiteTLS, bs *buildState, s *snapshot) (*manualCert, error) {
 	key := t.Cert + "\x00" + t.Key
 	for _, mc := range s.manual {
 		if mc.key() == key {
 			return mc, nil
 		}
 	}
-	mc := prev[key]
+	mc := bs.prevManual[key]
 	if mc == nil {
 		mc = &manualCert{certFile: t.Cert, keyFile: t.Key}
 	}
-	if err := m.reloadManual(mc, true); err != nil {
+	sc, err := stageManual(mc)
+	if err != nil {
 		return nil, err
 	}
+	bs.staged = append(bs.staged, sc)
 	s.manual = append(s.manual, mc)
 	return mc, nil
 }

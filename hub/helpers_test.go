@@ -50,7 +50,7 @@ func newEnv(t testing.TB, opts NodeOptions, hubYAML string) *env {
 	}
 	e := &env{n: n, mux: http.NewServeMux()}
 	e.mux.Handle("/socket/", n.Route("/socket/", parseHub(t, hubYAML), nil))
-	admin := n.AdminHandler("")
+	admin := n.AdminHandler()
 	e.mux.Handle("/publish/", admin)
 	e.mux.Handle("/hub/", admin)
 	e.srv = httptest.NewServer(e.mux)

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"crypto/subtle"
 	"errors"
 	"fmt"
 	"net/http"
@@ -15,7 +14,8 @@ import (
 )
 
 // adminHandler serves the admin listener: health, metrics, the hub's publish
-// API and stats, reload, and optionally pprof.
+// API and stats, reload, and optionally pprof, all behind one adminGuard
+// (Host, cross-site and key checks; see adminguard.go).
 func (a *app) adminHandler(cfg *config.Config) (http.Handler, error) {
 	key := ""
 	if cfg.AdminKeyFile != "" {
@@ -37,16 +37,16 @@ func (a *app) adminHandler(cfg *config.Config) (http.Handler, error) {
 		fmt.Fprintln(w, "ready")
 	})
 	mux.Handle("GET /metrics", promhttp.HandlerFor(a.reg, promhttp.HandlerOpts{}))
-	hubAPI := a.node.AdminHandler(key)
+	hubAPI := a.node.AdminHandler()
 	mux.Handle("/publish/", hubAPI)
 	mux.Handle("/hub/", hubAPI)
-	mux.Handle("POST /-/reload", requireKey(key, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	mux.HandleFunc("POST /-/reload", func(w http.ResponseWriter, r *http.Request) {
 		if err := a.reload(); err != nil {
 			http.Error(w, err.Error(), http.StatusUnprocessableEntity)
 			return
 		}
 		fmt.Fprintln(w, "reloaded")
-	})))
+	})
 	if cfg.Server.Pprof {
 		mux.HandleFunc("/debug/pprof/", pprof.Index)
 		mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
@@ -54,23 +54,7 @@ func (a *app) adminHandler(cfg *config.Config) (http.Handler, error) {
 		mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
 		mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
 	}
-	return mux, nil
-}
-
-// requireKey refuses requests without the bearer key, when one is set.
-func requireKey(key string, h http.Handler) http.Handler {
-	if key == "" {
-		return h
-	}
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		got, _ := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
-		if subtle.ConstantTimeCompare([]byte(got), []byte(key)) != 1 {
-			w.Header().Set("WWW-Authenticate", `Bearer realm="edge admin"`)
-			http.Error(w, "missing or wrong admin key", http.StatusUnauthorized)
-			return
-		}
-		h.ServeHTTP(w, r)
-	})
+	return newAdminGuard(cfg.Admin, key, a.log.With("component", "admin"), mux), nil
 }
 
 // ready reports why edge should not get traffic yet: a configured listener

@@ -25,8 +25,13 @@ type Config struct {
 	// Admin is the address of the admin listener (metrics, health, publish
 	// API). Loopback only by default: "127.0.0.1:9180". "" turns it off.
 	Admin string `yaml:"admin"`
-	// AdminKeyFile, when set, names a file holding a bearer key that
-	// POST /publish/{channel} on the admin listener requires.
+	// AdminKeyFile, when set, names a file holding a bearer key that every
+	// admin endpoint except /healthz, /readyz and /metrics requires
+	// ("Authorization: Bearer KEY"; pprof, /hub/stats, /publish, /-/reload).
+	// With or without it, the admin listener answers 421 to a Host that is
+	// not its own address, localhost or a loopback IP (DNS rebinding), and
+	// 403 to cross-site browser requests other than GET and HEAD. Default
+	// none.
 	AdminKeyFile string `yaml:"admin_key_file"`
 	// Server holds connection limits and timeouts shared by every listener.
 	Server Server `yaml:"server"`

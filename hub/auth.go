@@ -17,6 +17,7 @@ import (
 	"github.com/golang-jwt/jwt/v5"
 
 	"edge/config"
+	"edge/internal/clientip"
 )
 
 // grant is what an authorised connection may do. Immutable.
@@ -260,8 +261,11 @@ func (q *requestAuth) authenticate(r *http.Request) (*grant, *refusal) {
 	req.Header.Set("X-Original-URI", r.URL.RequestURI())
 	req.Header.Set("X-Original-Method", r.Method)
 	req.Header.Set("X-Forwarded-Host", r.Host)
-	if host, _, err := net.SplitHostPort(r.RemoteAddr); err == nil {
-		req.Header.Set("X-Forwarded-For", host)
+	// The client as server.trusted_proxies resolve it, not a load
+	// balancer in front of edge.
+	if a := clientip.Of(r); a.IsValid() {
+		req.Header.Set("X-Forwarded-For", a.String())
+		req.Header.Set("X-Real-IP", a.String())
 	}
 	resp, err := q.client.Do(req)
 	if err != nil {

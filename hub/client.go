@@ -68,6 +68,9 @@ type client struct {
 	closeSent chan struct{}
 	// ping sends a ping frame every ping interval. Reset and stopped under mu.
 	ping *time.Timer
+	// expiry closes the connection when its token's exp passes; nil for
+	// tokens without exp. Set and stopped under mu.
+	expiry *time.Timer
 }
 
 // send queues a frame for the writer without ever blocking. When bounded
@@ -134,8 +137,16 @@ func (c *client) closeLocked(f []byte) {
 	c.queue = append(c.queue, f)
 	c.startWriterLocked()
 	c.nc.SetReadDeadline(time.Now().Add(closeGrace))
+	c.stopTimersLocked()
+}
+
+// stopTimersLocked stops the ping and expiry timers.
+func (c *client) stopTimersLocked() {
 	if c.ping != nil {
 		c.ping.Stop()
+	}
+	if c.expiry != nil {
+		c.expiry.Stop()
 	}
 }
 
@@ -149,13 +160,8 @@ func (c *client) touch() {
 	c.mu.Unlock()
 }
 
-// onPing runs on the ping timer: it sends a ping frame and closes clients
-// whose token has expired.
+// onPing runs on the ping timer: it sends a ping frame.
 func (c *client) onPing() {
-	if c.grant.exp != 0 && time.Now().Unix() >= c.grant.exp {
-		c.closeWith(closePolicy, "token expired")
-		return
-	}
 	every := c.route.config().hub.PingInterval
 	c.mu.Lock()
 	if c.state == stateOpen {
@@ -268,9 +274,7 @@ func (c *client) finish(err error) {
 	if c.state == stateOpen {
 		c.state = stateDead // gone without a close handshake
 	}
-	if c.ping != nil {
-		c.ping.Stop()
-	}
+	c.stopTimersLocked()
 	c.mu.Unlock()
 	if sent != nil {
 		// Let the close frame go out before the socket closes.

@@ -104,6 +104,7 @@ type stats struct {
 	slow       atomic.Uint64 // clients closed because their queue was full
 	gaps       atomic.Uint64 // gap notices sent
 	brokerLost atomic.Uint64 // broker subscription losses
+	expired    atomic.Uint64 // connections closed because their token's exp passed
 }
 
 // NewNode returns a Node. It checks opts and, with Redis, builds the

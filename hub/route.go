@@ -15,6 +15,7 @@ import (
 	"github.com/gorilla/websocket"
 
 	"edge/config"
+	"edge/internal/clientip"
 )
 
 // route is the handler of one hub route path. Its configuration is swapped
@@ -164,7 +165,9 @@ func (rt *route) serveWebSocket(w http.ResponseWriter, r *http.Request) {
 		rt.refuse(w, http.StatusBadRequest, fmt.Sprintf("too many channels: at most %d", cfg.hub.MaxSubscriptions))
 		return
 	}
-	ip := clientIP(r)
+	// The one client identity (server.trusted_proxies): behind a load
+	// balancer every visitor has their own budget, not the balancer's.
+	ip := clientip.String(r)
 	if !rt.admit(ip, cfg.hub.MaxConnectionsPerIP) {
 		rt.refuse(w, http.StatusTooManyRequests, "too many connections from this address")
 		return
@@ -262,9 +265,19 @@ func (c *client) start(cfg *routeConfig, channels []string) {
 	c.mu.Lock()
 	if c.state == stateOpen {
 		c.ping = time.AfterFunc(h.PingInterval, c.onPing)
+		if c.grant.exp != 0 {
+			// PROTOCOL.md: closed once exp passes, not at the next ping.
+			c.expiry = time.AfterFunc(time.Until(time.Unix(c.grant.exp, 0)), c.onExpiry)
+		}
 	}
 	c.mu.Unlock()
 	go c.readLoop()
+}
+
+// onExpiry runs on the expiry timer, at the token's exp.
+func (c *client) onExpiry() {
+	c.n.stats.expired.Add(1)
+	c.closeWith(closePolicy, "token expired")
 }
 
 type welcomeMsg struct {
@@ -331,13 +344,6 @@ func (rt *route) snapshot() []*client {
 		cs = append(cs, c)
 	}
 	return cs
-}
-
-func clientIP(r *http.Request) string {
-	if host, _, err := net.SplitHostPort(r.RemoteAddr); err == nil {
-		return host
-	}
-	return r.RemoteAddr
 }
 
 // originPolicy decides which Origin headers may connect. A request

@@ -1,0 +1,105 @@
+package hub
+
+import (
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"net/netip"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/golang-jwt/jwt/v5"
+
+	"edge/internal/clientip"
+)
+
+// behindProxy serves the hub route configured by hubYAML as the server's
+// router does: the client identity resolved once per request, with
+// loopback (the test's "load balancer") as the trusted proxy. It returns
+// the route's ws:// URL.
+func behindProxy(t *testing.T, hubYAML string) string {
+	t.Helper()
+	n, err := NewNode(NodeOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	runNode(t, n)
+	waitFor(t, 10*time.Second, "node healthy", func() bool { return n.Healthy() == nil })
+	res := clientip.NewResolver([]netip.Prefix{netip.MustParsePrefix("127.0.0.1/32")})
+	h := n.Route("/socket/", parseHub(t, hubYAML), nil)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		h.ServeHTTP(w, res.Resolve(r))
+	}))
+	t.Cleanup(srv.Close)
+	return "ws" + strings.TrimPrefix(srv.URL, "http") + "/socket/"
+}
+
+func forwardedFor(ip string) http.Header { return http.Header{"X-Forwarded-For": {ip}} }
+
+// TestHostileHubPerIPBehindTrustedProxy: behind a trusted load balancer
+// each client has its own max_connections_per_ip budget (it was the
+// balancer's, shared by every visitor).
+func TestHostileHubPerIPBehindTrustedProxy(t *testing.T) {
+	u := behindProxy(t, `{ max_connections_per_ip: 1 }`)
+	dial(t, u, forwardedFor("203.0.113.1"))
+	runAuthCases(t, []authCase{
+		{"second from the same client", u, forwardedFor("203.0.113.1"), 429, "too many connections"},
+		{"spoofed left-most hop", u, forwardedFor("198.51.100.9, 203.0.113.1"), 429, "too many connections"},
+	})
+	dial(t, u, forwardedFor("203.0.113.2")) // another visitor, same balancer
+	dial(t, u, forwardedFor("2001:db8::7"))
+}
+
+// TestHostileHubRequestAuthSeesClient: the request auth backend is told
+// the client's address, not the load balancer's.
+func TestHostileHubRequestAuthSeesClient(t *testing.T) {
+	var mu sync.Mutex
+	var seen http.Header
+	backend := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		seen = r.Header.Clone()
+		mu.Unlock()
+	}))
+	t.Cleanup(backend.Close)
+	u := behindProxy(t, fmt.Sprintf(`{ auth: { mode: request, url: %q } }`, backend.URL+"/auth"))
+	dial(t, u, forwardedFor("198.51.100.9, 203.0.113.7"))
+	mu.Lock()
+	defer mu.Unlock()
+	if got := seen.Get("X-Forwarded-For"); got != "203.0.113.7" {
+		t.Errorf("auth backend saw X-Forwarded-For %q, want the client 203.0.113.7", got)
+	}
+	if got := seen.Get("X-Real-Ip"); got != "203.0.113.7" {
+		t.Errorf("auth backend saw X-Real-IP %q, want the client 203.0.113.7", got)
+	}
+}
+
+// TestHostileTokenExpiryClosesConnection: a token whose exp passes while
+// connected is closed at exp with 1008 "token expired", within a second,
+// not at the next ping (default 25s).
+func TestHostileTokenExpiryClosesConnection(t *testing.T) {
+	secret := []byte("0123456789abcdef0123456789abcdef")
+	e := newEnv(t, NodeOptions{}, "")
+	u := e.route(t, "/hs/", fmt.Sprintf(`{ auth: { mode: jwt, secret_file: %q } }`, writeFile(t, "s", secret)), nil)
+	exp := time.Now().Add(2 * time.Second).Truncate(time.Second)
+	tok := sign(t, jwt.SigningMethodHS256, secret, jwt.MapClaims{"exp": exp.Unix()})
+	long := sign(t, jwt.SigningMethodHS256, secret, jwt.MapClaims{"exp": time.Now().Add(time.Hour).Unix()})
+	c := dial(t, u+"?token="+tok, nil)
+	other := dial(t, u+"?token="+long, nil)
+	code, reason := expectClose(t, c, time.Until(exp)+time.Second)
+	at := time.Now()
+	if code != closePolicy || reason != "token expired" {
+		t.Errorf("close %d %q, want 1008 token expired", code, reason)
+	}
+	if at.Before(exp) {
+		t.Errorf("closed %s before exp", exp.Sub(at))
+	}
+	if e.n.stats.expired.Load() != 1 {
+		t.Errorf("expired count = %d, want 1", e.n.stats.expired.Load())
+	}
+	// A connection with a later exp stays.
+	send(t, other, map[string]any{"type": "ping"})
+	expect(t, other, "welcome")
+	expect(t, other, "pong")
+}

@@ -89,7 +89,18 @@ type HubHistory struct {
 	Size *int `yaml:"size"`
 	// TTL drops messages older than this. Default 5m.
 	TTL time.Duration `yaml:"ttl"`
+	// MaxBytes bounds the history of every channel of the node together
+	// (payloads and their frames): past it the oldest messages across
+	// channels are dropped first, and a client asking since one of them
+	// gets a gap. It is node-wide: the node keeps the largest value of its
+	// hub routes. Default 64MiB (DefaultHubHistoryMaxBytes); 0 means the
+	// default.
+	MaxBytes ByteSize `yaml:"max_bytes"`
 }
+
+// DefaultHubHistoryMaxBytes is hub.history.max_bytes when not set: 600
+// channels of 100 messages of 1 KiB fit, 600 × 60 KB (92 MB) do not.
+const DefaultHubHistoryMaxBytes = 64 << 20
 
 var channelPattern = regexp.MustCompile(`^[A-Za-z0-9_.:*/-]{1,128}$`)
 
@@ -177,6 +188,7 @@ func (h *Hub) defaults(c *Config) {
 	setStr(&a.Cookie, "edge_token")
 	setInt(&h.History.Size, 100)
 	setDur(&h.History.TTL, 5*time.Minute)
+	setSize(&h.History.MaxBytes, DefaultHubHistoryMaxBytes)
 }
 
 // jwtSecret checks an HS256 secret file: readable and not empty; a short

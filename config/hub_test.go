@@ -59,6 +59,7 @@ func TestHubDefaults(t *testing.T) {
 		{"auth.cookie", h.Auth.Cookie, "edge_token"},
 		{"history.size", *h.History.Size, 100},
 		{"history.ttl", h.History.TTL, 5 * time.Minute},
+		{"history.max_bytes", h.History.MaxBytes, ByteSize(64 << 20)},
 	}
 	for _, ck := range checks {
 		if ck.got != ck.want {
@@ -71,7 +72,7 @@ func TestHubDefaults(t *testing.T) {
 }
 
 func TestHubExplicitValues(t *testing.T) {
-	c, err := hubConfig(t, `{ history: { size: 0, ttl: 30s }, raw: true, presence_subs: true,
+	c, err := hubConfig(t, `{ history: { size: 0, ttl: 30s, max_bytes: 1MiB }, raw: true, presence_subs: true,
 	  channels: ["orders", "room:*"], origins: ["https://dash.example.com", "*"],
 	  auth: { mode: jwt, secret_file: secret } }`,
 		map[string][]byte{"secret": []byte(strings.Repeat("k", 32) + "\n")})
@@ -79,8 +80,8 @@ func TestHubExplicitValues(t *testing.T) {
 		t.Fatal(err)
 	}
 	h := c.Sites[0].Routes[0].Hub
-	if *h.History.Size != 0 || h.History.TTL != 30*time.Second {
-		t.Errorf("history = %d/%s, want an explicit 0 kept", *h.History.Size, h.History.TTL)
+	if *h.History.Size != 0 || h.History.TTL != 30*time.Second || h.History.MaxBytes != 1<<20 {
+		t.Errorf("history = %d/%s/%s, want an explicit 0 kept and 1MiB", *h.History.Size, h.History.TTL, h.History.MaxBytes)
 	}
 	if want := filepath.Join(filepath.Dir(c.File), "secret"); h.Auth.SecretFile != want {
 		t.Errorf("secret_file = %s, want %s (relative to the config file)", h.Auth.SecretFile, want)

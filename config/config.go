@@ -92,8 +92,19 @@ type Server struct {
 	// once. 0 means unlimited. Default 0.
 	MaxConnectionsPerIP int `yaml:"max_connections_per_ip"`
 	// TrustedProxies lists CIDRs whose X-Forwarded-For and X-Real-IP are
-	// believed. Default none: the peer address is the client.
+	// believed. Default none: the peer address is the client. The client
+	// address found is the one the access log, per-IP limits and the
+	// upstream's X-Forwarded-For use.
 	TrustedProxies []string `yaml:"trusted_proxies"`
+	// ClientBodyTimeout is the longest wait between two reads of a request
+	// body (nginx client_body_timeout); past it the read fails and the
+	// client gets 408. Default 60s, as nginx.
+	ClientBodyTimeout time.Duration `yaml:"client_body_timeout"`
+	// MaxRequestsPerConnection is how many requests one client connection
+	// may carry, HTTP/1.1 and HTTP/2 alike (nginx keepalive_requests); the
+	// last response closes it (HTTP/2: GOAWAY once its streams are done).
+	// Default 1000, as nginx; 0 means unlimited.
+	MaxRequestsPerConnection int `yaml:"max_requests_per_connection"`
 	// Pprof serves net/http/pprof on the admin listener. Default false.
 	Pprof bool `yaml:"pprof"`
 }

@@ -15,8 +15,11 @@ const (
 	DefaultMaxHeaderBytes    = 64 << 10
 	DefaultMaxBodySize       = 1 << 20
 	DefaultShutdownTimeout   = 30 * time.Second
-	DefaultCacheControl      = "public, max-age=3600"
-	ImmutableCacheControl    = "public, max-age=31536000, immutable"
+	DefaultClientBodyTimeout = 60 * time.Second
+	// DefaultMaxRequestsPerConnection is nginx's keepalive_requests.
+	DefaultMaxRequestsPerConnection = 1000
+	DefaultCacheControl             = "public, max-age=3600"
+	ImmutableCacheControl           = "public, max-age=31536000, immutable"
 )
 
 // written reports whether the key path appears in the file.
@@ -44,6 +47,10 @@ func (c *Config) applyDefaults() {
 		s.MaxBodySize = DefaultMaxBodySize
 	}
 	setDur(&s.ShutdownTimeout, DefaultShutdownTimeout)
+	setDur(&s.ClientBodyTimeout, DefaultClientBodyTimeout)
+	if !c.written("server.max_requests_per_connection") {
+		s.MaxRequestsPerConnection = DefaultMaxRequestsPerConnection
+	}
 	setStr(&c.Log.Level, "info")
 	setStr(&c.Log.Format, "text")
 	c.TLS.defaults(c)

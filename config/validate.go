@@ -54,6 +54,12 @@ func (v *validator) validate() {
 	if c.Server.MaxConnectionsPerIP < 0 {
 		v.errf("server.max_connections_per_ip", "must not be negative")
 	}
+	if c.Server.MaxRequestsPerConnection < 0 {
+		v.errf("server.max_requests_per_connection", "must not be negative")
+	}
+	if c.Server.ClientBodyTimeout < 0 {
+		v.errf("server.client_body_timeout", "must not be negative")
+	}
 	v.tls()
 	if c.Redis != nil {
 		v.redis()

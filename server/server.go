@@ -43,6 +43,10 @@ type Options struct {
 	// MaxConnsPerIP caps open connections per client IP across all
 	// listeners; 0 means unlimited. Further ones are closed at once.
 	MaxConnsPerIP int
+	// MaxRequestsPerConn is how many requests one client connection may
+	// carry (HTTP/1.1 and HTTP/2); the last response closes it. 0 means
+	// unlimited. A reload changes it for kept listeners too.
+	MaxRequestsPerConn int
 }
 
 // sameHTTP reports whether o and p set the http.Server the same way.

@@ -225,6 +225,8 @@ func (a *app) apply(cfg *config.Config) error {
 		MaxHeaderBytes:    int(cfg.Server.MaxHeaderBytes),
 		MaxConns:          cfg.Server.MaxConnections,
 		MaxConnsPerIP:     cfg.Server.MaxConnectionsPerIP,
+		// Body timeout and trusted proxies reach the Router through cfg.
+		MaxRequestsPerConn: cfg.Server.MaxRequestsPerConnection,
 	}
 	if err := a.srv.Apply(specs, opts, cfg.Server.ShutdownTimeout); err != nil {
 		gen.retire()

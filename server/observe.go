@@ -7,14 +7,18 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 
 	"edge/config"
+	"edge/internal/clientip"
+	"edge/internal/httperr"
 	"edge/internal/prom"
 )
 
@@ -150,6 +154,10 @@ func (m *Metrics) observer(site *config.Site, route string) (*observer, error) {
 	return o, nil
 }
 
+// serve runs h and records the request. The record is written in a
+// deferred call so that it also happens while a handler's panic unwinds
+// (httperr.Abandon: logged with the noted status, 499); the panic then
+// goes on to net/http, which resets the connection or stream.
 func (o *observer) serve(h http.Handler, w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
 	rec := &recorder{ResponseWriter: w}
@@ -176,10 +184,8 @@ func (o *observer) serve(h http.Handler, w http.ResponseWriter, r *http.Request)
 }
 
 func (o *observer) format(r *http.Request, code int, rec *recorder, start time.Time, elapsed time.Duration) []byte {
-	host, _, err := net.SplitHostPort(r.RemoteAddr)
-	if err != nil {
-		host = r.RemoteAddr
-	}
+	host := clientip.String(r)
+	uri := redactedURI(r.URL)
 	if o.json {
 		b, _ := json.Marshal(struct {
 			Time     string  `json:"time"`
@@ -195,7 +201,7 @@ func (o *observer) format(r *http.Request, code int, rec *recorder, start time.T
 			Upgrade  string  `json:"upgrade,omitempty"`
 			Referer  string  `json:"referer,omitempty"`
 			Agent    string  `json:"user_agent,omitempty"`
-		}{start.UTC().Format(time.RFC3339Nano), host, r.Host, r.Method, r.URL.RequestURI(), r.Proto,
+		}{start.UTC().Format(time.RFC3339Nano), host, r.Host, r.Method, uri, r.Proto,
 			code, rec.bytes, elapsed.Seconds(), rec.Header().Get("X-Edge-Upstream"), upgradeOf(r, rec),
 			r.Referer(), r.UserAgent()})
 		return append(b, '\n')
@@ -203,7 +209,7 @@ func (o *observer) format(r *http.Request, code int, rec *recorder, start time.T
 	// nginx/Apache "combined", plus the request time in seconds.
 	return fmt.Appendf(nil, "%s - - [%s] %q %d %d %q %q %.3f\n",
 		host, start.Format("02/Jan/2006:15:04:05 -0700"),
-		r.Method+" "+r.URL.RequestURI()+" "+r.Proto, code, rec.bytes,
+		r.Method+" "+uri+" "+r.Proto, code, rec.bytes,
 		r.Referer(), r.UserAgent(), elapsed.Seconds())
 }
 
@@ -217,7 +223,8 @@ func upgradeOf(r *http.Request, rec *recorder) string {
 // recorder notes the status and size of a response. It keeps the optional
 // interfaces handlers rely on: Flusher (SSE), Hijacker (WebSockets; gorilla
 // asserts it directly), ReaderFrom (sendfile) and Unwrap for
-// http.ResponseController.
+// http.ResponseController; as an httperr.StatusNoter it takes the status
+// of a request a handler abandoned without writing one (499).
 type recorder struct {
 	http.ResponseWriter
 	status   int
@@ -263,3 +270,38 @@ func (r *recorder) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 }
 
 func (r *recorder) Unwrap() http.ResponseWriter { return r.ResponseWriter }
+
+// NoteStatus records code as the request's status without writing it
+// (httperr.Note, httperr.Abandon). It wins over a status written before:
+// the handler that notes knows how the request ended.
+func (r *recorder) NoteStatus(code int) { r.status = code }
+
+var _ httperr.StatusNoter = (*recorder)(nil)
+
+// redactedURI is u's request URI with the values of the token and
+// access_token query parameters replaced by REDACTED, so that bearer
+// tokens (the hub's ?token= JWTs) never reach access logs.
+func redactedURI(u *url.URL) string {
+	q := u.RawQuery
+	if !strings.Contains(q, "token") && !strings.Contains(q, "%") {
+		return u.RequestURI() // the common case: nothing to redact
+	}
+	parts := strings.Split(q, "&")
+	changed := false
+	for i, part := range parts {
+		key, _, _ := strings.Cut(part, "=")
+		if k, err := url.QueryUnescape(key); err == nil {
+			key = k
+		}
+		if key == "token" || key == "access_token" {
+			parts[i] = key + "=REDACTED"
+			changed = true
+		}
+	}
+	if !changed {
+		return u.RequestURI()
+	}
+	v := *u
+	v.RawQuery = strings.Join(parts, "&")
+	return v.RequestURI()
+}

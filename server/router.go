@@ -8,11 +8,15 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"net/netip"
 	"path"
 	"sort"
 	"strings"
+	"time"
 
 	"edge/config"
+	"edge/internal/clientip"
+	"edge/internal/httperr"
 )
 
 // Builder makes the handler of one route. It is supplied by cmd/edge, which
@@ -26,6 +30,10 @@ type Router struct {
 	exact     map[string]*site // lower-case host -> site
 	wildcards []wildcard       // longest suffix first
 	fallback  *site            // the site without hosts, or nil
+	// clients finds the client behind trusted proxies, once per request.
+	clients *clientip.Resolver
+	// bodyTimeout is server.client_body_timeout; 0: none.
+	bodyTimeout time.Duration
 }
 
 type wildcard struct {
@@ -47,7 +55,14 @@ type route struct {
 // NewRouter builds the routing table of cfg, calling build for each route.
 // m, when non-nil, counts requests and writes access logs.
 func NewRouter(cfg *config.Config, build Builder, m *Metrics) (*Router, error) {
-	rt := &Router{exact: map[string]*site{}}
+	rt := &Router{exact: map[string]*site{}, bodyTimeout: cfg.Server.ClientBodyTimeout}
+	var trusted []netip.Prefix
+	for _, s := range cfg.Server.TrustedProxies {
+		if p, ok := clientip.ParsePrefix(s); ok { // config validated it
+			trusted = append(trusted, p)
+		}
+	}
+	rt.clients = clientip.NewResolver(trusted)
 	for i := range cfg.Sites {
 		cs := &cfg.Sites[i]
 		s := &site{}
@@ -146,16 +161,19 @@ func (s *site) redirectTarget(p string) bool {
 }
 
 // ServeHTTP routes the request, enforcing the path and body rules every
-// route shares.
+// route shares. It resolves the client's address once (clientip) and
+// passes the resolved request on, so that every handler and the access log
+// see the same client.
 func (rt *Router) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	r = rt.clients.Resolve(r)
 	s := rt.site(r.Host)
 	if s == nil {
-		Error(w, http.StatusNotFound)
+		httperr.Error(w, http.StatusNotFound)
 		return
 	}
 	p, ok := cleanPath(r.URL.Path)
 	if !ok {
-		Error(w, http.StatusBadRequest)
+		httperr.Error(w, http.StatusBadRequest)
 		return
 	}
 	if p != r.URL.Path {
@@ -177,17 +195,22 @@ func (rt *Router) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if rtt == nil {
-		Error(w, http.StatusNotFound)
+		httperr.Error(w, http.StatusNotFound)
 		return
 	}
-	if rtt.maxBody > 0 && r.Body != nil && r.Body != http.NoBody {
-		if r.ContentLength > rtt.maxBody {
+	if r.Body != nil && r.Body != http.NoBody {
+		if rtt.maxBody > 0 && r.ContentLength > rtt.maxBody {
 			// Say no before reading anything (nginx client_max_body_size).
 			w.Header().Set("Connection", "close")
-			Error(w, http.StatusRequestEntityTooLarge)
+			httperr.Error(w, http.StatusRequestEntityTooLarge)
 			return
 		}
-		r.Body = http.MaxBytesReader(w, r.Body, rtt.maxBody)
+		if rt.bodyTimeout > 0 {
+			r.Body = newTimedBody(w, r.Body, rt.bodyTimeout)
+		}
+		if rtt.maxBody > 0 {
+			r.Body = http.MaxBytesReader(w, r.Body, rtt.maxBody)
+		}
 	}
 	if rtt.obs != nil {
 		rtt.obs.serve(rtt.handler, w, r)
@@ -258,14 +281,4 @@ func isClean(p string) bool {
 func IsBodyTooLarge(err error) bool {
 	var mb *http.MaxBytesError
 	return errors.As(err, &mb)
-}
-
-// Error writes a small plain-text error page that leaks nothing.
-func Error(w http.ResponseWriter, code int) {
-	h := w.Header()
-	h.Del("Content-Length")
-	h.Set("Content-Type", "text/plain; charset=utf-8")
-	h.Set("X-Content-Type-Options", "nosniff")
-	w.WriteHeader(code)
-	fmt.Fprintf(w, "%d %s\n", code, http.StatusText(code))
 }

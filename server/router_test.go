@@ -13,6 +13,7 @@ import (
 	"testing"
 
 	"edge/config"
+	"edge/internal/httperr"
 )
 
 // loadConfig parses yaml with a www directory next to it.
@@ -40,7 +41,7 @@ func echoBuilder(site *config.Site, r *config.Route) (http.Handler, error) {
 		if req.Method == http.MethodPost {
 			n, err := io.Copy(io.Discard, req.Body)
 			if IsBodyTooLarge(err) {
-				Error(w, http.StatusRequestEntityTooLarge)
+				httperr.Error(w, http.StatusRequestEntityTooLarge)
 				return
 			}
 			fmt.Fprintf(w, "read %d", n)

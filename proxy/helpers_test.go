@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -20,6 +21,7 @@ import (
 	"github.com/gorilla/websocket"
 
 	"edge/config"
+	"edge/internal/clientip"
 )
 
 // proxyConfig parses a proxy route configuration through config.Parse, so
@@ -154,6 +156,19 @@ func front(t *testing.T, h http.Handler, configure func(*http.Server)) string {
 	go srv.Serve(ln)
 	t.Cleanup(func() { srv.Close() })
 	return "http://" + ln.Addr().String()
+}
+
+// trusting wraps h as the server's router does: the client identity is
+// resolved once, trusting the given prefixes as proxies.
+func trusting(h http.Handler, prefixes ...string) http.Handler {
+	var ps []netip.Prefix
+	for _, p := range prefixes {
+		ps = append(ps, netip.MustParsePrefix(p))
+	}
+	res := clientip.NewResolver(ps)
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		h.ServeHTTP(w, res.Resolve(r))
+	})
 }
 
 // deadAddr returns a loopback address where nothing listens: connecting is

@@ -343,8 +343,8 @@ func TestIPHashSticky(t *testing.T) {
 		}
 	})
 	t.Run("trusted X-Forwarded-For", func(t *testing.T) {
-		h := newHandler(t, cfg, Options{TrustedProxies: []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")}})
-		base := front(t, h, nil)
+		h := newHandler(t, cfg, Options{})
+		base := front(t, trusting(h, "127.0.0.0/8"), nil)
 		used := map[string]bool{}
 		for i := range 30 {
 			hdr := map[string]string{"X-Forwarded-For": fmt.Sprintf("198.51.100.%d", i)}

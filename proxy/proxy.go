@@ -34,19 +34,12 @@ import (
 	"golang.org/x/net/http/httpguts"
 
 	"edge/config"
+	"edge/internal/clientip"
+	"edge/internal/httperr"
 )
-
-// StatusClientClosedRequest is nginx's 499: the client went away before the
-// response. It is recorded (metrics, access log) but never sent.
-const StatusClientClosedRequest = 499
 
 // Options are what a Handler takes besides its route configuration.
 type Options struct {
-	// TrustedProxies are the peers whose X-Forwarded-For, X-Forwarded-Host,
-	// X-Forwarded-Proto, X-Real-IP and Forwarded are kept and appended to
-	// (config server.trusted_proxies). From every other peer they are
-	// replaced. Default none.
-	TrustedProxies []netip.Prefix
 	// Log receives failures (Warn) and per-request detail (Debug); the
 	// caller adds the component attribute. Nil discards.
 	Log *slog.Logger
@@ -69,16 +62,16 @@ type Options struct {
 // connections (tunnels) live on after Close until they end or CloseTunnels.
 type Handler struct {
 	// Static after New.
-	cfg            *config.Proxy
-	log            *slog.Logger
-	pool           *pool
-	transport      *http.Transport
-	lean           *lean // nil: keepalive 0, everything goes through transport
-	rp             *httputil.ReverseProxy
-	trustedProxies []netip.Prefix
-	tunnels        *Tunnels
-	tunnelIdle     time.Duration
-	metrics        *metrics // nil: no metrics
+	cfg        *config.Proxy
+	log        *slog.Logger
+	pool       *pool
+	transport  *http.Transport
+	lean       *lean // nil: keepalive 0, everything goes through transport
+	rp         *httputil.ReverseProxy
+	tunnels    *Tunnels
+	tunnelIdle time.Duration
+	buffering  int64    // request_buffering in bytes; 0: off
+	metrics    *metrics // nil: no metrics
 
 	inflight atomic.Int64 // requests in ServeHTTP
 	closed   atomic.Bool
@@ -109,10 +102,12 @@ func New(cfg *config.Proxy, opts Options) (*Handler, error) {
 	tr := newTransport(cfg, d)
 	h := &Handler{
 		cfg: cfg, log: log, pool: p, transport: tr, lean: newLean(cfg, d, p),
-		trustedProxies: opts.TrustedProxies,
-		tunnels:        opts.Tunnels,
-		tunnelIdle:     time.Hour,
-		quit:           make(chan struct{}),
+		tunnels:    opts.Tunnels,
+		tunnelIdle: time.Hour,
+		quit:       make(chan struct{}),
+	}
+	if cfg.RequestBuffering != nil {
+		h.buffering = int64(*cfg.RequestBuffering)
 	}
 	if h.tunnels == nil {
 		h.tunnels = &Tunnels{}
@@ -175,22 +170,49 @@ func stateFrom(ctx context.Context) *reqState {
 }
 
 // ServeHTTP proxies r. The request may be for any path under any route
-// prefix: the path goes upstream unchanged.
+// prefix: the path goes upstream unchanged. The client's identity comes
+// from clientip (the server's router resolves it once per request).
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	if r.Method == http.MethodConnect {
-		writeError(w, http.StatusMethodNotAllowed)
-		return
-	}
-	if httpguts.HeaderValuesContainsToken(r.Header["Connection"], "upgrade") {
-		if up := r.Header.Get("Upgrade"); up != "" && !printableASCII(up) {
-			writeError(w, http.StatusBadRequest)
-			return
+	if code := h.refuse(r); code != 0 {
+		if code == http.StatusMethodNotAllowed {
+			w.Header().Set("Allow", allowedMethods)
 		}
+		h.metrics.request("", code)
+		httperr.Error(w, code)
+		return
 	}
 	st := &reqState{Context: r.Context(), w: w}
 	h.inflight.Add(1)
 	defer h.done(st)
-	h.rp.ServeHTTP(w, r.WithContext(st))
+	r = r.WithContext(st)
+	if err := h.bufferBody(r); err != nil {
+		h.clientFailed(w, r, st, err)
+		return
+	}
+	h.rp.ServeHTTP(w, r)
+}
+
+// allowedMethods is the Allow header of a 405: the methods edge forwards.
+const allowedMethods = "GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS"
+
+// refuse returns the status of a request that must not reach an upstream,
+// or 0. CONNECT would make edge an open tunnel. TRACE makes the backend
+// echo the request back, the client's cookies and the headers edge adds
+// included (cross-site tracing), unless the route allows it. An Upgrade
+// value that is not printable ASCII would be copied into a 101.
+func (h *Handler) refuse(r *http.Request) int {
+	switch {
+	case r.Method == http.MethodConnect:
+		return http.StatusMethodNotAllowed
+	case r.Method == http.MethodTrace && !h.cfg.AllowTrace:
+		return http.StatusMethodNotAllowed
+	}
+	if httpguts.HeaderValuesContainsToken(r.Header["Connection"], "upgrade") {
+		if up := r.Header.Get("Upgrade"); up != "" && !printableASCII(up) {
+			return http.StatusBadRequest
+		}
+	}
+	return 0
 }
 
 func (h *Handler) done(st *reqState) {
@@ -223,9 +245,9 @@ func (h *Handler) rewrite(pr *httputil.ProxyRequest) {
 	if h.cfg.Host != "" {
 		pr.Out.Host = h.cfg.Host
 	}
-	f := h.forwardingOf(pr.In)
-	st.client = f.client
-	f.setHeaders(pr.In, pr.Out, h.cfg.Forwarded)
+	info := clientip.InfoOf(pr.In)
+	st.client = info.Client
+	setForwarding(info, pr.In, pr.Out, h.cfg.Forwarded)
 	// h2c upgrades would turn the tunnel into a second HTTP server behind
 	// edge's routing (h2c smuggling): forward such a request as plain
 	// HTTP/1.1.
@@ -298,7 +320,7 @@ func (h *Handler) upgrade(st *reqState, res *http.Response) error {
 		conn.Close()
 		backend.Close()
 		h.log.Debug("writing 101 to client failed", "upstream", s.name, "remote_addr", conn.RemoteAddr().String(), "err", err)
-		h.metrics.request(s.name, StatusClientClosedRequest)
+		h.metrics.request(s.name, httperr.StatusClientClosed)
 		return errTunnel // not a tunnel: ServeHTTP releases s.active
 	}
 	// Bytes the client sent after its request, before the 101 (a pipelining
@@ -350,47 +372,38 @@ func removeHopByHop(h http.Header) {
 }
 
 // handleError is ReverseProxy's ErrorHandler: it answers a request that
-// got no response from upstream.
+// got no response from upstream. Failures of the client (its body, its
+// going away) are answered by clientFailed; they were not counted against
+// the upstream.
 func (h *Handler) handleError(w http.ResponseWriter, r *http.Request, err error) {
 	if errors.Is(err, errTunnel) {
 		return
 	}
 	st := stateFrom(r.Context())
-	code, cause := h.classify(r, st, err)
+	if clientFault(r, err) {
+		h.clientFailed(w, r, st, err)
+		return
+	}
+	code, cause := h.classify(err)
 	upstream := serverName(st.server)
 	if upstream == "" {
 		upstream = serverName(st.failed)
 	}
-	switch {
-	case code == StatusClientClosedRequest:
-		h.log.Debug("client went away", "upstream", upstream, "method", r.Method, "path", r.URL.Path, "err", err)
-	case code == http.StatusRequestEntityTooLarge:
-		h.log.Debug("request body too large", "upstream", upstream, "method", r.Method, "path", r.URL.Path)
-	case !st.logged:
+	if !st.logged {
 		h.log.Warn("proxy error", "upstream", upstream, "cause", cause, "status", code,
 			"method", r.Method, "path", r.URL.Path, "err", err)
 		h.metrics.failure(upstream, cause)
 	}
 	h.metrics.request(upstream, code)
-	if code == StatusClientClosedRequest {
-		w.WriteHeader(code) // for access logs; nobody reads it
-		return
-	}
-	if code == http.StatusRequestEntityTooLarge {
-		w.Header().Set("Connection", "close")
-	}
-	writeError(w, code)
+	httperr.Error(w, code)
 }
 
-// classify maps an error to the status code the client gets and a cause.
-func (h *Handler) classify(r *http.Request, st *reqState, err error) (int, string) {
+// classify maps an upstream error to the status code the client gets and
+// a cause.
+func (h *Handler) classify(err error) (int, string) {
 	switch {
 	case errors.Is(err, errNoUpstream):
 		return http.StatusServiceUnavailable, "no_upstream"
-	case r.Context().Err() != nil:
-		return StatusClientClosedRequest, "client_closed"
-	case isBodyTooLarge(err):
-		return http.StatusRequestEntityTooLarge, "body_too_large"
 	case errors.Is(err, errBadUpgrade):
 		return http.StatusBadGateway, "bad_upgrade"
 	}
@@ -411,17 +424,6 @@ func (h *Handler) upstreamFailed(r *http.Request, s *server, err error, retry bo
 		"marked_down", down, "method", r.Method, "path", r.URL.Path, "err", err)
 	h.metrics.failure(s.name, cause)
 	st.logged = true
-}
-
-// writeError writes a small plain-text error page that leaks nothing.
-func writeError(w http.ResponseWriter, code int) {
-	hdr := w.Header()
-	hdr.Del("Content-Length")
-	hdr.Set("Content-Type", "text/plain; charset=utf-8")
-	hdr.Set("X-Content-Type-Options", "nosniff")
-	hdr.Set("Cache-Control", "no-store")
-	w.WriteHeader(code)
-	fmt.Fprintf(w, "%d %s\n", code, http.StatusText(code))
 }
 
 // CloseTunnels ends the open tunnels of this Handler's Tunnels set (all of

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"edge/config"
+	"edge/internal/httperr"
 )
 
 // connectError is a failure to connect to an upstream server (dial or TLS
@@ -176,7 +177,7 @@ func (b *balancer) RoundTrip(req *http.Request) (*http.Response, error) {
 	if req.Body != nil {
 		// Transport closes the body when it fails; another attempt still
 		// needs it. ReverseProxy closes the original when it is done.
-		body = &trackedBody{rc: req.Body}
+		body = &trackedBody{rc: httperr.BodyReader(req.Body)}
 	}
 	useLean := b.lean.takes(req)
 	var tried []*server
@@ -218,8 +219,9 @@ func (b *balancer) RoundTrip(req *http.Request) (*http.Response, error) {
 			return res, nil
 		}
 		s.active.Add(-1)
+		err = body.cause(err)
 		st.server, st.failed, st.err = nil, s, err
-		if req.Context().Err() != nil || isBodyTooLarge(err) {
+		if clientFault(req, err) {
 			return nil, err // the client's doing, not the server's
 		}
 		var ce *connectError
@@ -233,23 +235,39 @@ func (b *balancer) RoundTrip(req *http.Request) (*http.Response, error) {
 }
 
 // trackedBody passes a request body to one attempt after another: Close
-// does nothing, and read records whether any attempt took bytes from it.
+// does nothing, read records whether any attempt took bytes from it, and
+// failed the client's body error, if any. The Transport reports a body
+// that failed by timeout as the request's cancellation (net/http cancels
+// the request's context when a read from the client connection fails);
+// failed keeps the cause.
 type trackedBody struct {
-	rc   io.ReadCloser
-	read atomic.Bool
+	rc     io.ReadCloser
+	read   atomic.Bool
+	failed atomic.Pointer[httperr.BodyError]
 }
 
 func (b *trackedBody) Read(p []byte) (int, error) {
 	b.read.Store(true)
-	return b.rc.Read(p)
+	n, err := b.rc.Read(p)
+	var be *httperr.BodyError
+	if err != nil && errors.As(err, &be) {
+		b.failed.CompareAndSwap(nil, be)
+	}
+	return n, err
+}
+
+// cause returns the client's body error, else err.
+func (b *trackedBody) cause(err error) error {
+	if b == nil {
+		return err
+	}
+	if be := b.failed.Load(); be != nil {
+		return be
+	}
+	return err
 }
 
 func (b *trackedBody) Close() error { return nil }
-
-func isBodyTooLarge(err error) bool {
-	var mb *http.MaxBytesError
-	return errors.As(err, &mb)
-}
 
 // errorCause names err for logs and metrics, and says whether it counts
 // as a timeout.

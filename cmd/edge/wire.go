@@ -115,11 +115,10 @@ func (b *builder) proxy(site *config.Site, name string, pc *config.Proxy) (http.
 		name = site.Hosts[0] + name
 	}
 	p, err := proxy.New(pc, proxy.Options{
-		TrustedProxies: b.trusted,
-		Log:            b.a.log.With("component", "proxy", "route", name),
-		Registerer:     b.a.reg,
-		Name:           name,
-		Tunnels:        &b.a.tunnels,
+		Log:        b.a.log.With("component", "proxy", "route", name),
+		Registerer: b.a.reg,
+		Name:       name,
+		Tunnels:    &b.a.tunnels,
 	})
 	if err != nil {
 		return nil, err

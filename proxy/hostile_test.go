@@ -1,0 +1,332 @@
+package proxy
+
+import (
+	"bufio"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+// Hostile clients (issue 10, TESTING.md section 12): raw bytes in, and
+// assertions on what the upstreams behind edge received, the status, whether
+// the connection closed, and that a normal client right after still gets 200
+// from every upstream.
+
+// recorder is an upstream that counts its accepted connections and keeps
+// what each request brought.
+type recorder struct {
+	*httptest.Server
+	name  string
+	conns atomic.Int64 // connections accepted (ConnState StateNew)
+
+	mu   sync.Mutex
+	reqs []recorded // guarded by mu
+}
+
+// recorded is one request as the upstream saw it.
+type recorded struct {
+	method string
+	header http.Header
+	body   string
+	err    error // reading the body
+}
+
+func newRecorder(t testing.TB, name string) *recorder {
+	rec := &recorder{name: name}
+	rec.Server = httptest.NewUnstartedServer(http.HandlerFunc(rec.serve))
+	rec.Config.ConnState = func(_ net.Conn, s http.ConnState) {
+		if s == http.StateNew {
+			rec.conns.Add(1)
+		}
+	}
+	rec.Start()
+	t.Cleanup(rec.Close)
+	return rec
+}
+
+func (rec *recorder) serve(w http.ResponseWriter, r *http.Request) {
+	b, err := io.ReadAll(r.Body)
+	rec.mu.Lock()
+	rec.reqs = append(rec.reqs, recorded{r.Method, r.Header.Clone(), string(b), err})
+	rec.mu.Unlock()
+	w.Header().Set("X-Backend", rec.name)
+	io.WriteString(w, rec.name)
+}
+
+// requests returns what the upstream received so far.
+func (rec *recorder) requests() []recorded {
+	rec.mu.Lock()
+	defer rec.mu.Unlock()
+	return append([]recorded(nil), rec.reqs...)
+}
+
+// pair starts two recorders and a Handler over them with the given extra
+// configuration lines, served by a loopback http.Server; wrap, when not
+// nil, wraps the handler as the server's router would.
+func pair(t *testing.T, extra string, wrap func(http.Handler) http.Handler) (base string, h *Handler, a, b *recorder) {
+	t.Helper()
+	a, b = newRecorder(t, "a"), newRecorder(t, "b")
+	cfg := "upstreams: [" + a.URL + ", " + b.URL + "]"
+	if extra != "" {
+		cfg += "\n" + extra
+	}
+	h = newHandler(t, proxyConfig(t, cfg), Options{})
+	var hh http.Handler = h
+	if wrap != nil {
+		hh = wrap(h)
+	}
+	return front(t, hh, nil), h, a, b
+}
+
+// rawResult is what a raw client got back.
+type rawResult struct {
+	res    *http.Response // nil: no response
+	body   string
+	raw    string // every byte received (when no response parsed)
+	closed bool   // the server closed the connection after the response
+}
+
+// rawRequest writes req on a fresh connection to base's address; halfClose
+// then shuts the write side, as a client that has nothing more to send. It
+// reads one response, then whether the server closes the connection.
+func rawRequest(t *testing.T, base, req string, halfClose bool) rawResult {
+	t.Helper()
+	c, err := net.Dial("tcp", strings.TrimPrefix(base, "http://"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(5 * time.Second))
+	if _, err := io.WriteString(c, req); err != nil {
+		t.Fatal(err)
+	}
+	if halfClose {
+		c.(*net.TCPConn).CloseWrite()
+	}
+	return readRaw(t, c)
+}
+
+func readRaw(t *testing.T, c net.Conn) rawResult {
+	t.Helper()
+	var out rawResult
+	all := &strings.Builder{}
+	br := bufio.NewReader(io.TeeReader(c, all))
+	res, err := http.ReadResponse(br, nil)
+	if err != nil {
+		io.Copy(io.Discard, br)
+		out.raw, out.closed = all.String(), true
+		return out
+	}
+	b, _ := io.ReadAll(res.Body)
+	out.res, out.body = res, string(b)
+	// A closed connection reads EOF at once; an open one would wait for the
+	// deadline, so only responses that announce the close are probed.
+	if res.Close {
+		_, err := br.ReadByte()
+		out.closed = err == io.EOF
+	}
+	return out
+}
+
+// allUp asserts that normal GETs reach every upstream with 200.
+func allUp(t *testing.T, base string, recs ...*recorder) {
+	t.Helper()
+	seen := map[string]bool{}
+	for range 2 * len(recs) {
+		code, name, _ := get(t, http.DefaultClient, base+"/after", nil)
+		if code != 200 {
+			t.Fatalf("normal GET after the hostile request = %d", code)
+		}
+		seen[name] = true
+	}
+	for _, r := range recs {
+		if !seen[r.name] {
+			t.Errorf("upstream %s got no normal request: marked down?", r.name)
+		}
+	}
+}
+
+// withBodyDeadline stands for the server's client_body_timeout: the body
+// read times out after d.
+func withBodyDeadline(d time.Duration) func(http.Handler) http.Handler {
+	return func(h http.Handler) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			http.NewResponseController(w).SetReadDeadline(time.Now().Add(d))
+			h.ServeHTTP(w, r)
+		})
+	}
+}
+
+const chunkedPost = "POST /upload HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n"
+
+// TestHostileMalformedChunkedDoesNotMarkDown: issue 10 finding 1, "two
+// malformed request bodies take every upstream of a route out". A bad body
+// is the client's fault: 400, the connection closed, no server marked down,
+// no retry; with request buffering the upstreams see nothing at all.
+func TestHostileMalformedChunkedDoesNotMarkDown(t *testing.T) {
+	for _, buffering := range []string{"64KiB", "0"} {
+		for _, tc := range []struct{ name, body string }{
+			{"bare LF", "5\nhello\n0\n\n"},
+			{"bad chunk size", "ZZ\r\nhello\r\n0\r\n\r\n"},
+		} {
+			t.Run(tc.name+"/buffering "+buffering, func(t *testing.T) {
+				base, h, a, b := pair(t, "request_buffering: "+buffering, nil)
+				for range 2 { // once per upstream, as round robin would
+					got := rawRequest(t, base, chunkedPost+tc.body, false)
+					if got.res == nil || got.res.StatusCode != 400 || !got.closed {
+						t.Fatalf("got %+v, want 400 and the connection closed", got)
+					}
+				}
+				complete := 0
+				for _, r := range append(a.requests(), b.requests()...) {
+					if r.err == nil {
+						complete++
+					}
+				}
+				if complete != 0 {
+					t.Errorf("upstreams received %d complete requests from a malformed body", complete)
+				}
+				if buffering != "0" && a.conns.Load()+b.conns.Load() != 0 {
+					t.Errorf("upstreams accepted %d connections for buffered malformed bodies", a.conns.Load()+b.conns.Load())
+				}
+				for _, s := range h.pool.servers {
+					if !h.pool.up(s) {
+						t.Errorf("%s marked down by a client's malformed body", s.name)
+					}
+				}
+				allUp(t, base, a, b)
+			})
+		}
+	}
+}
+
+// TestHostileHalfCloseNo499OnWire: issue 10, "a client that half-closes
+// with a short body receives HTTP/1.1 499 status code 499 on the wire". A
+// truncated body is abandoned: nothing written, the connection closed, no
+// server marked down.
+func TestHostileHalfCloseNo499OnWire(t *testing.T) {
+	for _, buffering := range []string{"64KiB", "0"} {
+		t.Run("buffering "+buffering, func(t *testing.T) {
+			base, h, a, b := pair(t, "request_buffering: "+buffering, nil)
+			for range 2 {
+				got := rawRequest(t, base, "POST /upload HTTP/1.1\r\nHost: a\r\nContent-Length: 10\r\n\r\nhello", true)
+				if got.res != nil || got.raw != "" || !got.closed {
+					t.Fatalf("got %+v (%q), want nothing and the connection closed", got.res, got.raw)
+				}
+			}
+			for _, r := range append(a.requests(), b.requests()...) {
+				if r.err == nil {
+					t.Errorf("an upstream received a complete request %q from a truncated body", r.body)
+				}
+			}
+			if buffering != "0" && a.conns.Load()+b.conns.Load() != 0 {
+				t.Errorf("upstreams accepted %d connections for truncated buffered bodies", a.conns.Load()+b.conns.Load())
+			}
+			for _, s := range h.pool.servers {
+				if !h.pool.up(s) {
+					t.Errorf("%s marked down by a truncated body", s.name)
+				}
+			}
+			allUp(t, base, a, b)
+		})
+	}
+}
+
+// TestHostileStalledSmallBodyNeverReachesUpstream: issue 10, "stalled
+// request bodies are held forever and reach the backend". A small body that
+// stops halfway is read by edge alone: the upstreams see no connection, and
+// the client gets 408 when client_body_timeout runs out.
+func TestHostileStalledSmallBodyNeverReachesUpstream(t *testing.T) {
+	base, h, a, b := pair(t, "", withBodyDeadline(100*time.Millisecond))
+	got := rawRequest(t, base, "POST /upload HTTP/1.1\r\nHost: a\r\nContent-Length: 10\r\n\r\nhello", false)
+	if got.res == nil || got.res.StatusCode != 408 || !got.closed {
+		t.Fatalf("got %+v, want 408 and the connection closed", got)
+	}
+	if n := a.conns.Load() + b.conns.Load(); n != 0 {
+		t.Errorf("upstreams accepted %d connections for a stalled small body", n)
+	}
+	for _, s := range h.pool.servers {
+		if !h.pool.up(s) {
+			t.Errorf("%s marked down by a stalled body", s.name)
+		}
+	}
+	allUp(t, base, a, b)
+}
+
+// TestHostileStalledLargeBodyCancelsUpstream: a body larger than
+// request_buffering streams; when it stalls past client_body_timeout the
+// client gets 408 and the upstream request is cancelled (its body read
+// fails), not held.
+func TestHostileStalledLargeBodyCancelsUpstream(t *testing.T) {
+	base, h, a, b := pair(t, "request_buffering: 1KiB", withBodyDeadline(200*time.Millisecond))
+	req := "POST /upload HTTP/1.1\r\nHost: a\r\nContent-Length: 100000\r\n\r\n" + strings.Repeat("x", 4<<10)
+	got := rawRequest(t, base, req, false)
+	if got.res == nil || got.res.StatusCode != 408 || !got.closed {
+		t.Fatalf("got %+v, want 408 and the connection closed", got)
+	}
+	waitFor(t, 5*time.Second, "the upstream to see its request end", func() bool {
+		return len(a.requests())+len(b.requests()) == 1
+	})
+	for _, r := range append(a.requests(), b.requests()...) {
+		if r.err == nil || len(r.body) < 1<<10 {
+			t.Errorf("upstream got %d bytes, err %v; want the streamed prefix and a failed read", len(r.body), r.err)
+		}
+	}
+	for _, s := range h.pool.servers {
+		if !h.pool.up(s) {
+			t.Errorf("%s marked down by a stalled body", s.name)
+		}
+	}
+	allUp(t, base, a, b)
+}
+
+// TestHostileTraceRefused: issue 10, "TRACE is forwarded to the backend
+// with the client's Cookie". It gets 405 with Allow, the backend sees
+// nothing, and the connection still serves the next request.
+func TestHostileTraceRefused(t *testing.T) {
+	base, _, a, b := pair(t, "", nil)
+	c, err := net.Dial("tcp", strings.TrimPrefix(base, "http://"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(5 * time.Second))
+	io.WriteString(c, "TRACE / HTTP/1.1\r\nHost: a\r\nCookie: session=secret\r\n\r\nGET /next HTTP/1.1\r\nHost: a\r\n\r\n")
+	br := bufio.NewReader(c)
+	res, err := http.ReadResponse(br, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(res.Body)
+	if res.StatusCode != 405 || res.Header.Get("Allow") == "" || strings.Contains(string(body), "secret") {
+		t.Errorf("TRACE = %d Allow %q body %q, want 405 with Allow", res.StatusCode, res.Header.Get("Allow"), body)
+	}
+	res, err = http.ReadResponse(br, nil)
+	if err != nil || res.StatusCode != 200 {
+		t.Fatalf("GET after TRACE on the same connection: %v %v", res, err)
+	}
+	io.Copy(io.Discard, res.Body)
+	for _, r := range append(a.requests(), b.requests()...) {
+		if r.method == http.MethodTrace || r.header.Get("Cookie") != "" {
+			t.Errorf("upstream received %s with Cookie %q", r.method, r.header.Get("Cookie"))
+		}
+	}
+	allUp(t, base, a, b)
+
+	t.Run("allow_trace", func(t *testing.T) {
+		base, _, a, b := pair(t, "allow_trace: true", nil)
+		got := rawRequest(t, base, "TRACE / HTTP/1.1\r\nHost: a\r\n\r\n", false)
+		if got.res == nil || got.res.StatusCode != 200 {
+			t.Fatalf("TRACE with allow_trace = %+v, want 200", got)
+		}
+		if n := len(a.requests()) + len(b.requests()); n != 1 {
+			t.Errorf("upstreams received %d requests, want the TRACE", n)
+		}
+	})
+}

@@ -11,6 +11,9 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"edge/config"
+	edgeserver "edge/server"
 )
 
 // Hostile clients (issue 10, TESTING.md section 12): raw bytes in, and
@@ -329,4 +332,54 @@ func TestHostileTraceRefused(t *testing.T) {
 			t.Errorf("upstreams received %d requests, want the TRACE", n)
 		}
 	})
+}
+
+// TestHostileConnectionHeaderCannotStripSetHeaders: issue 10, "a client's
+// Connection header can strip a header that the route sets". Through the
+// server's router (route headers.request) and both upstream clients (the
+// lean one for GET, the Transport for a body), the fields edge sets reach
+// the upstream whatever the client lists in Connection.
+func TestHostileConnectionHeaderCannotStripSetHeaders(t *testing.T) {
+	rec := newRecorder(t, "a")
+	yaml := "listen: {http: \"127.0.0.1:0\"}\nadmin: \"\"\nsites:\n  - routes:\n      - path: /\n" +
+		"        headers: {request: {set: {X-Edge-Verified: \"yes\"}, add: {X-Edge-Added: \"1\"}}}\n" +
+		"        proxy: {upstreams: [\"" + rec.URL + "\"], forwarded: true}\n"
+	cfg, err := config.Parse("edge.yaml", []byte(yaml))
+	if err != nil {
+		t.Fatal(err)
+	}
+	router, err := edgeserver.NewRouter(cfg, func(_ *config.Site, r *config.Route) (http.Handler, error) {
+		return newHandler(t, r.Proxy, Options{}), nil
+	}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	base := front(t, router, nil)
+	const conn = "Connection: keep-alive, X-Edge-Verified, x-edge-added, X-Forwarded-For, X-Forwarded-Host, " +
+		"X-Forwarded-Proto, X-Real-IP, Forwarded\r\n"
+	for _, tc := range []struct{ name, req string }{
+		{"lean GET", "GET / HTTP/1.1\r\nHost: a\r\n" + conn + "X-Edge-Verified: forged\r\n\r\n"},
+		{"Transport POST", "POST / HTTP/1.1\r\nHost: a\r\n" + conn + "Content-Length: 5\r\n\r\nhello"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			before := len(rec.requests())
+			got := rawRequest(t, base, tc.req, false)
+			if got.res == nil || got.res.StatusCode != 200 {
+				t.Fatalf("got %+v, want 200", got)
+			}
+			reqs := rec.requests()
+			if len(reqs) != before+1 {
+				t.Fatalf("upstream received %d requests, want 1", len(reqs)-before)
+			}
+			hdr := reqs[len(reqs)-1].header
+			for k, want := range map[string]string{
+				"X-Edge-Verified": "yes", "X-Edge-Added": "1", "X-Forwarded-For": "127.0.0.1", "X-Real-Ip": "127.0.0.1",
+				"X-Forwarded-Host": "a", "X-Forwarded-Proto": "http", "Forwarded": "for=127.0.0.1;host=a;proto=http",
+			} {
+				if v := hdr.Values(k); len(v) != 1 || v[0] != want {
+					t.Errorf("upstream %s = %q, want [%q]", k, v, want)
+				}
+			}
+		})
+	}
 }

@@ -3,6 +3,7 @@ package server
 import (
 	"io"
 	"net/http"
+	"strings"
 
 	"edge/config"
 )
@@ -39,6 +40,47 @@ func applyOps(h http.Header, o config.HeaderOps) {
 	for k, v := range o.Add {
 		h.Add(k, v)
 	}
+	unlistConnection(h, o)
+}
+
+// unlistConnection drops the fields o sets or adds from h's Connection
+// list. A client may name any field there as hop-by-hop (RFC 9110 section
+// 7.6.1), and a proxy removes the fields named before forwarding: left in
+// the list, "Connection: keep-alive, X-Edge-Verified" would strip the
+// route's own X-Edge-Verified on its way to the upstream.
+func unlistConnection(h http.Header, o config.HeaderOps) {
+	list := h["Connection"]
+	if len(list) == 0 || len(o.Set)+len(o.Add) == 0 {
+		return
+	}
+	var keep []string
+	for _, v := range list {
+		for _, tok := range strings.Split(v, ",") {
+			if tok = strings.TrimSpace(tok); tok != "" && !edited(o, tok) {
+				keep = append(keep, tok)
+			}
+		}
+	}
+	if len(keep) == 0 {
+		delete(h, "Connection")
+		return
+	}
+	h["Connection"] = []string{strings.Join(keep, ", ")}
+}
+
+// edited reports whether o sets or adds the field name.
+func edited(o config.HeaderOps, name string) bool {
+	for k := range o.Set {
+		if strings.EqualFold(k, name) {
+			return true
+		}
+	}
+	for k := range o.Add {
+		if strings.EqualFold(k, name) {
+			return true
+		}
+	}
+	return false
 }
 
 // headerWriter edits response headers once, when the header is written. It

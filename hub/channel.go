@@ -3,6 +3,7 @@ package hub
 import (
 	"encoding/json"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -14,26 +15,41 @@ import (
 
 // message is one published payload with its frames, shared by every
 // subscriber's queue and by the history. Immutable once built, except raw,
-// which is built lazily under the channel's lock.
+// which is built lazily, and the fields the history accounting sets; all
+// under the channel's lock.
 type message struct {
 	seq     uint64
 	at      int64 // unix nanoseconds when this node received it
 	payload []byte
 	frame   []byte // {"channel","seq","data"} text frame
 	raw     []byte // bare payload frame for raw routes; nil until needed
+	// size is what the message counts against history.max_bytes while
+	// held.
+	size int64
+	// held is set while the message is in its channel's history; it is
+	// read without the lock by the node's history queue (history.go).
+	held atomic.Bool
 }
 
-func (m *message) rawFrame() []byte {
+// rawFrame returns the bare payload frame, building it on first use; a
+// message in the history then counts the frame's bytes too.
+func (m *message) rawFrame(n *Node) []byte {
 	if m.raw == nil {
 		m.raw = rawFrame(m.payload)
+		if m.held.Load() {
+			m.size += int64(len(m.raw))
+			n.hist.bytes.Add(int64(len(m.raw)))
+		}
 	}
 	return m.raw
 }
 
 // histLimits bound a history: count and age. size 0 keeps nothing.
+// maxBytes is the node-wide bound (only the node's retention uses it).
 type histLimits struct {
-	size int
-	ttl  time.Duration
+	size     int
+	ttl      time.Duration
+	maxBytes int64
 }
 
 // channel is the state of one channel on this node: subscribers, history
@@ -66,7 +82,7 @@ func newChannel(name string, start uint64) *channel {
 }
 
 // trimLocked drops messages beyond lim.
-func (ch *channel) trimLocked(lim histLimits, now time.Time) {
+func (ch *channel) trimLocked(n *Node, lim histLimits, now time.Time) {
 	k := 0
 	if over := len(ch.hist) - lim.size; over > 0 {
 		k = over
@@ -78,7 +94,16 @@ func (ch *channel) trimLocked(lim histLimits, now time.Time) {
 	if k == 0 {
 		return
 	}
+	ch.dropLocked(n, k)
+}
+
+// dropLocked removes the k oldest messages of the history; since from
+// before the last of them then yields a gap.
+func (ch *channel) dropLocked(n *Node, k int) {
 	ch.safe = max(ch.safe, ch.hist[k-1].seq)
+	for _, m := range ch.hist[:k] {
+		n.hist.release(m)
+	}
 	clear(ch.hist[:k])
 	ch.hist = ch.hist[k:]
 	if len(ch.hist) == 0 {
@@ -98,23 +123,27 @@ func (ch *channel) publish(n *Node, payload []byte, lim histLimits, now time.Tim
 	m := &message{seq: n.seq.Add(1), at: now.UnixNano(), payload: payload}
 	m.frame = messageFrame(ch.name, m.seq, dataJSON(payload))
 	ch.last = m.seq
+	if ch.raws > 0 {
+		m.rawFrame(n)
+	}
+	// The frames are taken before the history may release m (which
+	// forgets them).
+	frame, raw := m.frame, m.raw
 	if lim.size > 0 {
 		ch.hist = append(ch.hist, m)
+		n.hist.retain(ch, m)
 	}
-	ch.trimLocked(lim, now)
+	ch.trimLocked(n, lim, now)
 	if lim.size == 0 {
 		ch.safe = m.seq
-	}
-	if ch.raws > 0 {
-		m.rawFrame()
 	}
 	// Clients without a running writer are written to by flushing
 	// goroutines, flushChunk clients each (see flush.go).
 	var claimed []*client
 	for c := range ch.subs {
-		f := m.frame
+		f := frame
 		if c.raw {
-			f = m.raw
+			f = raw
 		}
 		if !c.enqueue(f) {
 			continue
@@ -166,7 +195,7 @@ func (ch *channel) subscribe(c *client, req *subscribeRequest) bool {
 		}
 		ch.subjects[c.subject]++
 	}
-	ch.trimLocked(req.node, req.now)
+	ch.trimLocked(req.n, req.node, req.now)
 
 	var replay []*message
 	gapReason := ""
@@ -190,7 +219,7 @@ func (ch *channel) subscribe(c *client, req *subscribeRequest) bool {
 	}
 	for _, m := range replay {
 		if c.raw {
-			c.send(m.rawFrame(), false)
+			c.send(m.rawFrame(req.n), false)
 		} else {
 			c.send(m.frame, false)
 		}
@@ -253,6 +282,9 @@ func (ch *channel) markLost(n *Node) {
 	}
 	b := n.seq.Add(1)
 	ch.last, ch.safe = b, b
+	for _, m := range ch.hist {
+		n.hist.release(m)
+	}
 	clear(ch.hist)
 	ch.hist = nil
 	var f []byte

@@ -137,7 +137,7 @@ func TestHistoryTTLAndSweep(t *testing.T) {
 			ch := n.channel("a")
 			ch.mu.Lock()
 			defer ch.mu.Unlock()
-			req := &subscribeRequest{n: n, since: since, hasSince: true, route: histLimits{10, time.Minute}, now: time.Now()}
+			req := &subscribeRequest{n: n, since: since, hasSince: true, route: histLimits{size: 10, ttl: time.Minute}, now: time.Now()}
 			return ch.missedLocked(req)
 		}
 
@@ -173,4 +173,20 @@ func TestHistoryTTLAndSweep(t *testing.T) {
 		cancel()
 		<-done
 	})
+}
+
+// TestHistoryQueueStaysSmall: messages that leave the history by its size
+// limit (never by max_bytes) do not pile up in the node-wide queue.
+func TestHistoryQueueStaysSmall(t *testing.T) {
+	e := newEnv(t, NodeOptions{}, `{ history: { size: 10 } }`)
+	for i := range 5000 {
+		e.publish(t, fmt.Sprintf("q-%d", i%3), "1")
+	}
+	h := &e.n.hist
+	h.mu.Lock()
+	queued := len(h.q) - h.head
+	h.mu.Unlock()
+	if live := h.live.Load(); live != 30 || queued > 2*30+compactSlack {
+		t.Errorf("%d held, %d queued; want 30 held and at most %d queued", live, queued, 2*30+compactSlack)
+	}
 }

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/golang-jwt/jwt/v5"
+	"github.com/gorilla/websocket"
 
 	"edge/internal/clientip"
 )
@@ -102,4 +103,65 @@ func TestHostileTokenExpiryClosesConnection(t *testing.T) {
 	send(t, other, map[string]any{"type": "ping"})
 	expect(t, other, "welcome")
 	expect(t, other, "pong")
+}
+
+// heldBytes sums the payloads and frames the histories of all channels
+// hold, walking them as a memory profile would.
+func heldBytes(n *Node) int {
+	total := 0
+	for _, ch := range n.channelList() {
+		ch.mu.Lock()
+		for _, m := range ch.hist {
+			total += len(m.payload) + len(m.frame) + len(m.raw)
+		}
+		ch.mu.Unlock()
+	}
+	return total
+}
+
+// TestHostileHistoryMaxBytes: 600 messages of 60 KB to distinct channels
+// (92 MB held until the TTL before) stay within history.max_bytes; the
+// oldest are evicted across channels, and recovering one of them gives a
+// gap while the newest are still replayed.
+func TestHostileHistoryMaxBytes(t *testing.T) {
+	const limit = 4 << 20
+	e := newEnv(t, NodeOptions{}, `{ history: { max_bytes: 4MiB } }`)
+	live := e.connect(t, "h-0")
+	payload := `"` + strings.Repeat("x", 60_000) + `"`
+	seqs := make([]uint64, 600)
+	peak := 0
+	for i := range seqs {
+		seqs[i] = e.publish(t, fmt.Sprintf("h-%d", i), payload)
+		if i%50 == 0 || i == len(seqs)-1 {
+			peak = max(peak, heldBytes(e.n))
+		}
+	}
+	if peak > limit {
+		t.Errorf("histories held %d bytes, want at most max_bytes %d", peak, limit)
+	}
+	if got := heldBytes(e.n); got < limit/2 {
+		t.Errorf("histories hold %d bytes after eviction, want the newest kept (near %d)", got, limit)
+	}
+	// The subscriber got its message although the history let it go.
+	if m := expect(t, live, "message"); m.seq() != seqs[0] {
+		t.Errorf("live subscriber got %v, want seq %d", m, seqs[0])
+	}
+	if acct := e.n.hist.bytes.Load(); acct != int64(heldBytes(e.n)) {
+		t.Errorf("accounted %d bytes, histories hold %d", acct, heldBytes(e.n))
+	}
+	recover := func(i int) (*websocket.Conn, frame) {
+		c := e.connect(t)
+		send(t, c, map[string]any{"type": "subscribe", "channel": fmt.Sprintf("h-%d", i), "since": seqs[i] - 1, "epoch": e.n.Epoch()})
+		return c, expect(t, c, "subscribed")
+	}
+	if c, ack := recover(1); ack["recovered"] != false {
+		t.Errorf("since before an evicted message: %v, want recovered false (a gap)", ack)
+	} else if g := expect(t, c, "gap"); g.str("reason") != "history" {
+		t.Errorf("gap %v, want reason history", g)
+	}
+	if c, ack := recover(599); ack["recovered"] != true {
+		t.Errorf("since before the newest message: %v, want recovered", ack)
+	} else if m := expect(t, c, "message"); m.seq() != seqs[599] {
+		t.Errorf("replayed %v, want seq %d", m, seqs[599])
+	}
 }

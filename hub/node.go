@@ -68,6 +68,8 @@ type Node struct {
 
 	// seq numbers messages of every channel (see channel.go).
 	seq atomic.Uint64
+	// hist bounds the bytes of every channel's history together.
+	hist nodeHistory
 
 	mu       sync.RWMutex
 	channels map[string]*channel // guarded by mu
@@ -223,6 +225,7 @@ func (n *Node) deliver(name string, payload []byte) uint64 {
 	for {
 		if seq, ok := n.channel(name).publish(n, payload, lim, time.Now()); ok {
 			n.stats.published.Add(1)
+			n.hist.enforce(n, lim.maxBytes)
 			return seq
 		}
 	}
@@ -303,6 +306,7 @@ func (n *Node) updateRetentionLocked() {
 		if cfg := rt.config(); cfg != nil {
 			k.size = max(k.size, cfg.history.size)
 			k.ttl = max(k.ttl, cfg.history.ttl)
+			k.maxBytes = max(k.maxBytes, cfg.history.maxBytes)
 		}
 	}
 	n.keep = k
@@ -328,7 +332,7 @@ func (n *Node) sweep(now time.Time) {
 	defer n.mu.Unlock()
 	for name, ch := range n.channels {
 		ch.mu.Lock()
-		ch.trimLocked(lim, now)
+		ch.trimLocked(n, lim, now)
 		if ch.idleLocked() {
 			ch.dead = true
 			delete(n.channels, name)

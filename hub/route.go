@@ -64,7 +64,7 @@ func compileRoute(cfg *config.Hub, hosts []string) (*routeConfig, error) {
 	if err != nil {
 		return nil, err
 	}
-	rc := &routeConfig{hub: cfg, origins: op, auth: auth, history: histLimits{ttl: cfg.History.TTL}}
+	rc := &routeConfig{hub: cfg, origins: op, auth: auth, history: histLimits{ttl: cfg.History.TTL, maxBytes: int64(cfg.History.MaxBytes)}}
 	if cfg.History.Size != nil {
 		rc.history.size = *cfg.History.Size
 	}

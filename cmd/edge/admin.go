@@ -30,11 +30,12 @@ func (a *app) adminHandler(cfg *config.Config) (http.Handler, error) {
 		fmt.Fprintln(w, "ok")
 	})
 	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
-		if err := a.ready(); err != nil {
-			http.Error(w, "not ready: "+err.Error(), http.StatusServiceUnavailable)
+		note, err := a.ready()
+		if err != nil {
+			http.Error(w, "not ready: "+err.Error()+note, http.StatusServiceUnavailable)
 			return
 		}
-		fmt.Fprintln(w, "ready")
+		fmt.Fprintln(w, "ready"+note)
 	})
 	mux.Handle("GET /metrics", promhttp.HandlerFor(a.reg, promhttp.HandlerOpts{}))
 	hubAPI := a.node.AdminHandler()
@@ -57,16 +58,19 @@ func (a *app) adminHandler(cfg *config.Config) (http.Handler, error) {
 	return newAdminGuard(cfg.Admin, key, a.log.With("component", "admin"), mux), nil
 }
 
-// ready reports why edge should not get traffic yet: a configured listener
-// is not up, a certificate is missing, or Redis is unreachable.
-func (a *app) ready() error {
+// ready reports why edge should not get traffic yet, in this order: a
+// configured listener is not up, a certificate is missing, the hub's
+// broker (Redis) is unreachable. note says that the last reload failed
+// and why: the previous configuration still serves, so that alone does not
+// make edge unready, but the operator should know.
+func (a *app) ready() (note string, err error) {
 	a.reloadMu.Lock()
-	cfg, tlsm := a.cfg, a.tls
+	cfg, tlsm, failed := a.cfg, a.tls, a.reloadErr
 	a.reloadMu.Unlock()
 	var errs []error
-	for name, addr := range map[string]string{"http": cfg.Listen.HTTP, "https": cfg.Listen.HTTPS} {
-		if addr != "" && a.srv.Addr(name) == nil {
-			errs = append(errs, fmt.Errorf("listener %s is not up", name))
+	for _, l := range []struct{ name, addr string }{{"http", cfg.Listen.HTTP}, {"https", cfg.Listen.HTTPS}} {
+		if l.addr != "" && a.srv.Addr(l.name) == nil {
+			errs = append(errs, fmt.Errorf("listener %s is not up", l.name))
 		}
 	}
 	if tlsm != nil {
@@ -76,8 +80,14 @@ func (a *app) ready() error {
 	}
 	if cfg.Redis != nil {
 		if err := a.node.Healthy(); err != nil {
-			errs = append(errs, fmt.Errorf("hub: %w", err))
+			if !strings.HasPrefix(err.Error(), "hub: ") { // the hub names itself
+				err = fmt.Errorf("hub: %w", err)
+			}
+			errs = append(errs, err)
 		}
 	}
-	return errors.Join(errs...)
+	if failed != nil {
+		note = " (last reload failed: " + strings.ReplaceAll(failed.Error(), "\n", "; ") + ")"
+	}
+	return note, errors.Join(errs...)
 }

@@ -84,6 +84,9 @@ type app struct {
 	gen      *generation      // guarded by reloadMu
 	node     *hub.Node        // set once in run
 	tls      *edgetls.Manager // guarded by reloadMu; nil without HTTPS
+	// reloadErr is why the last reload failed; nil when it succeeded.
+	// Guarded by reloadMu.
+	reloadErr error
 	// tunnels holds every proxied upgraded connection of every
 	// generation, so that shutdown closes them all with a close frame.
 	tunnels proxy.Tunnels
@@ -166,13 +169,23 @@ func (a *app) run(cfg *config.Config) error {
 }
 
 // reload re-reads the configuration. Any problem leaves the running
-// configuration untouched.
+// configuration untouched and is returned, and /readyz reports it until a
+// reload succeeds.
 func (a *app) reload() error {
 	a.reloadMu.Lock()
 	defer a.reloadMu.Unlock()
 	notify(a.log, fmt.Sprintf("RELOADING=1\nMONOTONIC_USEC=%d", monotonicUsec()))
 	defer notify(a.log, "READY=1\nSTATUS=serving")
 	a.log.Info("reloading", "config", a.path)
+	a.reloadErr = a.reloadLocked()
+	if a.reloadErr != nil {
+		return fmt.Errorf("reload failed; still serving the previous configuration: %w", a.reloadErr)
+	}
+	return nil
+}
+
+// reloadLocked is reload with reloadMu held.
+func (a *app) reloadLocked() error {
 	cfg, err := config.Load(a.path)
 	if err != nil {
 		var ps config.Problems
@@ -199,24 +212,19 @@ func (a *app) reload() error {
 	return nil
 }
 
-// apply builds handlers and listeners for cfg and swaps them in. On error
-// nothing changes. Called with reloadMu held.
+// apply builds the generation of cfg (TLS hosts and certificates,
+// handlers, hub route settings, listeners bound) and makes it the served
+// one. Until server.Apply has swapped the listeners in, nothing built is
+// visible; if any step fails, everything built is dropped and nothing
+// changes. Called with reloadMu held.
 func (a *app) apply(cfg *config.Config) error {
-	tlsm := a.tls
-	newTLS := false
-	if cfg.Listen.HTTPS != "" {
-		if tlsm == nil {
-			var err error
-			if tlsm, err = edgetls.New(cfg, a.log.With("component", "tls"), a.reg); err != nil {
-				return err
-			}
-			newTLS = true
-		} else if err := tlsm.Update(cfg); err != nil {
-			return err
-		}
-	}
-	gen, specs, err := a.build(cfg, tlsm)
+	next, err := a.prepareTLS(cfg)
 	if err != nil {
+		return err
+	}
+	gen, specs, err := a.build(cfg, next.m)
+	if err != nil {
+		a.abandon(next)
 		return err
 	}
 	opts := server.Options{
@@ -230,12 +238,18 @@ func (a *app) apply(cfg *config.Config) error {
 	}
 	if err := a.srv.Apply(specs, opts, cfg.Server.ShutdownTimeout); err != nil {
 		gen.retire()
-		if newTLS {
-			tlsm.Close()
-		}
+		a.abandon(next)
 		return err
 	}
-	// Committed: start the new generation, retire the old one.
+	a.commit(cfg, gen, next)
+	return nil
+}
+
+// commit makes a generation whose listeners server.Apply has just swapped
+// in the served one: its certificates and hub route settings, its
+// background work; the old generation is retired. Nothing here fails.
+func (a *app) commit(cfg *config.Config, gen *generation, next tlsStep) {
+	next.commit()
 	for _, p := range gen.proxies {
 		a.goRun("proxy health checks", gen.ctx, p.Run)
 	}
@@ -243,15 +257,67 @@ func (a *app) apply(cfg *config.Config) error {
 		old.retire()
 	}
 	a.node.Retire(gen.hubKeys)
-	if newTLS {
-		a.goRun("certificates", a.ctx, tlsm.Run)
+	if next.fresh {
+		a.goRun("certificates", a.ctx, next.m.Run)
 	}
-	if a.tls != nil && tlsm == nil {
+	if a.tls != nil && next.m == nil {
 		a.tls.Close()
 	}
-	a.tls, a.gen, a.cfg = tlsm, gen, cfg
+	a.tls, a.gen, a.cfg = next.m, gen, cfg
 	setLevel(a.level, cfg.Log.Level)
-	return nil
+}
+
+// abandon drops what a failed apply built outside its generation: the
+// prepared certificates and the hub route settings given during build.
+func (a *app) abandon(next tlsStep) {
+	next.abort()
+	var keep []string
+	if a.gen != nil {
+		keep = a.gen.hubKeys
+	}
+	a.node.Abandon(keep)
+}
+
+// tlsStep is the certificate side of a generation being applied.
+type tlsStep struct {
+	m       *edgetls.Manager // serves the generation; nil without HTTPS
+	pending *edgetls.Pending // m's prepared configuration when m already serves
+	fresh   bool             // m was made for this generation: nothing serves it yet
+}
+
+// prepareTLS readies the certificates of cfg without serving them: a new
+// Manager when HTTPS is turned on, else the running one's Prepare.
+func (a *app) prepareTLS(cfg *config.Config) (tlsStep, error) {
+	if cfg.Listen.HTTPS == "" {
+		return tlsStep{}, nil
+	}
+	if a.tls == nil {
+		m, err := edgetls.New(cfg, a.log.With("component", "tls"), a.reg)
+		if err != nil {
+			return tlsStep{}, err
+		}
+		return tlsStep{m: m, fresh: true}, nil
+	}
+	p, err := a.tls.Prepare(cfg)
+	if err != nil {
+		return tlsStep{}, err
+	}
+	return tlsStep{m: a.tls, pending: p}, nil
+}
+
+func (t tlsStep) commit() {
+	if t.pending != nil {
+		t.pending.Commit()
+	}
+}
+
+func (t tlsStep) abort() {
+	if t.pending != nil {
+		t.pending.Abort()
+	}
+	if t.fresh {
+		t.m.Close()
+	}
 }
 
 // retire stops a generation's background work. Proxy tunnels opened by it

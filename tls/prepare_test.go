@@ -93,3 +93,41 @@ func assertServes(t *testing.T, addr string, roots *x509.CertPool, name, refused
 		t.Errorf("handshake %s succeeded, want it refused", refused)
 	}
 }
+
+// TestManagerAbortStartsNoIssuance: an aborted Prepare that adds an ACME
+// name neither lists it as missing nor asks the CA for it; the next
+// committed one obtains only its own new name.
+func TestManagerAbortStartsNoIssuance(t *testing.T) {
+	t.Parallel()
+	a, b, c := uniqueName("kept"), uniqueName("aborted"), uniqueName("added")
+	e := listen(t)
+	p := startPebble(t, e.httpPort, e.httpsPort, pebbleOpts{})
+	log, _ := newLogger(t)
+	ev := newEvents()
+	m := newManager(t, e.parse(t, acmeYAML(p, a, "")), log, ev.option())
+	e.serve(t, m)
+	run(t, m)
+	obtained(t, m, ev, a)
+
+	pending, err := m.Prepare(e.parse(t, acmeYAML(p, a+", "+b, "")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := m.Ready(); err != nil {
+		t.Errorf("Ready() = %v while %s is only prepared", err, b)
+	}
+	pending.Abort()
+
+	pending, err = m.Prepare(e.parse(t, acmeYAML(p, a+", "+c, "")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	pending.Commit()
+	obtained(t, m, ev, c)
+	if n := ev.count("cert_obtaining " + b + " false"); n != 0 {
+		t.Errorf("the aborted name %s was being obtained (%d events)", b, n)
+	}
+	if n := p.orders.Load(); n != 2 {
+		t.Errorf("%d orders, want 2 (%s and %s)", n, a, c)
+	}
+}

@@ -87,6 +87,16 @@ type Stats struct {
 	// Accepted counts upgraded connections; Refused counts refused ones.
 	Accepted uint64 `json:"accepted"`
 	Refused  uint64 `json:"refused"`
+	// RefusedBy splits Refused by reason ("origin", "auth",
+	// "per_ip_limit", ...); reasons that never happened are left out.
+	RefusedBy map[string]uint64 `json:"refused_by"`
+	// TokensExpired counts connections closed with 1008 "token expired".
+	TokensExpired uint64 `json:"tokens_expired"`
+	// HistoryBytes is what every channel's history holds together;
+	// HistoryEvicted counts messages evicted to stay within
+	// history.max_bytes.
+	HistoryBytes   int64  `json:"history_bytes"`
+	HistoryEvicted uint64 `json:"history_evicted"`
 	// Published counts messages this node received from the broker.
 	Published uint64 `json:"published"`
 	// Written counts frames written to clients (messages, replies, pings);
@@ -115,20 +125,24 @@ type Stats struct {
 // Stats returns the hub's counters and presence.
 func (n *Node) Stats(ctx context.Context) Stats {
 	s := Stats{
-		Node:        n.id,
-		Epoch:       n.epoch,
-		Broker:      "memory",
-		Connections: n.stats.conns.Load(),
-		Accepted:    n.stats.accepted.Load(),
-		Refused:     n.stats.refused.Load(),
-		Published:   n.stats.published.Load(),
-		Written:     n.stats.written.Load(),
-		Writes:      n.stats.writes.Load(),
-		Dropped:     n.stats.dropped.Load(),
-		SlowClients: n.stats.slow.Load(),
-		Gaps:        n.stats.gaps.Load(),
-		BrokerLost:  n.stats.brokerLost.Load(),
-		Local:       n.LocalPresence(),
+		Node:           n.id,
+		Epoch:          n.epoch,
+		Broker:         "memory",
+		Connections:    n.stats.conns.Load(),
+		Accepted:       n.stats.accepted.Load(),
+		Refused:        n.stats.refused.Load(),
+		RefusedBy:      n.stats.refusedByReason(),
+		TokensExpired:  n.stats.expired.Load(),
+		HistoryBytes:   n.hist.bytes.Load(),
+		HistoryEvicted: n.hist.evicted.Load(),
+		Published:      n.stats.published.Load(),
+		Written:        n.stats.written.Load(),
+		Writes:         n.stats.writes.Load(),
+		Dropped:        n.stats.dropped.Load(),
+		SlowClients:    n.stats.slow.Load(),
+		Gaps:           n.stats.gaps.Load(),
+		BrokerLost:     n.stats.brokerLost.Load(),
+		Local:          n.LocalPresence(),
 	}
 	if err := n.Healthy(); err != nil {
 		s.Health = err.Error()

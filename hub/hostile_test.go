@@ -12,6 +12,7 @@ import (
 
 	"github.com/golang-jwt/jwt/v5"
 	"github.com/gorilla/websocket"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"edge/internal/clientip"
 )
@@ -76,6 +77,54 @@ func TestHostileHubRequestAuthSeesClient(t *testing.T) {
 	}
 }
 
+// TestHostileHubRefusalReasons: every refused upgrade is counted under its
+// reason, in /hub/stats and edge_hub_connections_refused_total, so that an
+// operator can tell attacks and broken clients from a failing backend.
+func TestHostileHubRefusalReasons(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	e := newEnv(t, NodeOptions{Registerer: reg}, "")
+	secret := []byte("0123456789abcdef0123456789abcdef")
+	lim := e.route(t, "/lim/", fmt.Sprintf(`{ max_connections_per_ip: 1, channels: [orders], auth: { mode: jwt, secret_file: %q } }`,
+		writeFile(t, "s", secret)), []string{"dash.example.com"})
+	dead := httptest.NewServer(http.NotFoundHandler())
+	deadURL := dead.URL
+	dead.Close()
+	down := e.route(t, "/down/", fmt.Sprintf(`{ auth: { mode: request, url: %q, timeout: 1s } }`, deadURL), nil)
+	tok := sign(t, jwt.SigningMethodHS256, secret, jwt.MapClaims{"sub": "u"})
+	runAuthCases(t, []authCase{
+		{"origin", lim + "?token=" + tok, http.Header{"Origin": {"https://evil.example"}}, 403, "origin not allowed"},
+		{"bad channel", lim + "?channel=a%20b&token=" + tok, nil, 400, "invalid channel name"},
+		{"no token", lim, nil, 401, "missing token"},
+		{"channel", lim + "?channel=secret&token=" + tok, nil, 403, "channel not allowed"},
+		{"auth backend down", down, nil, 503, "auth backend unavailable"},
+	})
+	dial(t, lim+"?token="+tok, nil)
+	runAuthCases(t, []authCase{{"per ip", lim + "?token=" + tok, nil, 429, "too many connections"}})
+	want := map[string]uint64{"origin": 1, "bad_request": 1, "auth": 1, "channel_forbidden": 1, "auth_unavailable": 1, "per_ip_limit": 1}
+	st := e.n.Stats(t.Context())
+	if fmt.Sprint(st.RefusedBy) != fmt.Sprint(want) || st.Refused != 6 {
+		t.Errorf("refused %d by %v, want 6 by %v", st.Refused, st.RefusedBy, want)
+	}
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]uint64{}
+	for _, mf := range mfs {
+		if mf.GetName() != "edge_hub_connections_refused_total" {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			if v := m.GetCounter().GetValue(); v > 0 {
+				got[m.GetLabel()[0].GetValue()] = uint64(v)
+			}
+		}
+	}
+	if fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Errorf("edge_hub_connections_refused_total = %v, want %v", got, want)
+	}
+}
+
 // TestHostileTokenExpiryClosesConnection: a token whose exp passes while
 // connected is closed at exp with 1008 "token expired", within a second,
 // not at the next ping (default 25s).
@@ -96,8 +145,8 @@ func TestHostileTokenExpiryClosesConnection(t *testing.T) {
 	if at.Before(exp) {
 		t.Errorf("closed %s before exp", exp.Sub(at))
 	}
-	if e.n.stats.expired.Load() != 1 {
-		t.Errorf("expired count = %d, want 1", e.n.stats.expired.Load())
+	if n := e.n.Stats(t.Context()).TokensExpired; n != 1 {
+		t.Errorf("tokens_expired = %d, want 1", n)
 	}
 	// A connection with a later exp stays.
 	send(t, other, map[string]any{"type": "ping"})

@@ -27,7 +27,7 @@ func (n *Node) registerMetrics(reg prometheus.Registerer) error {
 				return 0
 			}),
 		counter("edge_hub_connections_accepted_total", "Hub connections upgraded.", n.stats.accepted.Load),
-		counter("edge_hub_connections_refused_total", "Hub upgrades refused (origin, auth, limits).", n.stats.refused.Load),
+		refusedCollector{&n.stats},
 		counter("edge_hub_messages_total", "Messages received from the broker and fanned out.", n.stats.published.Load),
 		counter("edge_hub_frames_written_total", "Frames written to hub clients.", n.stats.written.Load),
 		counter("edge_hub_writes_total", "Write calls to hub clients; frames_written/writes is the coalescing factor.", n.stats.writes.Load),
@@ -35,6 +35,10 @@ func (n *Node) registerMetrics(reg prometheus.Registerer) error {
 		counter("edge_hub_slow_clients_total", "Clients closed with 1013 because their queue was full.", n.stats.slow.Load),
 		counter("edge_hub_gaps_total", "Gap notices sent to clients.", n.stats.gaps.Load),
 		counter("edge_hub_broker_lost_total", "Losses of the broker subscription.", n.stats.brokerLost.Load),
+		counter("edge_hub_tokens_expired_total", "Connections closed with 1008 because their token's exp passed.", n.stats.expired.Load),
+		gauge("edge_hub_history_bytes", "Bytes held by the history of every channel (bounded by hub.history.max_bytes).",
+			func() float64 { return float64(n.hist.bytes.Load()) }),
+		counter("edge_hub_history_evicted_total", "History messages evicted to stay within hub.history.max_bytes.", n.hist.evicted.Load),
 	}
 	if n.redis != nil {
 		cs = append(cs,
@@ -48,4 +52,21 @@ func (n *Node) registerMetrics(reg prometheus.Registerer) error {
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// refusedDesc is edge_hub_connections_refused_total, by refuseReason.
+var refusedDesc = prometheus.NewDesc("edge_hub_connections_refused_total",
+	"Hub upgrades refused, by reason (origin, auth, per_ip_limit, ...).", []string{"reason"}, nil)
+
+// refusedCollector reads the refusal counters, one series per reason (zeros
+// included, so that rate() sees the first refusal).
+type refusedCollector struct{ s *stats }
+
+func (c refusedCollector) Describe(ch chan<- *prometheus.Desc) { ch <- refusedDesc }
+
+func (c refusedCollector) Collect(ch chan<- prometheus.Metric) {
+	for i := range c.s.refusedBy {
+		ch <- prometheus.MustNewConstMetric(refusedDesc, prometheus.CounterValue,
+			float64(c.s.refusedBy[i].Load()), refuseReason(i).String())
+	}
 }

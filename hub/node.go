@@ -99,6 +99,7 @@ type stats struct {
 	conns      atomic.Int64  // open connections
 	accepted   atomic.Uint64 // connections upgraded
 	refused    atomic.Uint64 // upgrades refused (any status)
+	refusedBy  [numRefuseReasons]atomic.Uint64
 	published  atomic.Uint64 // messages delivered by the broker to this node
 	written    atomic.Uint64 // frames written to clients
 	writes     atomic.Uint64 // write calls that carried them (coalescing: written/writes)

@@ -87,7 +87,7 @@ func newRoute(n *Node, path string) *route {
 		Subprotocols:    []string{Subprotocol},
 		CheckOrigin:     func(r *http.Request) bool { return rt.config().origins.allow(r) },
 		Error: func(w http.ResponseWriter, r *http.Request, status int, reason error) {
-			writeRefusal(w, status, strings.TrimPrefix(reason.Error(), "websocket: "))
+			rt.refuse(w, refuseHandshake, status, strings.TrimPrefix(reason.Error(), "websocket: "))
 		},
 	}
 	return rt
@@ -130,46 +130,50 @@ func writeRefusal(w http.ResponseWriter, status int, reason string) {
 	io.WriteString(w, strings.ReplaceAll(reason, "\n", " ")+"\n")
 }
 
-func (rt *route) refuse(w http.ResponseWriter, status int, reason string) {
+// refuse answers a refused upgrade and counts it under why, the label an
+// operator sees (edge_hub_connections_refused_total{reason}); reason is
+// the text the client gets.
+func (rt *route) refuse(w http.ResponseWriter, why refuseReason, status int, reason string) {
 	rt.n.stats.refused.Add(1)
-	rt.n.log.Debug("hub connection refused", "route", rt.path, "status", status, "reason", reason)
+	rt.n.stats.refusedBy[why].Add(1)
+	rt.n.log.Debug("hub connection refused", "route", rt.path, "status", status, "why", why.String(), "reason", reason)
 	writeRefusal(w, status, reason)
 }
 
 func (rt *route) serveWebSocket(w http.ResponseWriter, r *http.Request) {
 	if !websocket.IsWebSocketUpgrade(r) {
-		rt.refuse(w, http.StatusUpgradeRequired, "this is a WebSocket endpoint: connect with a WebSocket client")
+		rt.refuse(w, refuseNotWebSocket, http.StatusUpgradeRequired, "this is a WebSocket endpoint: connect with a WebSocket client")
 		return
 	}
 	if rt.n.isClosed() || rt.isRetired() {
-		rt.refuse(w, http.StatusServiceUnavailable, "hub shutting down")
+		rt.refuse(w, refuseUnavailable, http.StatusServiceUnavailable, "hub shutting down")
 		return
 	}
 	cfg := rt.config()
 	if cfg == nil {
-		rt.refuse(w, http.StatusServiceUnavailable, "hub route not configured")
+		rt.refuse(w, refuseUnavailable, http.StatusServiceUnavailable, "hub route not configured")
 		return
 	}
 	if !cfg.origins.allow(r) {
-		rt.refuse(w, http.StatusForbidden, "origin not allowed")
+		rt.refuse(w, refuseOrigin, http.StatusForbidden, "origin not allowed")
 		return
 	}
 	channels := r.URL.Query()["channel"]
 	for _, ch := range channels {
 		if !validChannel(ch) {
-			rt.refuse(w, http.StatusBadRequest, fmt.Sprintf("invalid channel name %q", ch))
+			rt.refuse(w, refuseBadRequest, http.StatusBadRequest, fmt.Sprintf("invalid channel name %q", ch))
 			return
 		}
 	}
 	if len(channels) > cfg.hub.MaxSubscriptions {
-		rt.refuse(w, http.StatusBadRequest, fmt.Sprintf("too many channels: at most %d", cfg.hub.MaxSubscriptions))
+		rt.refuse(w, refuseBadRequest, http.StatusBadRequest, fmt.Sprintf("too many channels: at most %d", cfg.hub.MaxSubscriptions))
 		return
 	}
 	// The one client identity (server.trusted_proxies): behind a load
 	// balancer every visitor has their own budget, not the balancer's.
 	ip := clientip.String(r)
 	if !rt.admit(ip, cfg.hub.MaxConnectionsPerIP) {
-		rt.refuse(w, http.StatusTooManyRequests, "too many connections from this address")
+		rt.refuse(w, refusePerIP, http.StatusTooManyRequests, "too many connections from this address")
 		return
 	}
 	admitted := false
@@ -180,12 +184,16 @@ func (rt *route) serveWebSocket(w http.ResponseWriter, r *http.Request) {
 	}()
 	g, ref := cfg.auth.authenticate(r)
 	if ref != nil {
-		rt.refuse(w, ref.status, ref.reason)
+		why := refuseAuth
+		if ref.status == http.StatusServiceUnavailable {
+			why = refuseAuthUnavailable // the backend's fault, not the client's
+		}
+		rt.refuse(w, why, ref.status, ref.reason)
 		return
 	}
 	for _, ch := range channels {
 		if !cfg.allowed(g, ch) {
-			rt.refuse(w, http.StatusForbidden, fmt.Sprintf("channel not allowed: %s", ch))
+			rt.refuse(w, refuseChannel, http.StatusForbidden, fmt.Sprintf("channel not allowed: %s", ch))
 			return
 		}
 	}

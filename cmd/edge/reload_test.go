@@ -10,9 +10,11 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -156,5 +158,67 @@ func TestReadyzReasons(t *testing.T) {
 		if note != " (last reload failed: listen https: address already in use)" {
 			t.Fatalf("note %q", note)
 		}
+	}
+}
+
+// TestFailedReloadLeavesNothingBehind: a reload that binds a new
+// https address, adds a proxy route with health checks and then fails on
+// a taken http port leaves no socket open on the new address and never
+// starts the added route's health checks; the next good reload starts its
+// own.
+func TestFailedReloadLeavesNothingBehind(t *testing.T) {
+	var mu sync.Mutex
+	seen := map[string]int{}
+	backend := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		seen[r.URL.Path]++
+		mu.Unlock()
+	}))
+	defer backend.Close()
+	probes := func(path string) int {
+		mu.Lock()
+		defer mu.Unlock()
+		return seen[path]
+	}
+	httpAddr, httpsAddr, adminAddr, newHTTPS := freePort(t), freePort(t), freePort(t), freePort(t)
+	dir := t.TempDir()
+	route := func(path string) string {
+		return fmt.Sprintf("      - { path: %s, proxy: { upstreams: [%q], health_check: { path: %s, interval: 50ms, timeout: 40ms } } }\n", path, backend.URL, path)
+	}
+	conf := func(http, https, routes string) string {
+		return fmt.Sprintf(reloadTLSYAML, http, https, adminAddr, filepath.Join(dir, "state"),
+			"  - hosts: [a.test]\n    routes:\n"+routes)
+	}
+	cfg := writeFile(t, dir, "config.yaml", conf(httpAddr, httpsAddr, route("/old/")))
+	p := startEdgeAt(t, dir, cfg)
+	p.waitHTTP("http://"+adminAddr+"/healthz", 20*time.Second)
+
+	taken, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer taken.Close()
+	writeFile(t, dir, "config.yaml", conf(taken.Addr().String(), newHTTPS, route("/old/")+route("/failed/")))
+	if _, errOut, code := runEdge(t, "reload", "-config", cfg); code != 1 || !strings.Contains(errOut, "address already in use") {
+		t.Fatalf("edge reload onto a taken port = %d %q, want exit 1 with the bind error", code, errOut)
+	}
+	if c, err := net.DialTimeout("tcp", newHTTPS, time.Second); err == nil {
+		c.Close()
+		t.Errorf("the failed reload left %s listening", newHTTPS)
+	}
+
+	writeFile(t, dir, "config.yaml", conf(httpAddr, httpsAddr, route("/old/")+route("/good/")))
+	if out, errOut, code := runEdge(t, "reload", "-config", cfg); code != 0 {
+		t.Fatalf("good reload = %d %q %q", code, out, errOut)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for probes("/good/") < 3 {
+		if time.Now().After(deadline) {
+			t.Fatal("the good reload's health checks did not start")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if n := probes("/failed/"); n != 0 {
+		t.Errorf("the failed reload's route was health-checked %d times", n)
 	}
 }

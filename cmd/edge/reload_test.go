@@ -165,7 +165,7 @@ func TestReadyzReasons(t *testing.T) {
 // https address, adds a proxy route with health checks and then fails on
 // a taken http port leaves no socket open on the new address and never
 // starts the added route's health checks; the next good reload starts its
-// own.
+// own. A guard: edge got this right before the atomic reload too.
 func TestFailedReloadLeavesNothingBehind(t *testing.T) {
 	var mu sync.Mutex
 	seen := map[string]int{}

@@ -91,6 +91,10 @@ func (g *adminGuard) ownHost(r *http.Request, hostport string) bool {
 		host, port = h, p
 	}
 	host = normalHost(host)
+	if hostport == "" && r.Host == "" {
+		// HTTP/1.0 without Host: not a browser, so not DNS rebinding.
+		return true
+	}
 	local := localAddr(r)
 	if port != "" && port != g.port && (!local.IsValid() || port != strconv.Itoa(int(local.Port()))) {
 		return false

@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/signal"
 	"reflect"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -175,12 +176,15 @@ func (a *app) reload() error {
 	a.reloadMu.Lock()
 	defer a.reloadMu.Unlock()
 	notify(a.log, fmt.Sprintf("RELOADING=1\nMONOTONIC_USEC=%d", monotonicUsec()))
-	defer notify(a.log, "READY=1\nSTATUS=serving")
 	a.log.Info("reloading", "config", a.path)
 	a.reloadErr = a.reloadLocked()
 	if a.reloadErr != nil {
+		// systemctl status shows it next to the unit's state.
+		notify(a.log, "READY=1\nSTATUS=serving the previous configuration; last reload failed: "+
+			strings.ReplaceAll(a.reloadErr.Error(), "\n", "; "))
 		return fmt.Errorf("reload failed; still serving the previous configuration: %w", a.reloadErr)
 	}
+	notify(a.log, "READY=1\nSTATUS=serving")
 	return nil
 }
 

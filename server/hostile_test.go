@@ -3,6 +3,7 @@ package server
 import (
 	"bufio"
 	"context"
+	cryptotls "crypto/tls"
 	"fmt"
 	"io"
 	"net"
@@ -59,7 +60,13 @@ func (s *seen) backend(site *config.Site, route *config.Route) (http.Handler, er
 
 // edgeUnder runs yaml's sites through a Router on a Server listener on
 // loopback and returns the listener's address.
-func edgeUnder(t *testing.T, yaml string, build Builder, m *Metrics, opts Options, tlsConf ...any) string {
+func edgeUnder(t *testing.T, yaml string, build Builder, m *Metrics, opts Options) string {
+	t.Helper()
+	return edgeListener(t, yaml, build, m, opts, nil)
+}
+
+// edgeListener is edgeUnder with an HTTPS listener when conf is set.
+func edgeListener(t *testing.T, yaml string, build Builder, m *Metrics, opts Options, conf *cryptotls.Config) string {
 	t.Helper()
 	rt, err := NewRouter(loadConfig(t, yaml), build, m)
 	if err != nil {
@@ -71,7 +78,7 @@ func edgeUnder(t *testing.T, yaml string, build Builder, m *Metrics, opts Option
 		defer cancel()
 		s.Shutdown(ctx)
 	})
-	if err := s.Apply([]Listener{{Name: "http", Addr: "127.0.0.1:0", Handler: rt}}, opts, time.Second); err != nil {
+	if err := s.Apply([]Listener{{Name: "http", Addr: "127.0.0.1:0", Handler: rt, TLS: conf}}, opts, time.Second); err != nil {
 		t.Fatal(err)
 	}
 	return s.Addr("http").String()
@@ -116,15 +123,20 @@ func errorsAs(err error, ne *net.Error) bool {
 	return ok
 }
 
-// statusLines returns the status lines of the responses in raw.
+// statusLines returns the status lines of the responses in raw, read as
+// a client would (bodies skipped by their framing).
 func statusLines(raw string) []string {
 	var out []string
-	for _, line := range strings.Split(raw, "\r\n") {
-		if strings.HasPrefix(line, "HTTP/1.") {
-			out = append(out, line)
+	br := bufio.NewReader(strings.NewReader(raw))
+	for {
+		resp, err := http.ReadResponse(br, nil)
+		if err != nil {
+			return out
 		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		out = append(out, fmt.Sprintf("HTTP/%d.%d %s", resp.ProtoMajor, resp.ProtoMinor, resp.Status))
 	}
-	return out
 }
 
 // mustGet200 is the normal client that comes right after an attack.
@@ -330,5 +342,3 @@ func counterValue(t *testing.T, reg *prometheus.Registry, name, code string) flo
 	}
 	return 0
 }
-
-var _ = bufio.NewReader

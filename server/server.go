@@ -80,8 +80,16 @@ type listener struct {
 	spec    Listener
 	ln      net.Listener
 	srv     *http.Server
+	log     *slog.Logger
 	handler atomic.Pointer[http.Handler]
 	tls     atomic.Pointer[cryptotls.Config]
+	// tlsBase is the config handshakes start from; nil for plain HTTP.
+	tlsBase *cryptotls.Config
+	// maxRequests is Options.MaxRequestsPerConn of the last Apply.
+	maxRequests atomic.Int64
+	// handshakeTimeout bounds a TLS handshake, as net/http does with
+	// ReadHeaderTimeout.
+	handshakeTimeout time.Duration
 }
 
 // New returns a Server with no listeners.
@@ -123,8 +131,12 @@ func (s *Server) Apply(specs []Listener, opts Options, drain time.Duration) erro
 			"they take effect on listeners bound from now on (a changed address) and at restart")
 	}
 	s.opts = opts
+	for _, l := range fresh {
+		l.maxRequests.Store(int64(opts.MaxRequestsPerConn))
+	}
 	for _, sp := range specs {
 		if l, ok := keep[sp.Name]; ok {
+			l.maxRequests.Store(int64(opts.MaxRequestsPerConn))
 			l.spec.Handler, l.spec.TLS = sp.Handler, sp.TLS
 			l.handler.Store(&sp.Handler)
 			if sp.TLS != nil {
@@ -166,7 +178,7 @@ func (s *Server) bind(sp Listener, opts Options) (*listener, error) {
 	if !sp.Uncapped {
 		ln = newLimitedListener(ln, s.limits)
 	}
-	l := &listener{spec: sp, ln: ln}
+	l := &listener{spec: sp, ln: ln, log: s.log.With("listener", sp.Name), handshakeTimeout: opts.ReadHeaderTimeout}
 	l.handler.Store(&sp.Handler)
 	l.srv = &http.Server{
 		Handler:           http.HandlerFunc(l.serveHTTP),
@@ -178,6 +190,12 @@ func (s *Server) bind(sp Listener, opts Options) (*listener, error) {
 		// per-handler deadlines instead.
 		ErrorLog:    slog.NewLogLogger(s.log.With("listener", sp.Name).Handler(), slog.LevelDebug),
 		BaseContext: func(net.Listener) context.Context { return s.hijackCtx },
+		ConnContext: connContext,
+		// "OPTIONS *" reaches the handler (which refuses the path) instead
+		// of net/http's own answer, so that every HTTP/1 request on a
+		// connection passes the top handler and the framing guard's
+		// request count stays exact.
+		DisableGeneralOptionsHandler: true,
 	}
 	if sp.TLS != nil {
 		l.tls.Store(sp.TLS)
@@ -191,7 +209,9 @@ func (s *Server) bind(sp Listener, opts Options) (*listener, error) {
 			}
 			return cur, nil
 		}
-		l.srv.TLSConfig = base
+		// No srv.TLSConfig: tlsListener does the handshakes, and net/http
+		// sets up HTTP/2 for the *tls.Conns it hands over with ALPN h2.
+		l.tlsBase = base
 		l.srv.HTTP2 = &http.HTTP2Config{
 			// Browsers open up to 100 streams; 250 leaves headroom for
 			// pages with many assets while bounding per-connection work.
@@ -207,8 +227,29 @@ func (s *Server) bind(sp Listener, opts Options) (*listener, error) {
 	return l, nil
 }
 
+// serveHTTP is the top handler of every request on the listener: the
+// per-connection rules (framing guard, request cap, HTTP/2 reset budget),
+// then the current handler.
 func (l *listener) serveHTTP(w http.ResponseWriter, r *http.Request) {
+	st, _ := r.Context().Value(connStateKey{}).(*connState)
+	if st != nil {
+		if !l.admit(st, w, r) {
+			return
+		}
+		if r.ProtoMajor == 2 {
+			defer l.afterHTTP2(st, r)
+		}
+	}
 	(*l.handler.Load()).ServeHTTP(w, r)
+}
+
+// afterHTTP2 counts a request whose stream the client reset before the
+// handler finished (its context is then cancelled; a stream that ends
+// normally is cancelled only after this runs).
+func (l *listener) afterHTTP2(st *connState, r *http.Request) {
+	if r.Context().Err() != nil {
+		l.countReset(st, r)
+	}
 }
 
 func (s *Server) serve(l *listener) {
@@ -219,9 +260,15 @@ func (s *Server) serve(l *listener) {
 		defer s.wg.Done()
 		var err error
 		if isTLS {
-			err = l.srv.ServeTLS(l.ln, "", "")
+			tl := newTLSListener(l.ln, l.tlsBase, l.handshakeTimeout, l.log)
+			s.wg.Add(1)
+			go func() {
+				defer s.wg.Done()
+				tl.run()
+			}()
+			err = l.srv.Serve(tl)
 		} else {
-			err = l.srv.Serve(l.ln)
+			err = l.srv.Serve(guardListener{l.ln})
 		}
 		if err != nil && !errors.Is(err, http.ErrServerClosed) {
 			s.log.Error("listener stopped", "listener", l.spec.Name, "err", err)

@@ -106,6 +106,9 @@ type Stats struct {
 	Writes  uint64 `json:"writes"`
 	// Dropped counts frames discarded because a client was slow or gone.
 	Dropped uint64 `json:"dropped"`
+	// DroppedBy splits Dropped by reason: "queue_full" (slow clients),
+	// "write_error", "closed" (queued for a client that went away).
+	DroppedBy map[string]uint64 `json:"dropped_by"`
 	// SlowClients counts clients closed with 1013 because their queue was
 	// full.
 	SlowClients uint64 `json:"slow_clients"`
@@ -131,7 +134,7 @@ func (n *Node) Stats(ctx context.Context) Stats {
 		Connections:    n.stats.conns.Load(),
 		Accepted:       n.stats.accepted.Load(),
 		Refused:        n.stats.refused.Load(),
-		RefusedBy:      n.stats.refusedByReason(),
+		RefusedBy:      byReason(n.stats.refusedBy[:], refuseReasonNames[:]),
 		TokensExpired:  n.stats.expired.Load(),
 		HistoryBytes:   n.hist.bytes.Load(),
 		HistoryEvicted: n.hist.evicted.Load(),
@@ -139,6 +142,7 @@ func (n *Node) Stats(ctx context.Context) Stats {
 		Written:        n.stats.written.Load(),
 		Writes:         n.stats.writes.Load(),
 		Dropped:        n.stats.dropped.Load(),
+		DroppedBy:      byReason(n.stats.droppedBy[:], dropReasonNames[:]),
 		SlowClients:    n.stats.slow.Load(),
 		Gaps:           n.stats.gaps.Load(),
 		BrokerLost:     n.stats.brokerLost.Load(),

@@ -106,7 +106,7 @@ func (c *client) startWriterLocked() {
 
 // slowLocked drops what is queued and closes the client with 1013.
 func (c *client) slowLocked() {
-	c.n.stats.dropped.Add(uint64(len(c.queue)) + 1) // + the frame refused
+	c.n.stats.drop(dropQueueFull, len(c.queue)+1) // + the frame refused
 	c.n.stats.slow.Add(1)
 	clear(c.queue)
 	c.queue = c.queue[:0]
@@ -183,7 +183,7 @@ func (c *client) writeLoop() {
 		// with it.
 		final := c.state == stateClosing
 		if len(batch) == 0 || c.state == stateDead {
-			c.n.stats.dropped.Add(uint64(len(batch)))
+			c.n.stats.drop(dropClosed, len(batch))
 			c.writing = false
 			c.mu.Unlock()
 			return
@@ -196,7 +196,7 @@ func (c *client) writeLoop() {
 		}
 		c.mu.Lock()
 		if err != nil {
-			c.n.stats.dropped.Add(uint64(len(c.queue)))
+			c.n.stats.drop(dropWriteError, len(c.queue))
 			c.state = stateDead
 			c.queue = nil
 		}
@@ -287,7 +287,7 @@ func (c *client) finish(err error) {
 	}
 	c.mu.Lock()
 	c.state = stateDead
-	c.n.stats.dropped.Add(uint64(len(c.queue)))
+	c.n.stats.drop(dropClosed, len(c.queue))
 	c.queue = nil
 	c.mu.Unlock()
 	c.nc.Close()

@@ -181,6 +181,9 @@ func TestHostileHistoryMaxBytes(t *testing.T) {
 	peak := 0
 	for i := range seqs {
 		seqs[i] = e.publish(t, fmt.Sprintf("h-%d", i), payload)
+		if b := e.n.hist.bytes.Load(); b > limit {
+			t.Fatalf("after %d publishes the history accounts %d bytes, over max_bytes %d", i+1, b, limit)
+		}
 		if i%50 == 0 || i == len(seqs)-1 {
 			peak = max(peak, heldBytes(e.n))
 		}
@@ -198,6 +201,8 @@ func TestHostileHistoryMaxBytes(t *testing.T) {
 	if acct := e.n.hist.bytes.Load(); acct != int64(heldBytes(e.n)) {
 		t.Errorf("accounted %d bytes, histories hold %d", acct, heldBytes(e.n))
 	}
+	st := e.n.Stats(t.Context())
+	t.Logf("600 × 60 KB: peak %d bytes held, %d now, %d messages evicted", peak, st.HistoryBytes, st.HistoryEvicted)
 	recover := func(i int) (*websocket.Conn, frame) {
 		c := e.connect(t)
 		send(t, c, map[string]any{"type": "subscribe", "channel": fmt.Sprintf("h-%d", i), "since": seqs[i] - 1, "epoch": e.n.Epoch()})

@@ -73,8 +73,8 @@ func TestSlowClientDropped(t *testing.T) {
 	waitFor(t, 10*time.Second, "slow client dropped", func() bool {
 		return e.n.stats.slow.Load() == 1 && e.n.stats.conns.Load() == 1
 	})
-	if st := e.n.Stats(context.Background()); st.Dropped == 0 || st.SlowClients != 1 {
-		t.Errorf("stats dropped=%d slow=%d", st.Dropped, st.SlowClients)
+	if st := e.n.Stats(context.Background()); st.Dropped == 0 || st.SlowClients != 1 || st.DroppedBy["queue_full"] == 0 {
+		t.Errorf("stats dropped=%d by %v slow=%d, want queue_full drops", st.Dropped, st.DroppedBy, st.SlowClients)
 	}
 }
 

@@ -27,11 +27,19 @@ func (n *Node) registerMetrics(reg prometheus.Registerer) error {
 				return 0
 			}),
 		counter("edge_hub_connections_accepted_total", "Hub connections upgraded.", n.stats.accepted.Load),
-		refusedCollector{&n.stats},
+		reasonCollector{
+			desc: prometheus.NewDesc("edge_hub_connections_refused_total",
+				"Hub upgrades refused, by reason (origin, auth, per_ip_limit, ...).", []string{"reason"}, nil),
+			counts: n.stats.refusedBy[:], names: refuseReasonNames[:],
+		},
 		counter("edge_hub_messages_total", "Messages received from the broker and fanned out.", n.stats.published.Load),
 		counter("edge_hub_frames_written_total", "Frames written to hub clients.", n.stats.written.Load),
 		counter("edge_hub_writes_total", "Write calls to hub clients; frames_written/writes is the coalescing factor.", n.stats.writes.Load),
-		counter("edge_hub_frames_dropped_total", "Frames discarded because a client was slow or gone.", n.stats.dropped.Load),
+		reasonCollector{
+			desc: prometheus.NewDesc("edge_hub_frames_dropped_total",
+				"Frames discarded, by reason: queue_full (a slow client), write_error, closed.", []string{"reason"}, nil),
+			counts: n.stats.droppedBy[:], names: dropReasonNames[:],
+		},
 		counter("edge_hub_slow_clients_total", "Clients closed with 1013 because their queue was full.", n.stats.slow.Load),
 		counter("edge_hub_gaps_total", "Gap notices sent to clients.", n.stats.gaps.Load),
 		counter("edge_hub_broker_lost_total", "Losses of the broker subscription.", n.stats.brokerLost.Load),
@@ -52,21 +60,4 @@ func (n *Node) registerMetrics(reg prometheus.Registerer) error {
 		}
 	}
 	return errors.Join(errs...)
-}
-
-// refusedDesc is edge_hub_connections_refused_total, by refuseReason.
-var refusedDesc = prometheus.NewDesc("edge_hub_connections_refused_total",
-	"Hub upgrades refused, by reason (origin, auth, per_ip_limit, ...).", []string{"reason"}, nil)
-
-// refusedCollector reads the refusal counters, one series per reason (zeros
-// included, so that rate() sees the first refusal).
-type refusedCollector struct{ s *stats }
-
-func (c refusedCollector) Describe(ch chan<- *prometheus.Desc) { ch <- refusedDesc }
-
-func (c refusedCollector) Collect(ch chan<- prometheus.Metric) {
-	for i := range c.s.refusedBy {
-		ch <- prometheus.MustNewConstMetric(refusedDesc, prometheus.CounterValue,
-			float64(c.s.refusedBy[i].Load()), refuseReason(i).String())
-	}
 }

@@ -104,6 +104,7 @@ type stats struct {
 	written    atomic.Uint64 // frames written to clients
 	writes     atomic.Uint64 // write calls that carried them (coalescing: written/writes)
 	dropped    atomic.Uint64 // frames discarded (slow or dead clients)
+	droppedBy  [numDropReasons]atomic.Uint64
 	slow       atomic.Uint64 // clients closed because their queue was full
 	gaps       atomic.Uint64 // gap notices sent
 	brokerLost atomic.Uint64 // broker subscription losses

@@ -1,5 +1,11 @@
 package hub
 
+import (
+	"sync/atomic"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
 // refuseReason says why an upgrade was refused, so that an operator can
 // tell hostile or broken clients (origin, auth, limits) from a hub that
 // cannot serve (shutting down, auth backend down). It labels
@@ -26,13 +32,53 @@ var refuseReasonNames = [numRefuseReasons]string{
 
 func (r refuseReason) String() string { return refuseReasonNames[r] }
 
-// refusedBy returns the refusal counts by reason, the zero ones left out.
-func (s *stats) refusedByReason() map[string]uint64 {
+// dropReason says why frames were discarded: a slow client (its queue
+// was full), a write that failed, or a client already gone. It labels
+// edge_hub_frames_dropped_total and /hub/stats dropped_by.
+type dropReason uint8
+
+const (
+	dropQueueFull  dropReason = iota // the client fell queue_size behind (closed with 1013)
+	dropWriteError                   // writing to the client failed
+	dropClosed                       // queued for a client that closed or went away
+	numDropReasons
+)
+
+var dropReasonNames = [numDropReasons]string{"queue_full", "write_error", "closed"}
+
+// drop counts k frames discarded for why.
+func (s *stats) drop(why dropReason, k int) {
+	if k <= 0 {
+		return
+	}
+	s.dropped.Add(uint64(k))
+	s.droppedBy[why].Add(uint64(k))
+}
+
+// byReason returns the non-zero counts by name.
+func byReason(counts []atomic.Uint64, names []string) map[string]uint64 {
 	m := map[string]uint64{}
-	for i := range s.refusedBy {
-		if v := s.refusedBy[i].Load(); v > 0 {
-			m[refuseReason(i).String()] = v
+	for i := range counts {
+		if v := counts[i].Load(); v > 0 {
+			m[names[i]] = v
 		}
 	}
 	return m
+}
+
+// reasonCollector exposes counts by reason as one counter with a reason
+// label, every reason included (zeros too, so that rate() sees the first
+// event).
+type reasonCollector struct {
+	desc   *prometheus.Desc
+	counts []atomic.Uint64
+	names  []string
+}
+
+func (c reasonCollector) Describe(ch chan<- *prometheus.Desc) { ch <- c.desc }
+
+func (c reasonCollector) Collect(ch chan<- prometheus.Metric) {
+	for i := range c.counts {
+		ch <- prometheus.MustNewConstMetric(c.desc, prometheus.CounterValue, float64(c.counts[i].Load()), c.names[i])
+	}
 }

@@ -13,6 +13,7 @@ import (
 	"net/http/httptrace"
 	"net/textproto"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/net/http/httpguts"
@@ -100,50 +101,121 @@ func (l *lean) closeIdle() {
 }
 
 // roundTrip sends req to s. Errors from connecting are connectErrors, as
-// the Transport's.
+// the Transport's. A request whose client has gone already is not sent.
 func (l *lean) roundTrip(req *http.Request, s *server) (*http.Response, error) {
 	if err := validateHeaders(req.Header); err != nil {
 		return nil, err
 	}
 	ctx := req.Context()
 	p := l.pools[s]
-	c := p.get()
+	c, reused, err := l.conn(ctx, s, p)
 	for {
-		reused := c != nil
-		if !reused {
-			var err error
-			if c, err = l.dial(ctx, s, p); err != nil {
-				return nil, err
-			}
+		if err != nil {
+			return nil, err
 		}
-		res, err := c.roundTrip(req, l.headerTimeout)
-		if err == nil {
+		if ctx.Err() != nil {
+			c.putBack()
+			return nil, ctx.Err()
+		}
+		res, rerr := c.roundTrip(req, l.headerTimeout)
+		if rerr == nil {
 			return res, nil
 		}
-		if reused && errors.Is(err, errClosedIdle) {
-			// The server closed the connection while it was idle; the
-			// connections idle for longer probably went the same way.
-			p.dropIdleSince(c.idleAt)
-			c = nil // retry once: a fresh connection is not retried
-			continue
+		if !reused || !errors.Is(rerr, errClosedIdle) {
+			return nil, rerr
 		}
-		return nil, err
+		// The server closed the connection while it was idle; the
+		// connections idle for longer probably went the same way. Retry
+		// once: a fresh connection is not retried.
+		p.dropIdleSince(c.idleAt)
+		c, reused, err = l.dialHeld(ctx, s, p, false)
 	}
 }
 
+// conn returns a connection to s: an idle one; else the first to come of
+// a connection another request releases and a free dial slot (then it
+// dials). While connections to s are open but all busy it waits up to
+// reuseWait for one of them before it competes for a dial slot: on a
+// fast backend one comes back sooner than a new one would be set up, and
+// a burst of requests (or of HTTP/2 streams reset at once) then reuses
+// the open connections rather than adding its own. reused reports a
+// connection that served requests before (a server may have closed it
+// since).
+func (l *lean) conn(ctx context.Context, s *server, p *connPool) (c *leanConn, reused bool, err error) {
+	c, w := p.wait()
+	if c != nil {
+		return c, true, nil
+	}
+	if p.open.Load() > 0 {
+		t := time.NewTimer(reuseWait)
+		defer t.Stop()
+		select {
+		case r := <-w:
+			return r.c, true, r.err
+		case <-ctx.Done():
+			return nil, false, p.leave(w, ctx.Err())
+		case <-t.C:
+		}
+	}
+	sem := l.dialer.slots[s.addr]
+	select {
+	case r := <-w:
+		return r.c, true, r.err
+	case sem <- struct{}{}:
+		if c := p.unwait(w); c != nil {
+			<-sem
+			return c, true, nil
+		}
+		return l.dialHeld(ctx, s, p, true)
+	case <-ctx.Done():
+		return nil, false, p.leave(w, ctx.Err())
+	}
+}
+
+// reuseWait is how long a request waits for a busy connection to come
+// back before it may open a new one.
+const reuseWait = time.Millisecond
+
+// dialHeld opens a connection to s, in a dial slot already taken when held,
+// else waiting for one. The dial does not end with the request: a
+// connection opened for a client that went away serves the next request
+// (as net/http's Transport does) rather than being thrown away, which
+// would make cancelled requests cost the backend a connection each. A
+// failed dial fails the requests waiting for this server too, at once.
+func (l *lean) dialHeld(ctx context.Context, s *server, p *connPool, held bool) (*leanConn, bool, error) {
+	if !held {
+		if err := l.dialer.acquire(ctx, s.addr); err != nil {
+			return nil, false, err
+		}
+	}
+	c, err := l.dial(context.WithoutCancel(ctx), s, p)
+	l.dialer.release(s.addr)
+	if err != nil {
+		p.failWaiters(err)
+		return nil, false, err
+	}
+	if ctx.Err() != nil {
+		c.putBack()
+		return nil, false, ctx.Err()
+	}
+	return c, false, nil
+}
+
+// dial connects to s; the caller holds a dial slot.
 func (l *lean) dial(ctx context.Context, s *server, p *connPool) (*leanConn, error) {
 	var nc net.Conn
 	var err error
 	if s.scheme == "https" {
-		nc, err = l.dialer.dialTLS(ctx, "tcp", s.addr)
+		nc, err = l.dialer.connectTLS(ctx, "tcp", s.addr)
 	} else {
-		nc, err = l.dialer.dial(ctx, "tcp", s.addr)
+		nc, err = l.dialer.connect(ctx, "tcp", s.addr)
 	}
 	if err != nil {
 		return nil, err
 	}
+	p.open.Add(1)
 	c := &leanConn{conn: nc, pool: p}
-	c.closeFn = c.close
+	c.abandonFn = c.abandon
 	if tc, ok := nc.(*cryptotls.Conn); ok {
 		st := tc.ConnectionState()
 		c.tls = &st
@@ -194,16 +266,34 @@ type leanConn struct {
 	br   *bufio.Reader // reads through the leanConn (Read)
 	pool *connPool
 	tls  *cryptotls.ConnectionState
-	// closeFn is close as a func value, made once for context.AfterFunc.
-	closeFn func()
+	// abandonFn is abandon as a func value, made once for
+	// context.AfterFunc.
+	abandonFn func()
 
 	// Owned by the request using the connection.
 	limit   int64 // bytes Read may still take: the header limit, then unbounded
 	written int64 // bytes written
 	werr    error // the first error writing to the connection
 
-	idleAt time.Time // when it went idle; guarded by pool.mu while idle
+	mu        sync.Mutex
+	abandoned bool // guarded by mu: the request's client went away; deadlines are short
+	ended     bool // guarded by mu: the request is done with the connection
+
+	idleAt time.Time   // when it went idle; guarded by pool.mu while idle
+	closed atomic.Bool // close ran
 }
+
+const (
+	// abandonGrace is how long a connection whose client went away may
+	// still take to deliver the response, so that it can be kept. A reset
+	// stream must not cost the backend a new connection (HTTP/2 rapid
+	// reset), and closing it would not stop the backend's work anyway.
+	abandonGrace = time.Second
+	// drainLimit is the most of an abandoned response read to keep its
+	// connection; a longer one closes the connection, as the Transport
+	// does.
+	drainLimit = 64 << 10
+)
 
 // Read reads from the connection within limit (the response header bound).
 func (c *leanConn) Read(p []byte) (int, error) {
@@ -228,17 +318,75 @@ func (c *leanConn) Write(p []byte) (int, error) {
 	return n, err
 }
 
-func (c *leanConn) close() { c.conn.Close() }
+// close closes the connection, once.
+func (c *leanConn) close() {
+	if c.closed.CompareAndSwap(false, true) {
+		c.conn.Close()
+		c.pool.open.Add(-1)
+	}
+}
+
+// putBack returns a connection that carries no request to the pool, or
+// closes it.
+func (c *leanConn) putBack() {
+	if !c.pool.put(c) {
+		c.close()
+	}
+}
+
+// begin starts a request on the connection.
+func (c *leanConn) begin() {
+	c.mu.Lock()
+	c.abandoned, c.ended = false, false
+	c.mu.Unlock()
+}
+
+// abandon runs when the request's context ends (context.AfterFunc): rather
+// than close the connection, it bounds what is left of the exchange by
+// abandonGrace, so that a response that comes soon keeps the connection
+// for the next request.
+func (c *leanConn) abandon() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if !c.ended {
+		c.abandoned = true
+		c.conn.SetDeadline(time.Now().Add(abandonGrace))
+	}
+}
+
+// setReadDeadline sets the read deadline unless the request was abandoned:
+// then abandon's shorter one stays.
+func (c *leanConn) setReadDeadline(t time.Time) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if !c.abandoned {
+		c.conn.SetReadDeadline(t)
+	}
+}
+
+// end marks the request done with the connection: abandon, should it run
+// late, leaves the connection alone. It clears deadlines abandon set.
+func (c *leanConn) end(stop func() bool) {
+	stop()
+	c.mu.Lock()
+	c.ended = true
+	if c.abandoned {
+		c.conn.SetDeadline(time.Time{})
+	}
+	c.mu.Unlock()
+}
 
 // writers are the request write buffers, held only while a request is
 // written.
 var writers = sync.Pool{New: func() any { return bufio.NewWriterSize(nil, 4<<10) }}
 
-// roundTrip writes req and reads the response header. The connection
-// closes when ctx is done before the response body has been read.
+// roundTrip writes req and reads the response header. When ctx ends
+// before the response has been read, the connection gets abandonGrace to
+// deliver it; a short response is then read and the connection kept.
 func (c *leanConn) roundTrip(req *http.Request, headerTimeout time.Duration) (*http.Response, error) {
 	ctx := req.Context()
-	stop := context.AfterFunc(ctx, c.closeFn)
+	c.begin()
+	stop := context.AfterFunc(ctx, c.abandonFn)
 	c.written, c.werr = 0, nil
 	bw := writers.Get().(*bufio.Writer)
 	bw.Reset(c)
@@ -256,7 +404,7 @@ func (c *leanConn) roundTrip(req *http.Request, headerTimeout time.Duration) (*h
 		return nil, c.fail(ctx, stop, err)
 	}
 	if headerTimeout > 0 {
-		c.conn.SetReadDeadline(time.Now().Add(headerTimeout))
+		c.setReadDeadline(time.Now().Add(headerTimeout))
 	}
 	c.limit = maxResponseHeaderBytes
 	if _, err := c.br.Peek(1); err != nil {
@@ -270,7 +418,7 @@ func (c *leanConn) roundTrip(req *http.Request, headerTimeout time.Duration) (*h
 		return nil, c.fail(ctx, stop, err)
 	}
 	if headerTimeout > 0 {
-		c.conn.SetReadDeadline(time.Time{})
+		c.setReadDeadline(time.Time{})
 	}
 	c.limit = math.MaxInt64
 	res.TLS = c.tls
@@ -281,6 +429,11 @@ func (c *leanConn) roundTrip(req *http.Request, headerTimeout time.Duration) (*h
 		c.close()
 		res.Body = http.NoBody
 		return res, nil
+	}
+	if ctx.Err() != nil {
+		// The client went away while the upstream answered.
+		c.drain(res.Body, stop, !res.Close)
+		return nil, ctx.Err()
 	}
 	if res.Body == http.NoBody {
 		c.release(stop, !res.Close)
@@ -329,20 +482,32 @@ func (c *leanConn) fail(ctx context.Context, stop func() bool, err error) error 
 }
 
 // release returns the connection to the pool after a complete response,
-// or closes it: the response asked to close, ctx ended the request (stop
-// reports false when the connection is already being closed), or the
-// server sent more than the response.
+// or closes it: the response asked to close, or the server sent more than
+// the response.
 func (c *leanConn) release(stop func() bool, reuse bool) {
-	if stop() && reuse && c.br.Buffered() == 0 && c.pool.put(c) {
+	c.end(stop)
+	if reuse && c.br.Buffered() == 0 && c.pool.put(c) {
 		return
 	}
 	c.close()
 }
 
+// drain reads the rest of a response nobody wants, up to drainLimit and
+// within abandonGrace, and keeps the connection if that reaches its end.
+func (c *leanConn) drain(body io.Reader, stop func() bool, reuse bool) {
+	if n, err := io.CopyN(io.Discard, body, drainLimit+1); err == io.EOF && n <= drainLimit {
+		c.release(stop, reuse)
+		return
+	}
+	stop()
+	c.close()
+}
+
 // leanBody is a response body: the connection is released when it has
 // been read to the end, and closed when it is closed before that (the
-// Transport does the same rather than drain an unknown rest). Read and
-// Close are called by one goroutine, ReverseProxy's.
+// Transport does the same rather than drain an unknown rest), unless the
+// client went away: then a short rest is drained to keep the connection.
+// Read and Close are called by one goroutine, ReverseProxy's.
 type leanBody struct {
 	c     *leanConn // nil once released or closed
 	body  io.ReadCloser
@@ -373,33 +538,104 @@ func (b *leanBody) Read(p []byte) (int, error) {
 }
 
 func (b *leanBody) Close() error {
-	if b.c != nil {
-		b.stop()
-		b.c.close()
-		b.c, b.err = nil, http.ErrBodyReadAfterClose
+	if b.c == nil {
+		return nil
 	}
+	c := b.c
+	b.c, b.err = nil, http.ErrBodyReadAfterClose
+	if b.ctx.Err() != nil {
+		c.drain(b.body, b.stop, b.reuse)
+		return nil
+	}
+	b.stop()
+	c.close()
 	return nil
 }
 
 // connPool holds the idle connections to one server, newest last: a
 // request takes the newest (warm, least likely closed by the server), and
-// the oldest time out after idleTimeout. Safe for concurrent use.
+// the oldest time out after idleTimeout. Requests that wait for a dial
+// slot queue here too: a connection released while they wait goes to the
+// first of them rather than to the idle list. Safe for concurrent use.
 type connPool struct {
 	// Static after construction.
 	max         int
 	idleTimeout time.Duration
 
-	mu     sync.Mutex
-	idle   []*leanConn // guarded by mu; by idleAt, oldest first
-	timer  *time.Timer // guarded by mu; sweeps timed-out connections
-	armed  bool        // guarded by mu: timer is pending
-	closed bool        // guarded by mu
+	open atomic.Int64 // connections dialled and not closed, idle or busy
+
+	mu      sync.Mutex
+	idle    []*leanConn     // guarded by mu; by idleAt, oldest first
+	waiters []chan waitDone // guarded by mu; oldest first; each buffered 1, gets one value
+	timer   *time.Timer     // guarded by mu; sweeps timed-out connections
+	armed   bool            // guarded by mu: timer is pending
+	closed  bool            // guarded by mu
+}
+
+// waitDone is what a waiting request gets: a connection, or the error of
+// a dial to the server that failed meanwhile.
+type waitDone struct {
+	c   *leanConn
+	err error
+}
+
+// wait returns an idle connection, or queues the caller for the next
+// released one: it then receives on the channel, or calls unwait.
+func (p *connPool) wait() (*leanConn, chan waitDone) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if c := p.pop(); c != nil {
+		return c, nil
+	}
+	w := make(chan waitDone, 1)
+	p.waiters = append(p.waiters, w)
+	return nil, w
+}
+
+// unwait leaves the queue. It returns the connection handed to w if one
+// was handed before; the caller owns it.
+func (p *connPool) unwait(w chan waitDone) *leanConn {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for i, x := range p.waiters {
+		if x == w {
+			p.waiters = append(p.waiters[:i], p.waiters[i+1:]...)
+			return nil
+		}
+	}
+	return (<-w).c // handed under mu before we took it: it is there
+}
+
+// leave takes w out of the queue of a request that no longer wants a
+// connection, passing on one handed to it meanwhile. It returns err.
+func (p *connPool) leave(w chan waitDone, err error) error {
+	if c := p.unwait(w); c != nil {
+		c.putBack()
+	}
+	return err
+}
+
+// failWaiters hands err, a failed dial, to every waiting request.
+func (p *connPool) failWaiters(err error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, w := range p.waiters {
+		w <- waitDone{err: err}
+	}
+	clear(p.waiters)
+	p.waiters = p.waiters[:0]
 }
 
 // get returns the most recently idle connection, or nil.
 func (p *connPool) get() *leanConn {
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	return p.pop()
+}
+
+// pop takes the most recently idle connection, or nil. Called with p.mu
+// held.
+func (p *connPool) pop() *leanConn {
 	n := len(p.idle)
 	if n == 0 {
 		return nil
@@ -416,7 +652,18 @@ func (p *connPool) put(c *leanConn) bool {
 	now := time.Now()
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if p.closed || len(p.idle) >= p.max {
+	if p.closed {
+		return false
+	}
+	if len(p.waiters) > 0 {
+		w := p.waiters[0]
+		p.waiters[0] = nil
+		p.waiters = p.waiters[1:]
+		c.idleAt = now
+		w <- waitDone{c: c}
+		return true
+	}
+	if len(p.idle) >= p.max {
 		return false
 	}
 	c.idleAt = now

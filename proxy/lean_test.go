@@ -489,10 +489,12 @@ func TestLeanKeepAliveZero(t *testing.T) {
 // TestConnPool checks the bound of the idle pool, the idle timeout and
 // Close.
 func TestConnPool(t *testing.T) {
+	var p *connPool
 	pipe := func() (*leanConn, net.Conn) {
 		a, b := net.Pipe()
 		t.Cleanup(func() { a.Close(); b.Close() })
-		return &leanConn{conn: a}, b
+		p.open.Add(1)
+		return &leanConn{conn: a, pool: p}, b
 	}
 	isClosed := func(peer net.Conn) bool {
 		peer.SetReadDeadline(time.Now().Add(time.Second))
@@ -500,7 +502,7 @@ func TestConnPool(t *testing.T) {
 		return err == io.EOF
 	}
 
-	p := &connPool{max: 2, idleTimeout: time.Hour}
+	p = &connPool{max: 2, idleTimeout: time.Hour}
 	c1, _ := pipe()
 	c2, _ := pipe()
 	c3, _ := pipe()

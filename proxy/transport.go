@@ -29,12 +29,18 @@ func (e *connectError) Error() string { return "connect: " + e.err.Error() }
 func (e *connectError) Unwrap() error { return e.err }
 
 // dialer connects to upstream servers for both RoundTrippers (the
-// http.Transport and the lean one). Static after construction.
+// http.Transport and the lean one). At most max_concurrent_dials
+// connections are being opened to one server at a time: requests beyond
+// that wait for a slot (the lean client also for a connection another
+// request releases), so that clients cancelling requests en masse (HTTP/2
+// rapid reset) cannot make edge open connections without bound. Static
+// after construction.
 type dialer struct {
 	net       net.Dialer
 	handshake time.Duration
 	tls       *cryptotls.Config
-	sockets   map[string]string // dial address -> unix socket path
+	sockets   map[string]string        // dial address -> unix socket path
+	slots     map[string]chan struct{} // dial address -> dials in progress; never closed
 }
 
 func newDialer(cfg *config.Proxy, p *pool) (*dialer, error) {
@@ -47,17 +53,64 @@ func newDialer(cfg *config.Proxy, p *pool) (*dialer, error) {
 		handshake: orDefault(cfg.TLSHandshakeTimeout, 5*time.Second),
 		tls:       tlsConf,
 		sockets:   map[string]string{},
+		slots:     map[string]chan struct{}{},
+	}
+	n := cfg.MaxConcurrentDials
+	if n <= 0 {
+		n = config.DefaultMaxConcurrentDials // a Proxy without config defaults applied
 	}
 	for _, s := range p.servers {
 		if s.sock != "" {
 			d.sockets[s.addr] = s.sock
 		}
+		d.slots[s.addr] = make(chan struct{}, n)
 	}
 	return d, nil
 }
 
-// dial connects to addr, or to the unix socket that stands for it.
+// acquire takes a dial slot for addr, waiting until one is free or ctx is
+// done. The caller calls release(addr) after dialling.
+// An address that is no server's (none is expected) is not limited.
+func (d *dialer) acquire(ctx context.Context, addr string) error {
+	sem, ok := d.slots[addr]
+	if !ok {
+		return nil
+	}
+	select {
+	case sem <- struct{}{}:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+func (d *dialer) release(addr string) {
+	if sem, ok := d.slots[addr]; ok {
+		<-sem
+	}
+}
+
+// dial is the Transport's DialContext: connect to addr within a dial slot.
 func (d *dialer) dial(ctx context.Context, network, addr string) (net.Conn, error) {
+	if err := d.acquire(ctx, addr); err != nil {
+		return nil, err
+	}
+	defer d.release(addr)
+	return d.connect(ctx, network, addr)
+}
+
+// dialTLS is the Transport's DialTLSContext: connect to addr and do the
+// TLS handshake within a dial slot.
+func (d *dialer) dialTLS(ctx context.Context, network, addr string) (net.Conn, error) {
+	if err := d.acquire(ctx, addr); err != nil {
+		return nil, err
+	}
+	defer d.release(addr)
+	return d.connectTLS(ctx, network, addr)
+}
+
+// connect connects to addr, or to the unix socket that stands for it.
+func (d *dialer) connect(ctx context.Context, network, addr string) (net.Conn, error) {
 	if sock, ok := d.sockets[addr]; ok {
 		network, addr = "unix", sock
 	}
@@ -68,11 +121,11 @@ func (d *dialer) dial(ctx context.Context, network, addr string) (net.Conn, erro
 	return c, nil
 }
 
-// dialTLS connects to addr and does the TLS handshake. The handshake is
+// connectTLS connects to addr and does the TLS handshake. The handshake is
 // done here rather than by the Transport so that its failures are
 // connectErrors too: nothing was sent, retry is safe.
-func (d *dialer) dialTLS(ctx context.Context, network, addr string) (net.Conn, error) {
-	c, err := d.dial(ctx, network, addr)
+func (d *dialer) connectTLS(ctx context.Context, network, addr string) (net.Conn, error) {
+	c, err := d.connect(ctx, network, addr)
 	if err != nil {
 		return nil, err
 	}

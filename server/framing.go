@@ -74,12 +74,12 @@ type line struct {
 	n    int
 }
 
-func (l line) whole() bool { return len(l.head) == l.n }
+func (l *line) whole() bool { return len(l.head) == l.n }
 
-func (l line) last() byte { return l.tail[len(l.tail)-1] }
+func (l *line) last() byte { return l.tail[len(l.tail)-1] }
 
 // trimCR drops one trailing CR, as net/http's line reader does.
-func (l line) trimCR() line {
+func (l *line) trimCR() {
 	if l.n > 0 && l.last() == '\r' {
 		l.n--
 		l.tail = l.tail[:len(l.tail)-1]
@@ -87,7 +87,6 @@ func (l line) trimCR() line {
 			l.head = l.head[:l.n]
 		}
 	}
-	return l
 }
 
 // feed follows p, the next bytes read from the client.
@@ -122,6 +121,16 @@ func (f *framing) feed(p []byte) {
 				f.overflow()
 				return
 			}
+			if f.n == 0 && f.state == stHeader && i > 1 && !mayFrame(p[0]) {
+				// The common field (Host, Accept, Cookie, ...), whole in
+				// this read: only its size matters.
+				if f.size += int64(i) + 1; f.size > maxHeaderScan {
+					f.blind()
+					return
+				}
+				p = p[i+1:]
+				continue
+			}
 			var l line
 			if f.n == 0 {
 				// The same view of the line as if it had been split, so
@@ -133,7 +142,7 @@ func (f *framing) feed(p []byte) {
 				f.n = 0
 			}
 			p = p[i+1:]
-			f.line(l)
+			f.line(&l)
 		}
 	}
 }
@@ -162,17 +171,18 @@ func (f *framing) overflow() {
 	}
 }
 
-func (f *framing) line(l line) {
+func (f *framing) line(l *line) {
 	switch f.state {
 	case stRequestLine:
-		f.requestLine(l.trimCR())
+		l.trimCR()
+		f.requestLine(l)
 	case stHeader, stTrailer:
 		f.size += int64(l.n) + 1
 		if f.size > maxHeaderScan {
 			f.blind()
 			return
 		}
-		l = l.trimCR()
+		l.trimCR()
 		if f.state == stTrailer {
 			if l.n == 0 {
 				f.next()
@@ -191,7 +201,7 @@ func (f *framing) line(l line) {
 
 // requestLine notes the method and version; net/http refuses (and closes
 // on) request lines that are not "METHOD SP target SP HTTP/x.y".
-func (f *framing) requestLine(l line) {
+func (f *framing) requestLine(l *line) {
 	if l.n == 0 {
 		f.bad()
 		return
@@ -215,7 +225,7 @@ func (f *framing) requestLine(l line) {
 }
 
 // headerField looks at the fields that decide where the body ends.
-func (f *framing) headerField(l line) {
+func (f *framing) headerField(l *line) {
 	if c := l.head[0]; c == ' ' || c == '\t' {
 		// obs-fold (RFC 9112 §5.2): net/http would join it to the
 		// previous field, which may be one that frames the body.
@@ -224,10 +234,9 @@ func (f *framing) headerField(l line) {
 	}
 	colon := bytes.IndexByte(l.head, ':')
 	if colon < 0 {
-		if l.whole() {
-			f.bad() // not a field: net/http answers 400
-		}
-		return // a name longer than headCap: none of ours
+		// Not a field (net/http answers 400 and closes), or a name
+		// longer than headCap: none of ours.
+		return
 	}
 	name := l.head[:colon]
 	switch len(name) {
@@ -262,6 +271,17 @@ func (f *framing) headerField(l line) {
 	f.hasCL, f.cl = true, n
 }
 
+// mayFrame reports whether a header line starting with c may be one that
+// headerField looks at: Content-Length, Transfer-Encoding, Upgrade, or a
+// folded continuation.
+func mayFrame(c byte) bool {
+	switch c | 0x20 {
+	case 'c', 't', 'u', ' ', '\t' | 0x20:
+		return true
+	}
+	return false
+}
+
 // endHeader decides how the body is framed, or that it is ambiguous.
 func (f *framing) endHeader() {
 	switch {
@@ -286,7 +306,7 @@ func (f *framing) endHeader() {
 
 // chunkLine reads a chunk-size line as net/http does: CRLF-terminated, no
 // other CR, extensions after ";" ignored, at most 16 hex digits.
-func (f *framing) chunkLine(l line) {
+func (f *framing) chunkLine(l *line) {
 	if !endsInCRLF(l) || l.n-1 >= maxChunkLine {
 		f.bad()
 		return
@@ -312,7 +332,7 @@ func (f *framing) chunkLine(l line) {
 
 // endsInCRLF reports whether l (read up to its LF) ends in CR and has no
 // other CR where framing can see.
-func endsInCRLF(l line) bool {
+func endsInCRLF(l *line) bool {
 	if l.n == 0 || l.last() != '\r' {
 		return false
 	}

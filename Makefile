@@ -24,6 +24,7 @@ fuzz:
 	# Network target: coverage from server goroutines varies run to run, and
 	# minimising such inputs hangs the fuzz worker, so minimisation is off.
 	go test ./hub -run '^$$' -fuzz FuzzReader -fuzztime 60s -fuzzminimizetime 0
+	go test ./proxy -run '^$$' -fuzz FuzzProxyRequest -fuzztime 60s -fuzzminimizetime 0
 
 install: build
 	./scripts/install.sh

@@ -126,7 +126,7 @@ func newLog(t *testing.T) (*slog.Logger, *logSink) {
 }
 
 // newHandler builds a Handler for cfg and closes it with the test.
-func newHandler(t *testing.T, cfg *config.Proxy, opts Options) *Handler {
+func newHandler(t testing.TB, cfg *config.Proxy, opts Options) *Handler {
 	t.Helper()
 	h, err := New(cfg, opts)
 	if err != nil {
@@ -143,7 +143,7 @@ func newHandler(t *testing.T, cfg *config.Proxy, opts Options) *Handler {
 
 // front serves h on a loopback http.Server as edge would; configure may
 // set timeouts. It returns the base URL.
-func front(t *testing.T, h http.Handler, configure func(*http.Server)) string {
+func front(t testing.TB, h http.Handler, configure func(*http.Server)) string {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {

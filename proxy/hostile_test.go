@@ -409,7 +409,14 @@ type h2Client struct {
 	next   uint32        // next stream ID
 	done   chan struct{} // closed when the reader ends
 	pongs  chan struct{} // a PING ack arrived
+	status chan h2Status // final responses and resets, as they come
 	goAway atomic.Bool   // the server sent GOAWAY
+}
+
+// h2Status is how a stream ended: a response status, or "RST".
+type h2Status struct {
+	stream uint32
+	status string
 }
 
 func dialH2(t *testing.T, addr string) *h2Client {
@@ -421,12 +428,14 @@ func dialH2(t *testing.T, addr string) *h2Client {
 	if p := conn.ConnectionState().NegotiatedProtocol; p != "h2" {
 		t.Fatalf("negotiated %q, want h2", p)
 	}
-	c := &h2Client{conn: conn, next: 1, done: make(chan struct{}), pongs: make(chan struct{}, 1)}
+	c := &h2Client{conn: conn, next: 1, done: make(chan struct{}), pongs: make(chan struct{}, 1),
+		status: make(chan h2Status, 16)}
 	c.fr = http2.NewFramer(conn, conn)
 	c.enc = hpack.NewEncoder(&c.encBuf)
 	io.WriteString(conn, http2.ClientPreface)
 	c.fr.WriteSettings()
 	rfr := http2.NewFramer(io.Discard, conn)
+	rfr.ReadMetaHeaders = hpack.NewDecoder(4096, nil)
 	go func() { // ends when conn is closed (t.Cleanup) or the server closes it
 		defer close(c.done)
 		for {
@@ -441,11 +450,58 @@ func dialH2(t *testing.T, addr string) *h2Client {
 				if f.IsAck() {
 					c.pongs <- struct{}{}
 				}
+			case *http2.MetaHeadersFrame:
+				c.report(h2Status{f.StreamID, f.PseudoValue("status")})
+			case *http2.RSTStreamFrame:
+				c.report(h2Status{f.StreamID, "RST"})
 			}
 		}
 	}()
 	t.Cleanup(func() { conn.Close(); <-c.done })
 	return c
+}
+
+// report passes a stream's end on, dropping it when nobody reads.
+func (c *h2Client) report(st h2Status) {
+	select {
+	case c.status <- st:
+	default:
+	}
+}
+
+// post opens a POST stream with the given content-length and DATA frames,
+// the last one ending the stream.
+func (c *h2Client) post(authority, contentLength string, data ...string) uint32 {
+	id := c.next
+	c.next += 2
+	c.encBuf.Reset()
+	for _, f := range [][2]string{{":method", "POST"}, {":scheme", "https"}, {":authority", authority},
+		{":path", "/upload"}, {"content-length", contentLength}} {
+		c.enc.WriteField(hpack.HeaderField{Name: f[0], Value: f[1]})
+	}
+	c.fr.WriteHeaders(http2.HeadersFrameParam{StreamID: id, BlockFragment: c.encBuf.Bytes(), EndHeaders: true})
+	for i, d := range data {
+		c.fr.WriteData(id, i == len(data)-1, []byte(d))
+	}
+	return id
+}
+
+// await returns how stream id ended.
+func (c *h2Client) await(t *testing.T, id uint32) string {
+	t.Helper()
+	timeout := time.After(5 * time.Second)
+	for {
+		select {
+		case st := <-c.status:
+			if st.stream == id {
+				return st.status
+			}
+		case <-c.done:
+			return "connection closed"
+		case <-timeout:
+			t.Fatalf("stream %d: no response within 5s", id)
+		}
+	}
 }
 
 // sync sends a PING and waits for its ack: the server has read every
@@ -522,4 +578,48 @@ func TestHostileResetStreamsDoNotChurnUpstream(t *testing.T) {
 			conns, a.closed.Load()+b.closed.Load(), streams)
 	}
 	allUpWith(t, fs.Client(), fs.URL, a, b)
+}
+
+// TestHostileH2ContentLengthMismatch: issue 10 "What to build" 1, "HTTP/2
+// request bodies whose length does not match content-length" are the
+// client's fault: a body shorter than announced gets 400 (a longer one
+// is reset by net/http), no complete request reaches an upstream, none is
+// marked down, and the connection serves the next stream.
+func TestHostileH2ContentLengthMismatch(t *testing.T) {
+	for _, buffering := range []string{"64KiB", "0"} {
+		t.Run("buffering "+buffering, func(t *testing.T) {
+			a, b := newRecorder(t, "a"), newRecorder(t, "b")
+			h := newHandler(t, proxyConfig(t, "upstreams: ["+a.URL+", "+b.URL+"]\nrequest_buffering: "+buffering), Options{})
+			fs := httptest.NewUnstartedServer(h)
+			fs.EnableHTTP2 = true
+			fs.StartTLS()
+			t.Cleanup(fs.Close)
+			c := dialH2(t, strings.TrimPrefix(fs.URL, "https://"))
+			for range 2 {
+				if got := c.await(t, c.post("a", "10", "hello")); got != "400" {
+					t.Errorf("short body: %s, want 400", got)
+				}
+			}
+			if got := c.await(t, c.post("a", "3", "hello")); got != "RST" && got != "400" {
+				t.Errorf("long body: %s, want a reset or 400", got)
+			}
+			for _, r := range append(a.requests(), b.requests()...) {
+				if r.err == nil {
+					t.Errorf("an upstream received a complete request %q", r.body)
+				}
+			}
+			if buffering != "0" && a.conns.Load()+b.conns.Load() != 0 {
+				t.Errorf("upstreams accepted %d connections for buffered bad bodies", a.conns.Load()+b.conns.Load())
+			}
+			for _, s := range h.pool.servers {
+				if !h.pool.up(s) {
+					t.Errorf("%s marked down by a client's bad body", s.name)
+				}
+			}
+			if got := c.await(t, c.post("a", "5", "hello")); got != "200" {
+				t.Errorf("good body on the same connection: %s, want 200", got)
+			}
+			allUpWith(t, fs.Client(), fs.URL, a, b)
+		})
+	}
 }

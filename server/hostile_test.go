@@ -2,6 +2,7 @@ package server
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	cryptotls "crypto/tls"
 	"fmt"
@@ -16,6 +17,8 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"golang.org/x/net/http2"
+	"golang.org/x/net/http2/hpack"
 
 	"edge/config"
 	"edge/internal/httperr"
@@ -341,4 +344,68 @@ func counterValue(t *testing.T, reg *prometheus.Registry, name, code string) flo
 		}
 	}
 	return 0
+}
+
+// TestHostileStalledBodyGets408HTTP2: the same stall on an HTTP/2 stream
+// gets a 408 on that stream.
+func TestHostileStalledBodyGets408HTTP2(t *testing.T) {
+	var got seen
+	sconf, cconf := selfSigned(t)
+	addr := edgeListener(t, `
+listen: { http: "127.0.0.1:0" }
+admin: ""
+server: { client_body_timeout: 300ms }
+sites:
+  - routes: [{ path: /, static: { root: www } }]
+`, got.backend, nil, Options{}, sconf)
+	cc := cconf.Clone()
+	cc.NextProtos = []string{"h2"}
+	c, err := cryptotls.Dial("tcp", addr, cc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	io.WriteString(c, http2.ClientPreface)
+	fr := http2.NewFramer(c, c)
+	fr.WriteSettings()
+	var block bytes.Buffer
+	enc := hpack.NewEncoder(&block)
+	for _, f := range [][2]string{{":method", "POST"}, {":scheme", "https"}, {":authority", "x"}, {":path", "/upload"}, {"content-length", "10"}} {
+		enc.WriteField(hpack.HeaderField{Name: f[0], Value: f[1]})
+	}
+	start := time.Now()
+	fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 1, BlockFragment: block.Bytes(), EndHeaders: true})
+	fr.WriteData(1, false, []byte("A"))
+	c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	dec := hpack.NewDecoder(4096, nil)
+	status := ""
+	for status == "" {
+		f, err := fr.ReadFrame()
+		if err != nil {
+			t.Fatalf("no response on the stalled stream: %v", err)
+		}
+		if h, ok := f.(*http2.HeadersFrame); ok && h.StreamID == 1 {
+			fields, err := dec.DecodeFull(h.HeaderBlockFragment())
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, hf := range fields {
+				if hf.Name == ":status" {
+					status = hf.Value
+				}
+			}
+		}
+	}
+	if status != "408" {
+		t.Errorf("status %s, want 408", status)
+	}
+	took := time.Since(start)
+	if took > 300*time.Millisecond+2*time.Second {
+		t.Errorf("408 after %v", took)
+	}
+	t.Logf("408 after %v", took)
+	if r := got.list(); len(r) != 1 || r[0] != "POST /upload A" {
+		t.Errorf("handler saw %q", r)
+	}
+	mustGet200TLS(t, cconf, addr)
 }

@@ -113,7 +113,9 @@ func TestHostileRapidReset(t *testing.T) {
 		}
 		if sent == 500 {
 			go func() {
-				resp, err := h2Client(cconf, nil).Get("https://" + addr + "/")
+				cl := h2Client(cconf, nil)
+				defer cl.CloseIdleConnections()
+				resp, err := cl.Get("https://" + addr + "/")
 				if err == nil {
 					resp.Body.Close()
 					if resp.StatusCode != 200 || resp.ProtoMajor != 2 {
@@ -142,7 +144,9 @@ func TestHostileRapidReset(t *testing.T) {
 
 func mustGet200TLS(t *testing.T, cconf *cryptotls.Config, addr string) {
 	t.Helper()
-	resp, err := h2Client(cconf, nil).Get("https://" + addr + "/")
+	cl := h2Client(cconf, nil)
+	defer cl.CloseIdleConnections() // Shutdown would wait for it
+	resp, err := cl.Get("https://" + addr + "/")
 	if err != nil {
 		t.Fatalf("normal client after the attack: %v", err)
 	}
@@ -160,6 +164,7 @@ func TestHostileBrowserCancelsAreFine(t *testing.T) {
 	addr := edgeListener(t, plainYAML, h.build, nil, Options{}, sconf)
 	var dials atomic.Int64
 	cl := h2Client(cconf, &dials)
+	defer cl.CloseIdleConnections()
 	for i := 0; i < 20; i++ {
 		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Millisecond)
 		req, _ := http.NewRequestWithContext(ctx, "GET", "https://"+addr+"/slow", nil)
@@ -204,6 +209,7 @@ func TestHostileMaxRequestsPerConnection(t *testing.T) {
 		addr := edgeListener(t, plainYAML, h.build, nil, Options{MaxRequestsPerConn: 3}, sconf)
 		var dials atomic.Int64
 		cl := h2Client(cconf, &dials)
+		defer cl.CloseIdleConnections()
 		for i := 0; i < 9; i++ {
 			resp, err := cl.Get("https://" + addr + "/")
 			if err != nil {

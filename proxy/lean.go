@@ -56,13 +56,13 @@ const maxResponseHeaderBytes = 10 << 20
 // off: then every connection serves one request anyway, and the Transport
 // asks for Connection: close.
 func newLean(cfg *config.Proxy, d *dialer, p *pool) *lean {
-	n := keepAlive(cfg)
+	n := *cfg.KeepAlive
 	if n == 0 {
 		return nil
 	}
 	l := &lean{
 		dialer:        d,
-		headerTimeout: orDefault(cfg.ResponseHeaderTimeout, 60*time.Second),
+		headerTimeout: cfg.ResponseHeaderTimeout,
 		pools:         make(map[*server]*connPool, len(p.servers)),
 	}
 	for _, s := range p.servers {

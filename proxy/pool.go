@@ -75,14 +75,9 @@ func newPool(cfg *config.Proxy) (*pool, error) {
 
 func newServer(i int, u config.Upstream, cfg *config.Proxy) (*server, error) {
 	s := &server{name: u.URL, weight: max(u.Weight, 1), backup: u.Backup, healthy: true}
-	s.maxFails = 1
-	if cfg.MaxFails != nil {
-		s.maxFails = *cfg.MaxFails
-	}
-	if u.MaxFails != nil {
-		s.maxFails = *u.MaxFails
-	}
-	s.failTimeout = orDefault(u.FailTimeout, orDefault(cfg.FailTimeout, 10*time.Second))
+	// config gives every upstream the pool's max_fails and fail_timeout
+	// unless it sets its own.
+	s.maxFails, s.failTimeout = *u.MaxFails, u.FailTimeout
 	h := fnv.New64a()
 	h.Write([]byte(u.URL))
 	s.hash = h.Sum64()
@@ -122,14 +117,6 @@ func dialAddr(u *url.URL) string {
 		port = map[string]string{"http": "80", "https": "443"}[u.Scheme]
 	}
 	return net.JoinHostPort(host, port)
-}
-
-// orDefault returns d, or def when d is zero.
-func orDefault(d, def time.Duration) time.Duration {
-	if d == 0 {
-		return def
-	}
-	return d
 }
 
 // available reports whether s may get traffic. Called with p.mu held.

@@ -82,8 +82,12 @@ type Handler struct {
 }
 
 // New builds the Handler of a route. cfg must have had the config defaults
-// applied (config.Load and config.Parse do).
+// applied (config.Load and config.Parse do): the defaults are written once,
+// in config, and New refuses a configuration without them.
 func New(cfg *config.Proxy, opts Options) (*Handler, error) {
+	if !defaulted(cfg) {
+		return nil, errNoDefaults
+	}
 	log := opts.Log
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
@@ -103,21 +107,12 @@ func New(cfg *config.Proxy, opts Options) (*Handler, error) {
 	h := &Handler{
 		cfg: cfg, log: log, pool: p, transport: tr, lean: newLean(cfg, d, p),
 		tunnels:    opts.Tunnels,
-		tunnelIdle: time.Hour,
+		tunnelIdle: *cfg.TunnelIdleTimeout,
+		buffering:  int64(*cfg.RequestBuffering),
 		quit:       make(chan struct{}),
-	}
-	if cfg.RequestBuffering != nil {
-		h.buffering = int64(*cfg.RequestBuffering)
 	}
 	if h.tunnels == nil {
 		h.tunnels = &Tunnels{}
-	}
-	if cfg.TunnelIdleTimeout != nil {
-		h.tunnelIdle = *cfg.TunnelIdleTimeout
-	}
-	retries := 1
-	if cfg.Retries != nil {
-		retries = *cfg.Retries
 	}
 	if opts.Registerer != nil {
 		if h.metrics, err = newMetrics(opts.Registerer, opts.Name); err != nil {
@@ -127,7 +122,7 @@ func New(cfg *config.Proxy, opts Options) (*Handler, error) {
 	}
 	h.rp = &httputil.ReverseProxy{
 		Rewrite:        h.rewrite,
-		Transport:      &balancer{h: h, transport: tr, lean: h.lean, retries: retries},
+		Transport:      &balancer{h: h, transport: tr, lean: h.lean, retries: *cfg.Retries},
 		FlushInterval:  cfg.FlushInterval,
 		ErrorLog:       slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 		BufferPool:     bufferPool{},
@@ -135,6 +130,22 @@ func New(cfg *config.Proxy, opts Options) (*Handler, error) {
 		ErrorHandler:   h.handleError,
 	}
 	return h, nil
+}
+
+var errNoDefaults = errors.New("proxy: configuration without defaults: build it with config.Parse or config.Load")
+
+// defaulted reports whether the config defaults were applied to cfg.
+func defaulted(cfg *config.Proxy) bool {
+	if cfg.MaxFails == nil || cfg.KeepAlive == nil || cfg.Retries == nil || cfg.TunnelIdleTimeout == nil ||
+		cfg.RequestBuffering == nil || cfg.MaxConcurrentDials == 0 || cfg.DialTimeout == 0 {
+		return false
+	}
+	for _, u := range cfg.Upstreams {
+		if u.MaxFails == nil {
+			return false
+		}
+	}
+	return true
 }
 
 // reqState is what the stages of one request share, through its context:

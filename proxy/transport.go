@@ -49,16 +49,13 @@ func newDialer(cfg *config.Proxy, p *pool) (*dialer, error) {
 		return nil, err
 	}
 	d := &dialer{
-		net:       net.Dialer{Timeout: orDefault(cfg.DialTimeout, 5*time.Second), KeepAlive: 30 * time.Second},
-		handshake: orDefault(cfg.TLSHandshakeTimeout, 5*time.Second),
+		net:       net.Dialer{Timeout: cfg.DialTimeout, KeepAlive: 30 * time.Second},
+		handshake: cfg.TLSHandshakeTimeout,
 		tls:       tlsConf,
 		sockets:   map[string]string{},
 		slots:     map[string]chan struct{}{},
 	}
 	n := cfg.MaxConcurrentDials
-	if n <= 0 {
-		n = config.DefaultMaxConcurrentDials // a Proxy without config defaults applied
-	}
 	for _, s := range p.servers {
 		if s.sock != "" {
 			d.sockets[s.addr] = s.sock
@@ -143,15 +140,6 @@ func (d *dialer) connectTLS(ctx context.Context, network, addr string) (net.Conn
 	return tc, nil
 }
 
-// keepAlive is the number of idle connections kept per server; 0 turns
-// keep-alive off.
-func keepAlive(cfg *config.Proxy) int {
-	if cfg.KeepAlive != nil {
-		return *cfg.KeepAlive
-	}
-	return 32
-}
-
 // idleConnTimeout closes upstream connections left idle this long.
 const idleConnTimeout = 90 * time.Second
 
@@ -166,7 +154,7 @@ func newTransport(cfg *config.Proxy, d *dialer) *http.Transport {
 		DialContext:           d.dial,
 		DialTLSContext:        d.dialTLS,
 		TLSHandshakeTimeout:   d.handshake,
-		ResponseHeaderTimeout: orDefault(cfg.ResponseHeaderTimeout, 60*time.Second),
+		ResponseHeaderTimeout: cfg.ResponseHeaderTimeout,
 		ExpectContinueTimeout: time.Second,
 		IdleConnTimeout:       idleConnTimeout,
 		// The client's Accept-Encoding goes upstream unchanged and the
@@ -175,7 +163,7 @@ func newTransport(cfg *config.Proxy, d *dialer) *http.Transport {
 		// No ForceAttemptHTTP2: with a custom dialer the Transport speaks
 		// HTTP/1.1 only, which Upgrade needs.
 	}
-	if n := keepAlive(cfg); n == 0 {
+	if n := *cfg.KeepAlive; n == 0 {
 		t.DisableKeepAlives = true
 	} else {
 		t.MaxIdleConnsPerHost = n

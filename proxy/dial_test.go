@@ -1,0 +1,114 @@
+package proxy
+
+import (
+	"context"
+	"errors"
+	"net"
+	"net/http"
+	"testing"
+	"time"
+
+	"edge/config"
+)
+
+// TestNewRefusesConfigWithoutDefaults: the defaults live in config only;
+// a Proxy built by hand, without them, is refused rather than given a
+// second copy of each default.
+func TestNewRefusesConfigWithoutDefaults(t *testing.T) {
+	if _, err := New(&config.Proxy{Upstreams: []config.Upstream{{URL: "http://127.0.0.1:1"}}}, Options{}); !errors.Is(err, errNoDefaults) {
+		t.Errorf("New without defaults: %v, want errNoDefaults", err)
+	}
+}
+
+// TestDialSlots: with max_concurrent_dials slots taken, the Transport's
+// dial waits and gives up with the request's context, and a slot given
+// back lets the next dial through.
+func TestDialSlots(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	h := newHandler(t, proxyConfig(t, "upstreams: [http://"+ln.Addr().String()+"]\nmax_concurrent_dials: 2"), Options{})
+	d := h.transport.DialContext
+	addr := h.pool.servers[0].addr
+	ctx := t.Context()
+	for range 2 {
+		if err := h.lean.dialer.acquire(ctx, addr); err != nil {
+			t.Fatal(err)
+		}
+	}
+	short, cancel := context.WithTimeout(ctx, 20*time.Millisecond)
+	defer cancel()
+	if c, err := d(short, "tcp", addr); !errors.Is(err, context.DeadlineExceeded) {
+		if c != nil {
+			c.Close()
+		}
+		t.Fatalf("dial with every slot taken: %v, want the context's deadline", err)
+	}
+	h.lean.dialer.release(addr)
+	c, err := d(ctx, "tcp", addr)
+	if err != nil {
+		t.Fatalf("dial after a slot was given back: %v", err)
+	}
+	c.Close()
+	if n := len(h.lean.dialer.slots[addr]); n != 1 {
+		t.Errorf("%d slots taken after the dial, want 1 (the test's)", n)
+	}
+}
+
+// TestLeanKeepsConnectionOfCancelledRequest: a client that goes away
+// before the upstream answered does not cost the upstream its connection:
+// the response, when it comes soon, is read and the connection serves the
+// next request.
+func TestLeanKeepsConnectionOfCancelledRequest(t *testing.T) {
+	arrived, release := make(chan struct{}), make(chan struct{})
+	b, accepts := countingBackend(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/slow" {
+			close(arrived)
+			<-release
+		}
+		w.Write([]byte("ok"))
+	}), nil)
+	h := newHandler(t, proxyConfig(t, "upstreams: ["+b.URL+"]"), Options{})
+	gone := make(chan struct{})
+	base := front(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/slow" {
+			context.AfterFunc(r.Context(), func() { close(gone) })
+		}
+		h.ServeHTTP(w, r)
+	}), nil)
+	ctx, cancel := context.WithCancel(t.Context())
+	req, _ := http.NewRequestWithContext(ctx, "GET", base+"/slow", nil)
+	errc := make(chan error, 1)
+	go func() {
+		_, err := http.DefaultClient.Do(req)
+		errc <- err
+	}()
+	await(t, arrived, "the request to reach the upstream")
+	cancel()
+	if err := <-errc; err == nil {
+		t.Fatal("the cancelled request succeeded")
+	}
+	await(t, gone, "the proxy's request context to end") // the response is abandoned
+	close(release)
+	waitFor(t, 5*time.Second, "the cancelled request to end", func() bool { return h.inflight.Load() == 0 })
+	for range 3 {
+		if code, _, _ := get(t, http.DefaultClient, base+"/", nil); code != 200 {
+			t.Fatalf("GET = %d", code)
+		}
+	}
+	if n := accepts.Load(); n != 1 {
+		t.Errorf("upstream accepted %d connections, want 1: the cancelled request's connection is kept", n)
+	}
+}
+
+// await waits for ch to be closed, for at most 5s.
+func await(t *testing.T, ch <-chan struct{}, what string) {
+	t.Helper()
+	select {
+	case <-ch:
+	case <-time.After(5 * time.Second):
+		t.Fatalf("timed out waiting for %s", what)
+	}
+}

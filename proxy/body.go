@@ -16,8 +16,10 @@ import (
 // worker (the server's client_body_timeout bounds the wait). A larger body
 // streams after the buffered prefix. The body is wrapped so that its read
 // failures are *httperr.BodyError, the client's fault, wherever they come
-// out (here, or from a Transport writing the rest upstream).
-func (h *Handler) bufferBody(r *http.Request) error {
+// out (here, or from a Transport writing the rest upstream). A body read
+// completely is marked in st: its Expect: 100-continue is answered by edge
+// and not forwarded.
+func (h *Handler) bufferBody(r *http.Request, st *reqState) error {
 	if r.Body == nil || r.Body == http.NoBody {
 		return nil
 	}
@@ -27,7 +29,7 @@ func (h *Handler) bufferBody(r *http.Request) error {
 		return nil
 	}
 	if r.ContentLength > 0 {
-		return bufferKnown(r, body, min(r.ContentLength, h.buffering))
+		return bufferKnown(r, st, body, min(r.ContentLength, h.buffering))
 	}
 	// Unknown length (chunked, or HTTP/2 without content-length): read one
 	// byte more than the limit to learn whether the body fits.
@@ -39,13 +41,13 @@ func (h *Handler) bufferBody(r *http.Request) error {
 		r.Body = prefixed(b, body)
 		return nil
 	}
-	setBuffered(r, b)
+	setBuffered(r, st, b)
 	return nil
 }
 
 // bufferKnown reads n bytes of a body of known length: all of it when it
 // fits, else the prefix.
-func bufferKnown(r *http.Request, body io.ReadCloser, n int64) error {
+func bufferKnown(r *http.Request, st *reqState, body io.ReadCloser, n int64) error {
 	b := make([]byte, n)
 	if _, err := io.ReadFull(body, b); err != nil {
 		if errors.Is(err, io.EOF) {
@@ -59,12 +61,13 @@ func bufferKnown(r *http.Request, body io.ReadCloser, n int64) error {
 		r.Body = prefixed(b, body)
 		return nil
 	}
-	setBuffered(r, b)
+	setBuffered(r, st, b)
 	return nil
 }
 
 // setBuffered makes b the whole body of r, sent with a Content-Length.
-func setBuffered(r *http.Request, b []byte) {
+func setBuffered(r *http.Request, st *reqState, b []byte) {
+	st.buffered = true
 	r.TransferEncoding = nil
 	r.ContentLength = int64(len(b))
 	if len(b) == 0 {

@@ -1,10 +1,13 @@
 package proxy
 
 import (
+	"bufio"
 	"context"
 	"errors"
+	"io"
 	"net"
 	"net/http"
+	"strings"
 	"testing"
 	"time"
 
@@ -110,5 +113,35 @@ func await(t *testing.T, ch <-chan struct{}, what string) {
 	case <-ch:
 	case <-time.After(5 * time.Second):
 		t.Fatalf("timed out waiting for %s", what)
+	}
+}
+
+// TestBufferedBodyAnswersExpect: a client that asks for 100 Continue gets
+// it from edge, which reads the small body before the upstream is
+// contacted; the upstream gets the body with a Content-Length and no
+// Expect, so it does not wait for its own 100 Continue.
+func TestBufferedBodyAnswersExpect(t *testing.T) {
+	base, _, a, b := pair(t, "", nil)
+	c, err := net.Dial("tcp", strings.TrimPrefix(base, "http://"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(5 * time.Second))
+	io.WriteString(c, "POST /upload HTTP/1.1\r\nHost: a\r\nExpect: 100-continue\r\nTransfer-Encoding: chunked\r\n\r\n")
+	br := bufio.NewReader(c)
+	line, err := br.ReadString('\n')
+	if err != nil || !strings.HasPrefix(line, "HTTP/1.1 100 ") {
+		t.Fatalf("first line %q, %v; want 100 Continue", line, err)
+	}
+	br.ReadString('\n') // the blank line ending the 100 response
+	io.WriteString(c, "5\r\nhello\r\n0\r\n\r\n")
+	res, err := http.ReadResponse(br, nil)
+	if err != nil || res.StatusCode != 200 {
+		t.Fatalf("response %v, %v; want 200", res, err)
+	}
+	reqs := append(a.requests(), b.requests()...)
+	if len(reqs) != 1 || reqs[0].body != "hello" || reqs[0].header.Get("Expect") != "" {
+		t.Fatalf("upstream received %+v, want one request with body hello and no Expect", reqs)
 	}
 }

@@ -10,7 +10,10 @@
 // "Connection: keep-alive, Upgrade"), streams bodies and flushes SSE and
 // chunked responses at once. edge adds around it: the choice of server and
 // retries in a RoundTripper, a lean HTTP/1.1 client for requests without a
-// body (lean.go; the rest goes through an http.Transport), and its own
+// body (lean.go; the rest goes through an http.Transport), request
+// buffering and the blame for client body failures (body.go: they answer
+// 400/408/413 or are abandoned as 499, and never count against an
+// upstream), a cap on concurrent dials per server, and its own
 // handling of 101 responses, so that tunnels have an idle timeout, cost
 // little memory while idle, outlive the Handler and the HTTP server's
 // timeouts, and can be closed with a WebSocket 1001 at shutdown.
@@ -153,13 +156,14 @@ func defaulted(cfg *config.Proxy) bool {
 // allocation less than context.WithValue).
 type reqState struct {
 	context.Context
-	w      http.ResponseWriter
-	client netip.Addr // for ip_hash
-	server *server    // the server of the successful attempt
-	failed *server    // the server of the last failed attempt
-	err    error      // the error of the last failed attempt
-	logged bool       // err was logged with its upstream
-	tunnel bool       // upgraded: the tunnel now owns server.active
+	w        http.ResponseWriter
+	client   netip.Addr // for ip_hash
+	server   *server    // the server of the successful attempt
+	failed   *server    // the server of the last failed attempt
+	err      error      // the error of the last failed attempt
+	logged   bool       // err was logged with its upstream
+	buffered bool       // the whole body was read before the upstream was contacted
+	tunnel   bool       // upgraded: the tunnel now owns server.active
 }
 
 type stateKey struct{}
@@ -196,7 +200,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	h.inflight.Add(1)
 	defer h.done(st)
 	r = r.WithContext(st)
-	if err := h.bufferBody(r); err != nil {
+	if err := h.bufferBody(r, st); err != nil {
 		h.clientFailed(w, r, st, err)
 		return
 	}
@@ -259,6 +263,11 @@ func (h *Handler) rewrite(pr *httputil.ProxyRequest) {
 	info := clientip.InfoOf(pr.In)
 	st.client = info.Client
 	setForwarding(info, pr.In, pr.Out, h.cfg.Forwarded)
+	if st.buffered {
+		// The client got its 100 Continue when edge read the body; the
+		// upstream gets the body at once rather than after its own.
+		pr.Out.Header.Del("Expect")
+	}
 	// h2c upgrades would turn the tunnel into a second HTTP server behind
 	// edge's routing (h2c smuggling): forward such a request as plain
 	// HTTP/1.1.

@@ -239,3 +239,15 @@ func TestHostileSmugglingOverTLS(t *testing.T) {
 }
 
 var _ = http2.ErrCodeEnhanceYourCalm
+
+// TestPlainHTTPToTLSListener: a plain HTTP request to the HTTPS listener
+// gets net/http's readable 400, as before the listener did handshakes.
+func TestPlainHTTPToTLSListener(t *testing.T) {
+	var got seen
+	sconf, _ := selfSigned(t)
+	addr := edgeListener(t, plainYAML, got.backend, nil, Options{ReadHeaderTimeout: 5 * time.Second}, sconf)
+	raw, closed := rawExchange(t, addr, "GET / HTTP/1.1\r\nHost: x\r\n\r\n", 5*time.Second)
+	if !strings.HasPrefix(raw, "HTTP/1.0 400 Bad Request") || !closed {
+		t.Errorf("got %q (closed %v), want a 400 and the connection closed", raw, closed)
+	}
+}

@@ -173,11 +173,27 @@ func TestHostileBrowserCancelsAreFine(t *testing.T) {
 		}
 		cancel()
 	}
-	resp, err := cl.Get("https://" + addr + "/")
-	if err != nil {
-		t.Fatal(err)
+	// Then many ordinary requests, some at once, HEAD included: none of
+	// them counts as a reset.
+	var wg sync.WaitGroup
+	for g := 0; g < 10; g++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := 0; i < 30; i++ {
+				method := []string{"GET", "HEAD"}[i%2]
+				req, _ := http.NewRequest(method, "https://"+addr+"/", nil)
+				resp, err := cl.Do(req)
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				io.Copy(io.Discard, resp.Body)
+				resp.Body.Close()
+			}
+		}()
 	}
-	resp.Body.Close()
+	wg.Wait()
 	if n := dials.Load(); n != 1 {
 		t.Errorf("client dialled %d times, want 1 (the connection kept)", n)
 	}

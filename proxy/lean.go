@@ -216,6 +216,7 @@ func (l *lean) dial(ctx context.Context, s *server, p *connPool) (*leanConn, err
 	p.open.Add(1)
 	c := &leanConn{conn: nc, pool: p}
 	c.abandonFn = c.abandon
+	c.abandonCh.L = &c.mu
 	if tc, ok := nc.(*cryptotls.Conn); ok {
 		st := tc.ConnectionState()
 		c.tls = &st
@@ -276,8 +277,9 @@ type leanConn struct {
 	werr    error // the first error writing to the connection
 
 	mu        sync.Mutex
-	abandoned bool // guarded by mu: the request's client went away; deadlines are short
-	ended     bool // guarded by mu: the request is done with the connection
+	abandonCh sync.Cond // on mu: signalled when abandon has run
+	abandoned bool      // guarded by mu: the request's client went away; deadlines are short
+	ended     bool      // guarded by mu: the request is done with the connection
 
 	idleAt time.Time   // when it went idle; guarded by pool.mu while idle
 	closed atomic.Bool // close ran
@@ -351,6 +353,7 @@ func (c *leanConn) abandon() {
 	if !c.ended {
 		c.abandoned = true
 		c.conn.SetDeadline(time.Now().Add(abandonGrace))
+		c.abandonCh.Broadcast()
 	}
 }
 
@@ -364,11 +367,16 @@ func (c *leanConn) setReadDeadline(t time.Time) {
 	}
 }
 
-// end marks the request done with the connection: abandon, should it run
-// late, leaves the connection alone. It clears deadlines abandon set.
+// end marks the request done with the connection and clears deadlines
+// abandon set. When abandon has started already (stop reports false), end
+// waits for it, so that it cannot touch the connection once the next
+// request has it.
 func (c *leanConn) end(stop func() bool) {
-	stop()
+	stopped := stop()
 	c.mu.Lock()
+	for !stopped && !c.abandoned {
+		c.abandonCh.Wait()
+	}
 	c.ended = true
 	if c.abandoned {
 		c.conn.SetDeadline(time.Time{})

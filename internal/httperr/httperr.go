@@ -119,3 +119,26 @@ func (b *bodyReader) Read(p []byte) (int, error) {
 	}
 	return n, err
 }
+
+// UpstreamNoter is implemented by response writers that log which upstream
+// served a request (the server's observer: the access log's `upstream`
+// field). NoteUpstream records it without sending anything to the client.
+type UpstreamNoter interface {
+	NoteUpstream(addr string)
+}
+
+// NoteUpstream records addr as the upstream that served the request on the
+// first UpstreamNoter in w's Unwrap chain.
+func NoteUpstream(w http.ResponseWriter, addr string) {
+	for w != nil {
+		if n, ok := w.(UpstreamNoter); ok {
+			n.NoteUpstream(addr)
+			return
+		}
+		u, ok := w.(interface{ Unwrap() http.ResponseWriter })
+		if !ok {
+			return
+		}
+		w = u.Unwrap()
+	}
+}

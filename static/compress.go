@@ -44,7 +44,7 @@ type compressor struct {
 
 // newCompressor returns nil when cfg is nil or disabled.
 func newCompressor(cfg *config.Compress) *compressor {
-	if cfg == nil || cfg.Enabled == nil || !*cfg.Enabled {
+	if cfg == nil || !*cfg.Enabled {
 		return nil
 	}
 	c := &compressor{minSize: int64(cfg.MinSize), types: cfg.Types}

@@ -85,11 +85,14 @@ type Handler struct {
 // cmd/edge builds it from cfg.Fallback. log may be nil; New adds no
 // attributes to it.
 //
-// New opens the directory; it fails when the directory cannot be opened
-// or the metrics cannot be registered.
+// New opens the directory; it fails when the directory cannot be opened,
+// the metrics cannot be registered or cfg has not been defaulted.
 func New(routePath string, cfg *config.Static, fallback http.Handler, log *slog.Logger, opts ...Option) (*Handler, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
+	}
+	if err := defaulted(cfg); err != nil {
+		return nil, err
 	}
 	var o options
 	for _, opt := range opts {
@@ -113,30 +116,18 @@ func New(routePath string, cfg *config.Static, fallback http.Handler, log *slog.
 	if err != nil {
 		return nil, err // a *PathError naming the directory
 	}
-	index := cfg.Index
-	if len(index) == 0 {
-		index = []string{"index.html"}
-	}
-	var maxFile int64
-	if cfg.CacheMaxFileSize != nil {
-		maxFile = int64(*cfg.CacheMaxFileSize)
-	}
-	revalidate := cfg.CacheRevalidate
-	if revalidate <= 0 {
-		revalidate = time.Second
-	}
 	h := &Handler{
 		prefix:        strings.TrimSuffix(routePath, "/"),
 		alias:         alias,
 		dirPath:       dir,
-		index:         index,
+		index:         cfg.Index,
 		browse:        cfg.Browse,
 		spa:           cfg.SPA,
-		precompressed: cfg.Precompressed == nil || *cfg.Precompressed,
-		cacheControl:  []string{cacheControl(cfg)},
-		revalidate:    int64(revalidate),
+		precompressed: *cfg.Precompressed,
+		cacheControl:  []string{cfg.CacheControl},
+		revalidate:    int64(cfg.CacheRevalidate),
 		comp:          newCompressor(cfg.Compress),
-		cache:         newCache(maxFile, int64(cfg.CacheMaxBytes), m),
+		cache:         newCache(int64(*cfg.CacheMaxFileSize), int64(cfg.CacheMaxBytes), m),
 		metrics:       m,
 		fallback:      fallback,
 		log:           log,
@@ -150,14 +141,20 @@ func New(routePath string, cfg *config.Static, fallback http.Handler, log *slog.
 	return h, nil
 }
 
-func cacheControl(cfg *config.Static) string {
-	switch {
-	case cfg.CacheControl != "":
-		return cfg.CacheControl
-	case cfg.Immutable:
-		return config.ImmutableCacheControl
+// errNotDefaulted is returned by New for a block that did not come
+// through package config, which owns the defaults: a zero field would mean
+// something else here than in the documented configuration.
+var errNotDefaulted = errors.New("static: config block has not been defaulted by package config")
+
+// defaulted checks that config has filled in the fields whose zero value
+// it replaces; New does not guess their defaults.
+func defaulted(cfg *config.Static) error {
+	if len(cfg.Index) == 0 || cfg.CacheControl == "" || cfg.Precompressed == nil ||
+		cfg.CacheMaxFileSize == nil || cfg.CacheMaxBytes <= 0 || cfg.CacheRevalidate <= 0 ||
+		(cfg.Compress != nil && cfg.Compress.Enabled == nil) {
+		return errNotDefaulted
 	}
-	return config.DefaultCacheControl
+	return nil
 }
 
 // tick returns monotonic nanoseconds since New; wall-clock jumps do not

@@ -11,6 +11,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"edge/config"
 )
 
 func TestRootAndAlias(t *testing.T) {
@@ -483,5 +485,33 @@ func TestLooksLikePage(t *testing.T) {
 		if got := looksLikePage(name); got != want {
 			t.Errorf("looksLikePage(%q) = %v, want %v", name, got, want)
 		}
+	}
+}
+
+// TestNewTakesDefaultedConfig: the defaults live in package config only.
+// New used to re-apply some of its own and read the zero value of others
+// differently from config: an undefaulted "compress: {}" block compressed
+// nothing (config: a compress block turns compression on) and a nil
+// cache_max_file_size turned the cache off (config: 64KiB). New now refuses
+// a block that config has not defaulted rather than guess.
+func TestNewTakesDefaultedConfig(t *testing.T) {
+	dir := t.TempDir()
+	css := strings.Repeat("body { color: #123456; margin: 0 auto; }\n", 50) // 2 KiB
+	writeFiles(t, dir, map[string]string{"site.css": css})
+
+	raw := &config.Static{Root: dir, Compress: &config.Compress{}}
+	if _, err := New("/", raw, nil, nil); !errors.Is(err, errNotDefaulted) {
+		t.Errorf("New(undefaulted block) error = %v, want errNotDefaulted", err)
+	}
+
+	// The same block through config: compressed on the fly, then cached.
+	s := newSite(t, "/", fmt.Sprintf("{root: %q, compress: {}}", dir), nil)
+	resp, _ := s.get(t, "/site.css", "Accept-Encoding: gzip")
+	wantHeader(t, "compress: {}", resp, "Content-Encoding", "gzip")
+	ops := s.ops.Load()
+	resp, _ = s.get(t, "/site.css", "Accept-Encoding: gzip")
+	wantHeader(t, "cached", resp, "Content-Encoding", "gzip")
+	if n := s.ops.Load() - ops; n != 0 {
+		t.Errorf("second GET: %d filesystem operations, want 0 (served from the cache)", n)
 	}
 }

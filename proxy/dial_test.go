@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -143,5 +144,29 @@ func TestBufferedBodyAnswersExpect(t *testing.T) {
 	reqs := append(a.requests(), b.requests()...)
 	if len(reqs) != 1 || reqs[0].body != "hello" || reqs[0].header.Get("Expect") != "" {
 		t.Fatalf("upstream received %+v, want one request with body hello and no Expect", reqs)
+	}
+}
+
+// upstreamNoter stands for the server's observer: it records the upstream
+// the proxy notes for the access log.
+type upstreamNoter struct {
+	http.ResponseWriter
+	upstream *atomic.Value // string
+}
+
+func (w upstreamNoter) NoteUpstream(addr string)    { w.upstream.Store(addr) }
+func (w upstreamNoter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
+
+// TestNotesUpstream: the server that answered is noted for the access log.
+func TestNotesUpstream(t *testing.T) {
+	rec := newRecorder(t, "a")
+	h := newHandler(t, proxyConfig(t, "upstreams: ["+rec.URL+"]"), Options{})
+	var noted atomic.Value
+	base := front(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		h.ServeHTTP(upstreamNoter{w, &noted}, r)
+	}), nil)
+	code, _, _ := get(t, http.DefaultClient, base+"/", nil)
+	if got, _ := noted.Load().(string); code != 200 || got != rec.URL {
+		t.Errorf("GET = %d, noted upstream %q, want 200 and %q", code, got, rec.URL)
 	}
 }

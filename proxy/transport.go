@@ -232,6 +232,7 @@ func (b *balancer) RoundTrip(req *http.Request) (*http.Response, error) {
 		}
 		s.active.Add(1)
 		st.server = s
+		httperr.NoteUpstream(st.w, s.name) // the access log's upstream field
 		out := req
 		if attempt == 0 {
 			// req is ReverseProxy's own copy of the client's request, with

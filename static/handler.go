@@ -98,7 +98,7 @@ func New(routePath string, cfg *config.Static, fallback http.Handler, log *slog.
 	for _, opt := range opts {
 		opt(&o)
 	}
-	m, err := newMetrics(o.reg, routePath)
+	m, err := newMetrics(o.reg, o.site, routePath)
 	if err != nil {
 		return nil, err
 	}

@@ -98,7 +98,7 @@ func (b *builder) static(site *config.Site, r *config.Route) (http.Handler, erro
 		}
 	}
 	return static.New(r.Path, r.Static, fallback, b.a.log.With("component", "static", "route", r.Path),
-		static.WithRegisterer(b.a.reg))
+		static.WithRegisterer(b.a.reg, siteLabel(site)))
 }
 
 func siteRoute(site *config.Site, path string) *config.Route {

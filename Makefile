@@ -19,12 +19,16 @@ bench: build
 	./bench/run.sh
 
 fuzz:
-	go test ./config -run '^$$' -fuzz FuzzParse -fuzztime 60s
-	go test ./server -run '^$$' -fuzz FuzzCleanPath -fuzztime 30s
-	# Network target: coverage from server goroutines varies run to run, and
+	go test ./config -run '^$$' -fuzz '^FuzzParse$$' -fuzztime 60s
+	go test ./server -run '^$$' -fuzz '^FuzzCleanPath$$' -fuzztime 30s
+	go test ./server -run '^$$' -fuzz '^FuzzSiteMatch$$' -fuzztime 30s
+	go test ./server -run '^$$' -fuzz '^FuzzFraming$$' -fuzztime 60s
+	go test ./static -run '^$$' -fuzz '^FuzzPath$$' -fuzztime 60s
+	go test ./static -run '^$$' -fuzz '^FuzzParseAcceptEncoding$$' -fuzztime 30s
+	# Network targets: coverage from server goroutines varies run to run, and
 	# minimising such inputs hangs the fuzz worker, so minimisation is off.
-	go test ./hub -run '^$$' -fuzz FuzzReader -fuzztime 60s -fuzzminimizetime 0
-	go test ./proxy -run '^$$' -fuzz FuzzProxyRequest -fuzztime 60s -fuzzminimizetime 0
+	go test ./hub -run '^$$' -fuzz '^FuzzReader$$' -fuzztime 60s -fuzzminimizetime 0
+	go test ./proxy -run '^$$' -fuzz '^FuzzProxyRequest$$' -fuzztime 60s -fuzzminimizetime 0
 
 install: build
 	./scripts/install.sh

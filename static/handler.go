@@ -26,9 +26,10 @@
 //   - SPA: a missing path whose last segment has no extension or ends in
 //     .html gets the route's index file with "Cache-Control: no-cache"; a
 //     missing app.js or logo.png stays 404.
-//   - Errors are plain and small: 404 for anything missing or unreachable
-//     (including a FIFO or device), 403 for a permission refused, 500 only
-//     for trouble on the server (EMFILE, EIO), which is logged.
+//   - Errors are edge's one plain, uncached page (internal/httperr): 404
+//     for anything missing or unreachable (including a FIFO or device), 403
+//     for a permission refused, 500 only for trouble on the server (EMFILE,
+//     EIO), which is logged.
 package static
 
 import (
@@ -39,12 +40,12 @@ import (
 	"net/http"
 	"net/url"
 	"os"
-	"strconv"
 	"strings"
 	"sync/atomic"
 	"time"
 
 	"edge/config"
+	"edge/internal/httperr"
 )
 
 // Handler serves one static route. It is safe for concurrent use. It
@@ -400,28 +401,14 @@ func (h *Handler) redirectDir(w http.ResponseWriter, r *http.Request) {
 	io.WriteString(w, "301 Moved Permanently\n")
 }
 
-// errorHeaders are removed before an error page: they described the file.
-var errorHeaders = []string{"Cache-Control", "Etag", "Last-Modified", "Accept-Ranges", "Content-Encoding", "Content-Length", "Vary"}
-
-// error writes a small plain-text page that tells nothing about the
-// server: the status line and nothing else.
+// error answers with edge's one error page (httperr.Error: plain text,
+// nosniff, "Cache-Control: no-store"). The file's validators and
+// Content-Encoding may already be set (a 412 after the headers were
+// prepared); httperr.Error clears those, and Accept-Ranges and Vary, which
+// also described the file, go here.
 func (h *Handler) error(w http.ResponseWriter, code int) {
 	hdr := w.Header()
-	for _, k := range errorHeaders {
-		delete(hdr, k)
-	}
-	hdr["Content-Type"] = hTextPlain
-	hdr["X-Content-Type-Options"] = hNosniff
-	w.WriteHeader(code)
-	io.WriteString(w, statusLine(code))
-}
-
-func statusLine(code int) string {
-	switch code {
-	case http.StatusNotFound:
-		return "404 Not Found\n"
-	case http.StatusBadRequest:
-		return "400 Bad Request\n"
-	}
-	return strconv.Itoa(code) + " " + http.StatusText(code) + "\n"
+	delete(hdr, "Accept-Ranges")
+	delete(hdr, "Vary")
+	httperr.Error(w, code)
 }

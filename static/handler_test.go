@@ -515,3 +515,48 @@ func TestNewTakesDefaultedConfig(t *testing.T) {
 		t.Errorf("second GET: %d filesystem operations, want 0 (served from the cache)", n)
 	}
 }
+
+// TestErrorPage: static answers errors with the shared page of
+// internal/httperr. Its own copy sent no Cache-Control at all, while the
+// server, proxy and hub pages said "no-store": a shared cache could keep a
+// 404 or 500 of a file that appears or recovers a moment later.
+func TestErrorPage(t *testing.T) {
+	dir := t.TempDir()
+	writeFiles(t, dir, map[string]string{"a.txt": "hello world", "a.txt.gz": "not really gzip", "b.txt": "b"})
+	s := newSite(t, "/", fmt.Sprintf("{root: %q}", dir), nil)
+	s.setHook(func(op, name string) error {
+		if name == "b.txt" {
+			return syscall.EMFILE
+		}
+		return nil
+	})
+	for _, tt := range []struct {
+		name, method, path string
+		headers            []string
+		code               int
+	}{
+		{"missing", "GET", "/nope.txt", nil, 404},
+		{"dotfile", "GET", "/.env", nil, 404},
+		{"dot segment", "GET", "/x/%2e%2e/a.txt", nil, 400},
+		{"method", "POST", "/a.txt", nil, 405},
+		// Validators, Accept-Ranges and Vary were set for the file before
+		// the precondition failed.
+		{"precondition", "GET", "/a.txt", []string{`If-Match: "other"`, "Accept-Encoding: gzip"}, 412},
+		{"server trouble", "GET", "/b.txt", nil, 500},
+	} {
+		resp, body := s.do(t, tt.method, tt.path, tt.headers...)
+		wantStatus(t, tt.name, resp, tt.code)
+		if want := fmt.Sprintf("%d %s\n", tt.code, http.StatusText(tt.code)); body != want {
+			t.Errorf("%s: body %q, want %q", tt.name, body, want)
+		}
+		wantHeader(t, tt.name, resp, "Cache-Control", "no-store")
+		wantHeader(t, tt.name, resp, "Content-Type", "text/plain; charset=utf-8")
+		wantHeader(t, tt.name, resp, "X-Content-Type-Options", "nosniff")
+		for _, k := range []string{"Etag", "Last-Modified", "Accept-Ranges", "Vary", "Content-Encoding"} {
+			wantHeader(t, tt.name, resp, k, "")
+		}
+		if tt.code == 405 {
+			wantHeader(t, tt.name, resp, "Allow", "GET, HEAD")
+		}
+	}
+}

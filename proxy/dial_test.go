@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -22,6 +23,76 @@ func TestNewRefusesConfigWithoutDefaults(t *testing.T) {
 	if _, err := New(&config.Proxy{Upstreams: []config.Upstream{{URL: "http://127.0.0.1:1"}}}, Options{}); !errors.Is(err, errNoDefaults) {
 		t.Errorf("New without defaults: %v, want errNoDefaults", err)
 	}
+}
+
+// TestNewRefusesPartlyDefaultedConfig: a config with some defaults set by
+// hand and others missing is refused too (a missing balance or weight was
+// given a second default in the pool).
+func TestNewRefusesPartlyDefaultedConfig(t *testing.T) {
+	for name, change := range map[string]func(*config.Proxy){
+		"balance":             func(c *config.Proxy) { c.Balance = "" },
+		"weight":              func(c *config.Proxy) { c.Upstreams[0].Weight = 0 },
+		"fail_timeout":        func(c *config.Proxy) { c.Upstreams[0].FailTimeout = 0 },
+		"response_header":     func(c *config.Proxy) { c.ResponseHeaderTimeout = 0 },
+		"health_check.passes": func(c *config.Proxy) { c.HealthCheck.Passes = 0 },
+	} {
+		cfg := proxyConfig(t, "upstreams: [http://127.0.0.1:1]\nhealth_check: {}")
+		change(cfg)
+		if _, err := New(cfg, Options{}); !errors.Is(err, errNoDefaults) {
+			t.Errorf("New without the %s default: %v, want errNoDefaults", name, err)
+		}
+	}
+}
+
+// TestKeepAliveDefault: a route without a keepalive key keeps 64 idle
+// connections per upstream, as config and the README say, on both the lean
+// client and the Transport. Regression: the proxy had its own fallback of
+// 32, so 40 concurrent requests left 8 connections closed.
+func TestKeepAliveDefault(t *testing.T) {
+	const n = 40 // above the old 32, within 64
+	arrived := make(chan struct{}, n)
+	release := make(chan struct{})
+	b, accepts := countingBackend(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		arrived <- struct{}{}
+		select {
+		case <-release:
+		case <-r.Context().Done():
+		}
+		w.Write([]byte("ok"))
+	}), nil)
+	cfg := proxyConfig(t, "upstreams: ["+b.URL+"]")
+	if *cfg.KeepAlive != 64 {
+		t.Fatalf("config default keepalive = %d, want 64 (README)", *cfg.KeepAlive)
+	}
+	h := newHandler(t, cfg, Options{})
+	if got := h.transport.MaxIdleConnsPerHost; got != 64 {
+		t.Errorf("Transport MaxIdleConnsPerHost = %d, want 64", got)
+	}
+	done := make(chan int, n)
+	for range n {
+		go func() {
+			ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+			defer cancel()
+			req := httptest.NewRequestWithContext(ctx, http.MethodGet, "http://edge.test/", nil)
+			rec := httptest.NewRecorder()
+			h.ServeHTTP(rec, req)
+			done <- rec.Code
+		}()
+	}
+	for range n {
+		select {
+		case <-arrived:
+		case <-time.After(10 * time.Second):
+			t.Fatal("requests did not reach the backend concurrently")
+		}
+	}
+	close(release)
+	for range n {
+		if code := <-done; code != http.StatusOK {
+			t.Errorf("status %d, want 200", code)
+		}
+	}
+	expectConns(t, h, accepts, n, n, "40 concurrent requests")
 }
 
 // TestDialSlots: with max_concurrent_dials slots taken, the Transport's

@@ -57,9 +57,6 @@ type pool struct {
 
 func newPool(cfg *config.Proxy) (*pool, error) {
 	p := &pool{balance: cfg.Balance, now: time.Now, passive: len(cfg.Upstreams) > 1}
-	if p.balance == "" {
-		p.balance = "round_robin"
-	}
 	for i, u := range cfg.Upstreams {
 		s, err := newServer(i, u, cfg)
 		if err != nil {
@@ -74,9 +71,9 @@ func newPool(cfg *config.Proxy) (*pool, error) {
 }
 
 func newServer(i int, u config.Upstream, cfg *config.Proxy) (*server, error) {
-	s := &server{name: u.URL, weight: max(u.Weight, 1), backup: u.Backup, healthy: true}
-	// config gives every upstream the pool's max_fails and fail_timeout
-	// unless it sets its own.
+	s := &server{name: u.URL, weight: u.Weight, backup: u.Backup, healthy: true}
+	// config gives every upstream its weight and the pool's max_fails and
+	// fail_timeout unless it sets its own.
 	s.maxFails, s.failTimeout = *u.MaxFails, u.FailTimeout
 	h := fnv.New64a()
 	h.Write([]byte(u.URL))

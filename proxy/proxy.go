@@ -137,16 +137,22 @@ func New(cfg *config.Proxy, opts Options) (*Handler, error) {
 
 var errNoDefaults = errors.New("proxy: configuration without defaults: build it with config.Parse or config.Load")
 
-// defaulted reports whether the config defaults were applied to cfg.
+// defaulted reports whether the config defaults were applied to cfg: every
+// field that config defaults is set (a zero there means "default" before
+// config.Parse, and never after it).
 func defaulted(cfg *config.Proxy) bool {
-	if cfg.MaxFails == nil || cfg.KeepAlive == nil || cfg.Retries == nil || cfg.TunnelIdleTimeout == nil ||
-		cfg.RequestBuffering == nil || cfg.MaxConcurrentDials == 0 || cfg.DialTimeout == 0 {
+	if cfg.Balance == "" || cfg.MaxFails == nil || cfg.FailTimeout == 0 || cfg.DialTimeout == 0 ||
+		cfg.TLSHandshakeTimeout == 0 || cfg.ResponseHeaderTimeout == 0 || cfg.TunnelIdleTimeout == nil ||
+		cfg.KeepAlive == nil || cfg.Retries == nil || cfg.RequestBuffering == nil || cfg.MaxConcurrentDials == 0 {
 		return false
 	}
 	for _, u := range cfg.Upstreams {
-		if u.MaxFails == nil {
+		if u.Weight == 0 || u.MaxFails == nil || u.FailTimeout == 0 {
 			return false
 		}
+	}
+	if hc := cfg.HealthCheck; hc != nil && (hc.Path == "" || hc.Interval == 0 || hc.Timeout == 0 || hc.Fails == 0 || hc.Passes == 0) {
+		return false
 	}
 	return true
 }

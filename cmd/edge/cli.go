@@ -68,11 +68,16 @@ func newFlags(name, synopsis string, stderr io.Writer) (*flag.FlagSet, *string) 
 		fmt.Fprintf(stderr, "Usage: edge %s\n\nFlags:\n", synopsis)
 		fs.PrintDefaults()
 	}
-	def := os.Getenv("EDGE_CONFIG")
-	if def == "" {
-		def = "/etc/edge/config.yaml"
+	return fs, fs.String("config", defaultConfigPath(), "configuration file ($EDGE_CONFIG)")
+}
+
+// defaultConfigPath is the configuration file of a command run without
+// -config: $EDGE_CONFIG, else /etc/edge/config.yaml.
+func defaultConfigPath() string {
+	if p := os.Getenv("EDGE_CONFIG"); p != "" {
+		return p
 	}
-	return fs, fs.String("config", def, "configuration file ($EDGE_CONFIG)")
+	return "/etc/edge/config.yaml"
 }
 
 // parseFlags parses args; -h prints usage and ends the command successfully.

@@ -20,8 +20,7 @@ import (
 	edgetls "edge/tls"
 )
 
-// loadForCtl loads the configuration for a control command, printing its
-// problems.
+// loadConfig loads the configuration for a command, printing its problems.
 func loadConfig(path string, stderr io.Writer) (*config.Config, error) {
 	cfg, err := config.Load(path)
 	if err != nil {
@@ -96,8 +95,12 @@ func findRunning(cfgPath string) []int {
 	return pids
 }
 
+// configArg returns the absolute configuration path of a running edge
+// from its arguments (after the subcommand) and working directory, as its
+// flags resolved it. Its environment is not read: $EDGE_CONFIG is assumed
+// to be the same as ours.
 func configArg(args []string, cwd string) string {
-	p := os.Getenv("EDGE_CONFIG")
+	var p string
 	for i, a := range args {
 		if v, ok := strings.CutPrefix(strings.TrimLeft(a, "-"), "config="); ok {
 			p = v
@@ -106,7 +109,7 @@ func configArg(args []string, cwd string) string {
 		}
 	}
 	if p == "" {
-		p = "/etc/edge/config.yaml"
+		p = defaultConfigPath()
 	}
 	if !filepath.IsAbs(p) {
 		p = filepath.Join(cwd, p)

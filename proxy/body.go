@@ -116,9 +116,9 @@ func (h *Handler) clientFailed(w http.ResponseWriter, r *http.Request, st *reqSt
 		// gets its 408.
 		code = httperr.StatusClientClosed
 	}
-	upstream := serverName(st.server)
+	upstream := upstreamName(st.upstream)
 	if upstream == "" {
-		upstream = serverName(st.failed)
+		upstream = upstreamName(st.failed)
 	}
 	msg := "request body failed"
 	if code == httperr.StatusClientClosed {

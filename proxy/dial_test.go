@@ -106,7 +106,7 @@ func TestDialSlots(t *testing.T) {
 	defer ln.Close()
 	h := newHandler(t, proxyConfig(t, "upstreams: [http://"+ln.Addr().String()+"]\nmax_concurrent_dials: 2"), Options{})
 	d := h.transport.DialContext
-	addr := h.pool.servers[0].addr
+	addr := h.upstreams.list[0].addr
 	ctx := t.Context()
 	for range 2 {
 		if err := h.lean.dialer.acquire(ctx, addr); err != nil {

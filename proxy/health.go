@@ -52,13 +52,13 @@ func (h *Handler) Run(ctx context.Context) error {
 // probeAll probes every server at once and waits for the results.
 func (h *Handler) probeAll(ctx context.Context) {
 	var wg sync.WaitGroup
-	for _, s := range h.pool.servers {
+	for _, s := range h.upstreams.list {
 		wg.Go(func() { h.probe(ctx, s) })
 	}
 	wg.Wait()
 }
 
-func (h *Handler) probe(runCtx context.Context, s *server) {
+func (h *Handler) probe(runCtx context.Context, s *upstream) {
 	hc := h.cfg.HealthCheck
 	ctx, cancel := context.WithTimeout(runCtx, hc.Timeout)
 	defer cancel()
@@ -84,7 +84,7 @@ func (h *Handler) probe(runCtx context.Context, s *server) {
 		io.CopyN(io.Discard, res.Body, 64<<10) // let the connection be reused
 		res.Body.Close()
 	}
-	changed, healthy := h.pool.probed(s, ok, hc.Fails, hc.Passes)
+	changed, healthy := h.upstreams.probed(s, ok, hc.Fails, hc.Passes)
 	switch {
 	case changed && healthy:
 		h.log.Info("upstream healthy again", "upstream", s.name)

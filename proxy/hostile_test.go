@@ -212,8 +212,8 @@ func TestHostileMalformedChunkedDoesNotMarkDown(t *testing.T) {
 				if buffering != "0" && a.conns.Load()+b.conns.Load() != 0 {
 					t.Errorf("upstreams accepted %d connections for buffered malformed bodies", a.conns.Load()+b.conns.Load())
 				}
-				for _, s := range h.pool.servers {
-					if !h.pool.up(s) {
+				for _, s := range h.upstreams.list {
+					if !h.upstreams.up(s) {
 						t.Errorf("%s marked down by a client's malformed body", s.name)
 					}
 				}
@@ -245,8 +245,8 @@ func TestHostileHalfCloseNo499OnWire(t *testing.T) {
 			if buffering != "0" && a.conns.Load()+b.conns.Load() != 0 {
 				t.Errorf("upstreams accepted %d connections for truncated buffered bodies", a.conns.Load()+b.conns.Load())
 			}
-			for _, s := range h.pool.servers {
-				if !h.pool.up(s) {
+			for _, s := range h.upstreams.list {
+				if !h.upstreams.up(s) {
 					t.Errorf("%s marked down by a truncated body", s.name)
 				}
 			}
@@ -268,8 +268,8 @@ func TestHostileStalledSmallBodyNeverReachesUpstream(t *testing.T) {
 	if n := a.conns.Load() + b.conns.Load(); n != 0 {
 		t.Errorf("upstreams accepted %d connections for a stalled small body", n)
 	}
-	for _, s := range h.pool.servers {
-		if !h.pool.up(s) {
+	for _, s := range h.upstreams.list {
+		if !h.upstreams.up(s) {
 			t.Errorf("%s marked down by a stalled body", s.name)
 		}
 	}
@@ -295,8 +295,8 @@ func TestHostileStalledLargeBodyCancelsUpstream(t *testing.T) {
 			t.Errorf("upstream got %d bytes, err %v; want the streamed prefix and a failed read", len(r.body), r.err)
 		}
 	}
-	for _, s := range h.pool.servers {
-		if !h.pool.up(s) {
+	for _, s := range h.upstreams.list {
+		if !h.upstreams.up(s) {
 			t.Errorf("%s marked down by a stalled body", s.name)
 		}
 	}
@@ -628,8 +628,8 @@ func TestHostileH2ContentLengthMismatch(t *testing.T) {
 			if buffering != "0" && a.conns.Load()+b.conns.Load() != 0 {
 				t.Errorf("upstreams accepted %d connections for buffered bad bodies", a.conns.Load()+b.conns.Load())
 			}
-			for _, s := range h.pool.servers {
-				if !h.pool.up(s) {
+			for _, s := range h.upstreams.list {
+				if !h.upstreams.up(s) {
 					t.Errorf("%s marked down by a client's bad body", s.name)
 				}
 			}

@@ -45,7 +45,7 @@ type lean struct {
 	// Static after construction.
 	dialer        *dialer
 	headerTimeout time.Duration
-	pools         map[*server]*connPool
+	pools         map[*upstream]*connPool
 }
 
 // maxResponseHeaderBytes bounds a response header (and its 1xx
@@ -55,7 +55,7 @@ const maxResponseHeaderBytes = 10 << 20
 // newLean returns the lean client of a Handler, or nil when keep-alive is
 // off: then every connection serves one request anyway, and the Transport
 // asks for Connection: close.
-func newLean(cfg *config.Proxy, d *dialer, p *pool) *lean {
+func newLean(cfg *config.Proxy, d *dialer, p *upstreams) *lean {
 	n := *cfg.KeepAlive
 	if n == 0 {
 		return nil
@@ -63,9 +63,9 @@ func newLean(cfg *config.Proxy, d *dialer, p *pool) *lean {
 	l := &lean{
 		dialer:        d,
 		headerTimeout: cfg.ResponseHeaderTimeout,
-		pools:         make(map[*server]*connPool, len(p.servers)),
+		pools:         make(map[*upstream]*connPool, len(p.list)),
 	}
-	for _, s := range p.servers {
+	for _, s := range p.list {
 		l.pools[s] = &connPool{max: n, idleTimeout: idleConnTimeout}
 	}
 	return l
@@ -102,7 +102,7 @@ func (l *lean) closeIdle() {
 
 // roundTrip sends req to s. Errors from connecting are connectErrors, as
 // the Transport's. A request whose client has gone already is not sent.
-func (l *lean) roundTrip(req *http.Request, s *server) (*http.Response, error) {
+func (l *lean) roundTrip(req *http.Request, s *upstream) (*http.Response, error) {
 	if err := validateHeaders(req.Header); err != nil {
 		return nil, err
 	}
@@ -141,7 +141,7 @@ func (l *lean) roundTrip(req *http.Request, s *server) (*http.Response, error) {
 // the open connections rather than adding its own. reused reports a
 // connection that served requests before (a server may have closed it
 // since).
-func (l *lean) conn(ctx context.Context, s *server, p *connPool) (c *leanConn, reused bool, err error) {
+func (l *lean) conn(ctx context.Context, s *upstream, p *connPool) (c *leanConn, reused bool, err error) {
 	c, w := p.wait()
 	if c != nil {
 		return c, true, nil
@@ -182,7 +182,7 @@ const reuseWait = time.Millisecond
 // (as net/http's Transport does) rather than being thrown away, which
 // would make cancelled requests cost the backend a connection each. A
 // failed dial fails the requests waiting for this server too, at once.
-func (l *lean) dialHeld(ctx context.Context, s *server, p *connPool, held bool) (*leanConn, bool, error) {
+func (l *lean) dialHeld(ctx context.Context, s *upstream, p *connPool, held bool) (*leanConn, bool, error) {
 	if !held {
 		if err := l.dialer.acquire(ctx, s.addr); err != nil {
 			return nil, false, err
@@ -202,7 +202,7 @@ func (l *lean) dialHeld(ctx context.Context, s *server, p *connPool, held bool) 
 }
 
 // dial connects to s; the caller holds a dial slot.
-func (l *lean) dial(ctx context.Context, s *server, p *connPool) (*leanConn, error) {
+func (l *lean) dial(ctx context.Context, s *upstream, p *connPool) (*leanConn, error) {
 	var nc net.Conn
 	var err error
 	if s.scheme == "https" {

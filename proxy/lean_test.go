@@ -77,7 +77,7 @@ func rawBackend(t *testing.T, serve func(c net.Conn, br *bufio.Reader)) (string,
 
 // idleLean returns the number of idle lean connections of h's first server.
 func idleLean(h *Handler) int {
-	p := h.lean.pools[h.pool.servers[0]]
+	p := h.lean.pools[h.upstreams.list[0]]
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	return len(p.idle)
@@ -233,7 +233,7 @@ func TestLeanRetriesConnectionsClosedWhileIdle(t *testing.T) {
 	if n := sink.count(slog.LevelWarn); n != 0 {
 		t.Errorf("%d Warn records for a transparent retry", n)
 	}
-	if !h.pool.up(h.pool.servers[0]) {
+	if !h.upstreams.up(h.upstreams.list[0]) {
 		t.Error("the idle close marked the upstream down")
 	}
 }

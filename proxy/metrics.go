@@ -84,8 +84,8 @@ type upCollector struct {
 	desc *prometheus.Desc
 
 	mu    sync.Mutex
-	pools map[*pool]poolEntry // guarded by mu
-	seq   uint64              // guarded by mu
+	pools map[*upstreams]poolEntry // guarded by mu
+	seq   uint64                   // guarded by mu
 }
 
 type poolEntry struct {
@@ -98,18 +98,18 @@ func newUpCollector() *upCollector {
 		desc: prometheus.NewDesc("edge_proxy_upstream_up",
 			"Whether an upstream server gets traffic (1) or is down by passive or active health checks (0).",
 			[]string{"route", "upstream"}, nil),
-		pools: map[*pool]poolEntry{},
+		pools: map[*upstreams]poolEntry{},
 	}
 }
 
-func (c *upCollector) add(p *pool, route string) {
+func (c *upCollector) add(p *upstreams, route string) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.seq++
 	c.pools[p] = poolEntry{route: route, seq: c.seq}
 }
 
-func (c *upCollector) remove(p *pool) {
+func (c *upCollector) remove(p *upstreams) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	delete(c.pools, p)
@@ -128,7 +128,7 @@ func (c *upCollector) Collect(ch chan<- prometheus.Metric) {
 	c.mu.Lock()
 	vals := map[key]val{}
 	for p, e := range c.pools {
-		for _, s := range p.servers {
+		for _, s := range p.list {
 			k := key{e.route, s.name}
 			if v, ok := vals[k]; !ok || e.seq > v.seq {
 				vals[k] = val{e.seq, p.up(s)}

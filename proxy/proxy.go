@@ -67,7 +67,7 @@ type Handler struct {
 	// Static after New.
 	cfg        *config.Proxy
 	log        *slog.Logger
-	pool       *pool
+	upstreams  *upstreams
 	transport  *http.Transport
 	lean       *lean // nil: keepalive 0, everything goes through transport
 	rp         *httputil.ReverseProxy
@@ -98,7 +98,7 @@ func New(cfg *config.Proxy, opts Options) (*Handler, error) {
 	if opts.Name != "" {
 		log = log.With("route", opts.Name)
 	}
-	p, err := newPool(cfg)
+	p, err := newUpstreams(cfg)
 	if err != nil {
 		return nil, err
 	}
@@ -108,7 +108,7 @@ func New(cfg *config.Proxy, opts Options) (*Handler, error) {
 	}
 	tr := newTransport(cfg, d)
 	h := &Handler{
-		cfg: cfg, log: log, pool: p, transport: tr, lean: newLean(cfg, d, p),
+		cfg: cfg, log: log, upstreams: p, transport: tr, lean: newLean(cfg, d, p),
 		tunnels:    opts.Tunnels,
 		tunnelIdle: *cfg.TunnelIdleTimeout,
 		buffering:  int64(*cfg.RequestBuffering),
@@ -164,8 +164,8 @@ type reqState struct {
 	context.Context
 	w        http.ResponseWriter
 	client   netip.Addr // for ip_hash
-	server   *server    // the server of the successful attempt
-	failed   *server    // the server of the last failed attempt
+	upstream *upstream  // the server of the successful attempt
+	failed   *upstream  // the server of the last failed attempt
 	err      error      // the error of the last failed attempt
 	logged   bool       // err was logged with its upstream
 	buffered bool       // the whole body was read before the upstream was contacted
@@ -237,8 +237,8 @@ func (h *Handler) refuse(r *http.Request) int {
 }
 
 func (h *Handler) done(st *reqState) {
-	if st.server != nil && !st.tunnel {
-		st.server.active.Add(-1)
+	if st.upstream != nil && !st.tunnel {
+		st.upstream.active.Add(-1)
 	}
 	if h.inflight.Add(-1) == 0 && h.closed.Load() {
 		// Connections that went back to the pool after Close.
@@ -260,7 +260,7 @@ func printableASCII(s string) bool {
 // headers.
 func (h *Handler) rewrite(pr *httputil.ProxyRequest) {
 	st := stateFrom(pr.In.Context())
-	s := h.pool.servers[0]
+	s := h.upstreams.list[0]
 	pr.Out.URL.Scheme, pr.Out.URL.Host = s.scheme, s.host // replaced per attempt
 	pr.Out.Host = pr.In.Host
 	if h.cfg.Host != "" {
@@ -289,11 +289,11 @@ func (h *Handler) modifyResponse(res *http.Response) error {
 	if res.StatusCode == http.StatusSwitchingProtocols {
 		return h.upgrade(st, res)
 	}
-	h.metrics.request(serverName(st.server), res.StatusCode)
+	h.metrics.request(upstreamName(st.upstream), res.StatusCode)
 	return nil
 }
 
-func serverName(s *server) string {
+func upstreamName(s *upstream) string {
 	if s == nil {
 		return ""
 	}
@@ -333,7 +333,7 @@ func (h *Handler) upgrade(st *reqState, res *http.Response) error {
 	// The connections are ours now: ReverseProxy must not close the
 	// upstream one, and no error page can be written any more.
 	res.Body = http.NoBody
-	s := st.server
+	s := st.upstream
 
 	hdr := res.Header
 	removeHopByHop(hdr)
@@ -411,9 +411,9 @@ func (h *Handler) handleError(w http.ResponseWriter, r *http.Request, err error)
 		return
 	}
 	code, cause := h.classify(err)
-	upstream := serverName(st.server)
+	upstream := upstreamName(st.upstream)
 	if upstream == "" {
-		upstream = serverName(st.failed)
+		upstream = upstreamName(st.failed)
 	}
 	if !st.logged {
 		h.log.Warn("proxy error", "upstream", upstream, "cause", cause, "status", code,
@@ -442,10 +442,10 @@ func (h *Handler) classify(err error) (int, string) {
 
 // upstreamFailed logs and counts a failed attempt, and keeps passive
 // health.
-func (h *Handler) upstreamFailed(r *http.Request, s *server, err error, retry bool) {
+func (h *Handler) upstreamFailed(r *http.Request, s *upstream, err error, retry bool) {
 	st := stateFrom(r.Context())
 	cause, _ := errorCause(err)
-	down := h.pool.fail(s)
+	down := h.upstreams.fail(s)
 	h.log.Warn("upstream failed", "upstream", s.name, "cause", cause, "retry", retry,
 		"marked_down", down, "method", r.Method, "path", r.URL.Path, "err", err)
 	h.metrics.failure(s.name, cause)
@@ -473,7 +473,7 @@ func (h *Handler) Close() error {
 	h.mu.Unlock()
 	h.runWG.Wait()
 	if h.metrics != nil {
-		h.metrics.up.remove(h.pool)
+		h.metrics.up.remove(h.upstreams)
 	}
 	h.transport.CloseIdleConnections()
 	h.lean.closeIdle()

@@ -370,7 +370,7 @@ func TestClientGoneCancelsUpstream499(t *testing.T) {
 	if n := sink.count(slog.LevelWarn); n != 0 {
 		t.Errorf("%d Warn records for a client that went away", n)
 	}
-	if !h.pool.up(h.pool.servers[0]) {
+	if !h.upstreams.up(h.upstreams.list[0]) {
 		t.Error("a client going away marked the upstream down")
 	}
 }
@@ -426,8 +426,8 @@ func testBodyTooLarge(t *testing.T, buffering string, wantStarted bool) {
 		t.Errorf("%d upstream requests started, %d received a complete oversized body; want started %v and 0",
 			started.Load(), completed.Load(), wantStarted)
 	}
-	for _, s := range h.pool.servers {
-		if !h.pool.up(s) {
+	for _, s := range h.upstreams.list {
+		if !h.upstreams.up(s) {
 			t.Errorf("%s marked down by a client's oversized body", s.name)
 		}
 	}

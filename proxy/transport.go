@@ -43,7 +43,7 @@ type dialer struct {
 	slots     map[string]chan struct{} // dial address -> dials in progress; never closed
 }
 
-func newDialer(cfg *config.Proxy, p *pool) (*dialer, error) {
+func newDialer(cfg *config.Proxy, p *upstreams) (*dialer, error) {
 	tlsConf, err := upstreamTLS(cfg.TLS)
 	if err != nil {
 		return nil, err
@@ -56,7 +56,7 @@ func newDialer(cfg *config.Proxy, p *pool) (*dialer, error) {
 		slots:     map[string]chan struct{}{},
 	}
 	n := cfg.MaxConcurrentDials
-	for _, s := range p.servers {
+	for _, s := range p.list {
 		if s.sock != "" {
 			d.sockets[s.addr] = s.sock
 		}
@@ -221,9 +221,9 @@ func (b *balancer) RoundTrip(req *http.Request) (*http.Response, error) {
 		body = &trackedBody{rc: httperr.BodyReader(req.Body)}
 	}
 	useLean := b.lean.takes(req)
-	var tried []*server
+	var tried []*upstream
 	for attempt := 0; ; attempt++ {
-		s := h.pool.pick(st.client, tried)
+		s := h.upstreams.pick(st.client, tried)
 		if s == nil {
 			if attempt == 0 {
 				return nil, errNoUpstream
@@ -231,7 +231,7 @@ func (b *balancer) RoundTrip(req *http.Request) (*http.Response, error) {
 			return nil, st.err
 		}
 		s.active.Add(1)
-		st.server = s
+		st.upstream = s
 		httperr.NoteUpstream(st.w, s.name) // the access log's upstream field
 		out := req
 		if attempt == 0 {
@@ -262,7 +262,7 @@ func (b *balancer) RoundTrip(req *http.Request) (*http.Response, error) {
 		}
 		s.active.Add(-1)
 		err = body.cause(err)
-		st.server, st.failed, st.err = nil, s, err
+		st.upstream, st.failed, st.err = nil, s, err
 		if clientFault(req, err) {
 			return nil, err // the client's doing, not the server's
 		}

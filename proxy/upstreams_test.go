@@ -16,16 +16,16 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 )
 
-func testPool(t *testing.T, snippet string) *pool {
+func testPool(t *testing.T, snippet string) *upstreams {
 	t.Helper()
-	p, err := newPool(proxyConfig(t, snippet))
+	p, err := newUpstreams(proxyConfig(t, snippet))
 	if err != nil {
 		t.Fatal(err)
 	}
 	return p
 }
 
-func picks(p *pool, n int, client netip.Addr) string {
+func picks(p *upstreams, n int, client netip.Addr) string {
 	var b strings.Builder
 	for range n {
 		s := p.pick(client, nil)
@@ -66,7 +66,7 @@ func TestSmoothWeightedRoundRobin(t *testing.T) {
 
 func TestLeastConn(t *testing.T) {
 	p := testPool(t, "upstreams: [http://a:1, {url: http://b:1, weight: 2}, http://c:1]\nbalance: least_conn")
-	a, b, c := p.servers[0], p.servers[1], p.servers[2]
+	a, b, c := p.list[0], p.list[1], p.list[2]
 	a.active.Store(3)
 	b.active.Store(5) // 2.5 per weight
 	c.active.Store(2)
@@ -81,7 +81,7 @@ func TestLeastConn(t *testing.T) {
 	a.active.Store(0)
 	b.active.Store(0)
 	c.active.Store(0)
-	seen := map[*server]bool{}
+	seen := map[*upstream]bool{}
 	for range 3 {
 		seen[p.pick(netip.Addr{}, nil)] = true
 	}
@@ -93,8 +93,8 @@ func TestLeastConn(t *testing.T) {
 func TestIPHashConsistency(t *testing.T) {
 	p := testPool(t, "upstreams: [http://a:1, http://b:1, http://c:1, http://d:1]\nbalance: ip_hash")
 	clients := make([]netip.Addr, 400)
-	before := make([]*server, len(clients))
-	count := map[*server]int{}
+	before := make([]*upstream, len(clients))
+	count := map[*upstream]int{}
 	for i := range clients {
 		clients[i] = netip.AddrFrom4([4]byte{10, byte(i >> 8), byte(i), 7})
 		before[i] = p.pick(clients[i], nil)
@@ -103,13 +103,13 @@ func TestIPHashConsistency(t *testing.T) {
 			t.Fatalf("client %s moved from %s to %s", clients[i], before[i].name, again.name)
 		}
 	}
-	for _, s := range p.servers {
+	for _, s := range p.list {
 		if count[s] < 60 {
 			t.Errorf("%s got %d of 400 clients: uneven", s.name, count[s])
 		}
 	}
 	// Take b down: only b's clients move, and they come back.
-	b := p.servers[1]
+	b := p.list[1]
 	b.healthy = false
 	for i, c := range clients {
 		s := p.pick(c, nil)
@@ -127,8 +127,8 @@ func TestIPHashConsistency(t *testing.T) {
 		}
 	}
 	// A retry goes to the client's next server, consistently.
-	next := p.pick(clients[0], []*server{before[0]})
-	if next == before[0] || p.pick(clients[0], []*server{before[0]}) != next {
+	next := p.pick(clients[0], []*upstream{before[0]})
+	if next == before[0] || p.pick(clients[0], []*upstream{before[0]}) != next {
 		t.Error("retry target not consistent")
 	}
 }
@@ -137,7 +137,7 @@ func TestPassiveHealth(t *testing.T) {
 	p := testPool(t, "upstreams: [http://a:1, http://b:1]\nmax_fails: 2\nfail_timeout: 10s")
 	now := time.Unix(1000, 0)
 	p.now = func() time.Time { return now }
-	a := p.servers[0]
+	a := p.list[0]
 	if p.fail(a) || !p.up(a) {
 		t.Fatal("one failure of max_fails 2 marked a down")
 	}
@@ -158,26 +158,26 @@ func TestPassiveHealth(t *testing.T) {
 	}
 
 	single := testPool(t, "upstreams: [http://a:1]")
-	if single.fail(single.servers[0]) || !single.up(single.servers[0]) {
+	if single.fail(single.list[0]) || !single.up(single.list[0]) {
 		t.Error("the only server was marked down (nginx ignores max_fails for one server)")
 	}
 	off := testPool(t, "upstreams: [http://a:1, http://b:1]\nmax_fails: 0")
-	if off.fail(off.servers[0]) || !off.up(off.servers[0]) {
+	if off.fail(off.list[0]) || !off.up(off.list[0]) {
 		t.Error("max_fails: 0 still marks servers down")
 	}
 }
 
 func TestBackupTakesOverWhenPrimariesDown(t *testing.T) {
 	p := testPool(t, "upstreams: [http://a:1, http://b:1, {url: http://z:1, backup: true}]")
-	p.servers[0].healthy = false
+	p.list[0].healthy = false
 	if got := picks(p, 2, netip.Addr{}); got != "bb" {
 		t.Errorf("picks = %s, want bb", got)
 	}
-	p.servers[1].healthy = false
+	p.list[1].healthy = false
 	if got := picks(p, 2, netip.Addr{}); got != "zz" {
 		t.Errorf("picks = %s, want zz", got)
 	}
-	p.servers[2].healthy = false
+	p.list[2].healthy = false
 	if got := picks(p, 1, netip.Addr{}); got != "-" {
 		t.Errorf("picks = %s, want none", got)
 	}
@@ -293,10 +293,10 @@ func TestActiveHealthCheck(t *testing.T) {
 		}
 	}()
 	base := front(t, h, nil)
-	sa := h.pool.servers[0]
+	sa := h.upstreams.list[0]
 
 	aOK.Store(false)
-	waitFor(t, 5*time.Second, "a to be taken out", func() bool { return !h.pool.up(sa) })
+	waitFor(t, 5*time.Second, "a to be taken out", func() bool { return !h.upstreams.up(sa) })
 	before := aHits.Load()
 	for range 6 {
 		if code, name, _ := get(t, http.DefaultClient, base+"/", nil); code != 200 || name != "b" {
@@ -307,7 +307,7 @@ func TestActiveHealthCheck(t *testing.T) {
 		t.Error("a got requests while out")
 	}
 	aOK.Store(true)
-	waitFor(t, 5*time.Second, "a to come back", func() bool { return h.pool.up(sa) })
+	waitFor(t, 5*time.Second, "a to come back", func() bool { return h.upstreams.up(sa) })
 	seen := map[string]bool{}
 	for range 4 {
 		_, name, _ := get(t, http.DefaultClient, base+"/", nil)

@@ -16,8 +16,8 @@ import (
 	"edge/config"
 )
 
-// server is one upstream of a pool.
-type server struct {
+// upstream is one server of a route's upstreams.
+type upstream struct {
 	// Static after construction.
 	name        string // as configured: "http://10.0.0.1:9000", "unix:/run/app.sock"
 	scheme      string // "http" or "https"
@@ -33,7 +33,7 @@ type server struct {
 	// active counts requests in flight plus open tunnels, for least_conn.
 	active atomic.Int64
 
-	// Guarded by pool.mu.
+	// Guarded by upstreams.mu.
 	current   int       // smooth weighted round robin state
 	fails     int       // passive failures in the current window
 	failStart time.Time // start of the current window
@@ -43,35 +43,36 @@ type server struct {
 	hcPasses  int       // consecutive good probes
 }
 
-// pool picks servers and keeps their health. Safe for concurrent use.
-type pool struct {
+// upstreams is the set of a route's servers: it picks one per attempt
+// and keeps their health. Safe for concurrent use.
+type upstreams struct {
 	// Static after construction.
 	balance string
-	servers []*server // in configuration order
-	passive bool      // passive health applies: more than one server, as nginx
+	list    []*upstream // in configuration order
+	passive bool        // passive health applies: more than one server, as nginx
 	now     func() time.Time
 
 	mu   sync.Mutex
 	next int // guarded by mu: rotates least_conn ties
 }
 
-func newPool(cfg *config.Proxy) (*pool, error) {
-	p := &pool{balance: cfg.Balance, now: time.Now, passive: len(cfg.Upstreams) > 1}
+func newUpstreams(cfg *config.Proxy) (*upstreams, error) {
+	p := &upstreams{balance: cfg.Balance, now: time.Now, passive: len(cfg.Upstreams) > 1}
 	for i, u := range cfg.Upstreams {
-		s, err := newServer(i, u, cfg)
+		s, err := newUpstream(i, u, cfg)
 		if err != nil {
 			return nil, err
 		}
-		p.servers = append(p.servers, s)
+		p.list = append(p.list, s)
 	}
-	if len(p.servers) == 0 {
+	if len(p.list) == 0 {
 		return nil, fmt.Errorf("no upstreams")
 	}
 	return p, nil
 }
 
-func newServer(i int, u config.Upstream, cfg *config.Proxy) (*server, error) {
-	s := &server{name: u.URL, weight: u.Weight, backup: u.Backup, healthy: true}
+func newUpstream(i int, u config.Upstream, cfg *config.Proxy) (*upstream, error) {
+	s := &upstream{name: u.URL, weight: u.Weight, backup: u.Backup, healthy: true}
 	// config gives every upstream its weight and the pool's max_fails and
 	// fail_timeout unless it sets its own.
 	s.maxFails, s.failTimeout = *u.MaxFails, u.FailTimeout
@@ -117,22 +118,22 @@ func dialAddr(u *url.URL) string {
 }
 
 // available reports whether s may get traffic. Called with p.mu held.
-func (s *server) available(now time.Time) bool {
+func (s *upstream) available(now time.Time) bool {
 	return s.healthy && !now.Before(s.downUntil)
 }
 
 // pick chooses a server for a request from client, skipping the servers in
 // tried. Backup servers are used only when no primary server is available
 // (or all were tried), as nginx. It returns nil when none is left.
-func (p *pool) pick(client netip.Addr, tried []*server) *server {
+func (p *upstreams) pick(client netip.Addr, tried []*upstream) *upstream {
 	now := p.now()
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	for _, backup := range [2]bool{false, true} {
-		eligible := func(s *server) bool {
+		eligible := func(s *upstream) bool {
 			return s.backup == backup && s.available(now) && !contains(tried, s)
 		}
-		var s *server
+		var s *upstream
 		switch p.balance {
 		case "first":
 			s = p.first(eligible)
@@ -154,7 +155,7 @@ func (p *pool) pick(client netip.Addr, tried []*server) *server {
 	return nil
 }
 
-func contains(list []*server, s *server) bool {
+func contains(list []*upstream, s *upstream) bool {
 	for _, t := range list {
 		if t == s {
 			return true
@@ -163,8 +164,8 @@ func contains(list []*server, s *server) bool {
 	return false
 }
 
-func (p *pool) first(eligible func(*server) bool) *server {
-	for _, s := range p.servers {
+func (p *upstreams) first(eligible func(*upstream) bool) *upstream {
+	for _, s := range p.list {
 		if eligible(s) {
 			return s
 		}
@@ -174,10 +175,10 @@ func (p *pool) first(eligible func(*server) bool) *server {
 
 // roundRobin is nginx's smooth weighted round robin: with weights 5, 1, 1
 // it sends a a b a c a a rather than a a a a a b c.
-func (p *pool) roundRobin(eligible func(*server) bool) *server {
-	var best *server
+func (p *upstreams) roundRobin(eligible func(*upstream) bool) *upstream {
+	var best *upstream
 	total := 0
-	for _, s := range p.servers {
+	for _, s := range p.list {
 		if !eligible(s) {
 			continue
 		}
@@ -195,14 +196,14 @@ func (p *pool) roundRobin(eligible func(*server) bool) *server {
 
 // leastConn picks the server with the fewest active requests and tunnels
 // per weight; ties rotate so that an idle pool is used evenly.
-func (p *pool) leastConn(eligible func(*server) bool) *server {
-	var best *server
+func (p *upstreams) leastConn(eligible func(*upstream) bool) *upstream {
+	var best *upstream
 	var bestActive int64
-	n := len(p.servers)
+	n := len(p.list)
 	start := p.next % n
 	p.next++
 	for i := range n {
-		s := p.servers[(start+i)%n]
+		s := p.list[(start+i)%n]
 		if !eligible(s) {
 			continue
 		}
@@ -220,14 +221,14 @@ func (p *pool) leastConn(eligible func(*server) bool) *server {
 // stays on its server while that server is up, moves only when it goes
 // down, and comes back when it returns; every edge node computes the same
 // choice, because the hash depends only on the address and the server URL.
-func (p *pool) ipHash(client netip.Addr, eligible func(*server) bool) *server {
+func (p *upstreams) ipHash(client netip.Addr, eligible func(*upstream) bool) *upstream {
 	h := fnv.New64a()
 	b := client.Unmap().AsSlice()
 	h.Write(b)
 	key := h.Sum64()
-	var best *server
+	var best *upstream
 	bestScore := math.Inf(-1)
-	for _, s := range p.servers {
+	for _, s := range p.list {
 		if !eligible(s) {
 			continue
 		}
@@ -260,7 +261,7 @@ func mix64(x uint64) uint64 {
 // fail records a passive failure of s: max_fails failures within
 // fail_timeout mark it down for fail_timeout. It reports whether s was just
 // marked down.
-func (p *pool) fail(s *server) bool {
+func (p *upstreams) fail(s *upstream) bool {
 	if !p.passive || s.maxFails <= 0 {
 		return false
 	}
@@ -281,7 +282,7 @@ func (p *pool) fail(s *server) bool {
 
 // probed records an active health check result and reports whether the
 // server's verdict changed, and the new verdict.
-func (p *pool) probed(s *server, ok bool, fails, passes int) (changed, healthy bool) {
+func (p *upstreams) probed(s *upstream, ok bool, fails, passes int) (changed, healthy bool) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if ok {
@@ -303,7 +304,7 @@ func (p *pool) probed(s *server, ok bool, fails, passes int) (changed, healthy b
 }
 
 // up reports whether s is available now.
-func (p *pool) up(s *server) bool {
+func (p *upstreams) up(s *upstream) bool {
 	now := p.now()
 	p.mu.Lock()
 	defer p.mu.Unlock()

@@ -216,7 +216,7 @@ func TestHostileSlowBodyWithinTimeout(t *testing.T) {
 	addr := edgeUnder(t, `
 listen: { http: "127.0.0.1:0" }
 admin: ""
-server: { client_body_timeout: 400ms }
+server: { client_body_timeout: 1s }
 sites:
   - routes: [{ path: /, static: { root: www } }]
 `, got.backend, nil, Options{})
@@ -227,7 +227,9 @@ sites:
 	defer c.Close()
 	io.WriteString(c, "POST /slow HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nConnection: close\r\n\r\n")
 	for _, b := range "hello" {
-		time.Sleep(150 * time.Millisecond) // pacing the body is the point
+		// Pacing the body is the point: 1.5s in all, longer than the
+		// timeout, but never 1s between two reads.
+		time.Sleep(300 * time.Millisecond)
 		io.WriteString(c, string(b))
 	}
 	raw, _ := readUntilClose(c, 5*time.Second)

@@ -6,7 +6,6 @@ package server
 import (
 	"errors"
 	"fmt"
-	"net"
 	"net/http"
 	"net/netip"
 	"path"
@@ -27,18 +26,12 @@ type Builder func(site *config.Site, route *config.Route) (http.Handler, error)
 // immutable after NewRouter and safe for concurrent use; a reload builds a
 // new Router and swaps it in.
 type Router struct {
-	exact     map[string]*site // lower-case host -> site
-	wildcards []wildcard       // longest suffix first
-	fallback  *site            // the site without hosts, or nil
+	hosts *config.SiteIndex // Host -> position in sites
+	sites []*site           // as cfg.Sites
 	// clients finds the client behind trusted proxies, once per request.
 	clients *clientip.Resolver
 	// bodyTimeout is server.client_body_timeout; 0: none.
 	bodyTimeout time.Duration
-}
-
-type wildcard struct {
-	suffix string // ".example.com"
-	site   *site
 }
 
 type site struct {
@@ -55,7 +48,7 @@ type route struct {
 // NewRouter builds the routing table of cfg, calling build for each route.
 // m, when non-nil, counts requests and writes access logs.
 func NewRouter(cfg *config.Config, build Builder, m *Metrics) (*Router, error) {
-	rt := &Router{exact: map[string]*site{}, bodyTimeout: cfg.Server.ClientBodyTimeout}
+	rt := &Router{hosts: config.NewSiteIndex(cfg.Sites), bodyTimeout: cfg.Server.ClientBodyTimeout}
 	var trusted []netip.Prefix
 	for _, s := range cfg.Server.TrustedProxies {
 		if p, ok := clientip.ParsePrefix(s); ok { // config validated it
@@ -84,50 +77,18 @@ func NewRouter(cfg *config.Config, build Builder, m *Metrics) (*Router, error) {
 			s.routes = append(s.routes, r)
 		}
 		sort.SliceStable(s.routes, func(a, b int) bool { return len(s.routes[a].path) > len(s.routes[b].path) })
-		if len(cs.Hosts) == 0 {
-			rt.fallback = s
-		}
-		for _, h := range cs.Hosts {
-			h = strings.ToLower(strings.TrimSuffix(h, "."))
-			if suffix, ok := strings.CutPrefix(h, "*"); ok {
-				rt.wildcards = append(rt.wildcards, wildcard{suffix: suffix, site: s})
-			} else {
-				rt.exact[h] = s
-			}
-		}
+		rt.sites = append(rt.sites, s)
 	}
-	sort.SliceStable(rt.wildcards, func(a, b int) bool { return len(rt.wildcards[a].suffix) > len(rt.wildcards[b].suffix) })
 	return rt, nil
 }
 
-// hostOnly strips the port and a trailing dot from a Host header value and
-// lower-cases it.
-func hostOnly(hostport string) string {
-	h := hostport
-	if strings.Contains(h, ":") { // skip SplitHostPort's error allocation without a port
-		if host, _, err := net.SplitHostPort(hostport); err == nil {
-			h = host
-		} else if strings.HasPrefix(h, "[") && strings.HasSuffix(h, "]") {
-			h = h[1 : len(h)-1]
-		}
-	}
-	return strings.ToLower(strings.TrimSuffix(h, "."))
-}
-
-// site returns the site for a Host header value: exact name, then the
-// longest matching wildcard ("*.example.com" matches one or more labels
-// before example.com, not example.com itself), then the default site.
+// site returns the site for a Host header value (config.SiteIndex: exact
+// name, longest wildcard, the default site), or nil.
 func (rt *Router) site(hostport string) *site {
-	h := hostOnly(hostport)
-	if s, ok := rt.exact[h]; ok {
-		return s
+	if i, ok := rt.hosts.Lookup(hostport); ok {
+		return rt.sites[i]
 	}
-	for _, w := range rt.wildcards {
-		if strings.HasSuffix(h, w.suffix) && len(h) > len(w.suffix) {
-			return w.site
-		}
-	}
-	return rt.fallback
+	return nil
 }
 
 // match returns the route for a clean path. A route path ending in "/"

@@ -269,14 +269,21 @@ func FuzzCleanPath(f *testing.F) {
 	})
 }
 
+// FuzzSiteMatch checks the router's Host -> site choice, which is
+// config.SiteIndex: a Host matches as its canonical form (config.HostName)
+// does, that form is a fixed point, and the matches are the documented
+// ones (exact name, a wildcard with at least one label before its suffix,
+// an IP literal in any spelling).
 func FuzzSiteMatch(f *testing.F) {
-	for _, s := range []string{"dash.example.test", "X.APPS.example.test:443", "[::1]:80", "", ".", "*.example.test", "example.test."} {
+	for _, s := range []string{"dash.example.test", "X.APPS.example.test:443", "[::1]:80", "", ".", "*.example.test",
+		"example.test.", ".apps.example.test", "a.b.apps.example.test.:8443", "[0:0::1]", "::ffff:127.0.0.2",
+		"xn--bcher-kva.apps.example.test", "BÜCHER.apps.example.test", "[dash.example.test]:80", "dash.example.test..", "a:b:c"} {
 		f.Add(s)
 	}
 	cfg, err := config.Parse("fuzz.yaml", []byte(`
 listen: { http: "127.0.0.1:0" }
 sites:
-  - hosts: [dash.example.test, "*.apps.example.test"]
+  - hosts: [dash.example.test, "*.apps.example.test", "::1", 127.0.0.2]
     routes: [{ path: /, proxy: { upstreams: ["http://127.0.0.1:1"] } }]
 `))
 	if err != nil {
@@ -288,10 +295,17 @@ sites:
 	}
 	f.Fuzz(func(t *testing.T, host string) {
 		s := rt.site(host)
-		h := hostOnly(host)
-		want := h == "dash.example.test" || (strings.HasSuffix(h, ".apps.example.test") && len(h) > len(".apps.example.test"))
+		h := config.HostName(host)
+		if again := config.HostName(h); again != h {
+			t.Fatalf("HostName not idempotent: %q -> %q -> %q", host, h, again)
+		}
+		if rt.site(h) != s {
+			t.Fatalf("site(%q) differs from site of its canonical form %q", host, h)
+		}
+		want := h == "dash.example.test" || h == "::1" || h == "127.0.0.2" ||
+			(strings.HasSuffix(h, ".apps.example.test") && len(h) > len(".apps.example.test"))
 		if (s != nil) != want {
-			t.Fatalf("site(%q) matched=%v, want %v", host, s != nil, want)
+			t.Fatalf("site(%q) (canonical %q) matched=%v, want %v", host, h, s != nil, want)
 		}
 	})
 }

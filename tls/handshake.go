@@ -62,7 +62,7 @@ func (m *Manager) getCertificate(hello *cryptotls.ClientHelloInfo) (*cryptotls.C
 	if len(hello.SupportedProtos) == 1 && hello.SupportedProtos[0] == acmez.ACMETLS1Protocol {
 		return m.challengeCert(s, hello)
 	}
-	name := normalizeName(hello.ServerName)
+	name := config.HostName(hello.ServerName)
 	var e *entry
 	if name == "" {
 		// Clients send no SNI for IP addresses: find the certificate by

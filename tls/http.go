@@ -5,6 +5,8 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
+
+	"edge/config"
 )
 
 // HTTPHandler returns the handler for the plain-HTTP listener. It answers
@@ -60,12 +62,6 @@ func (m *Manager) Secure(next http.Handler) http.Handler {
 	})
 }
 
-// requestHost is the request's host without port, normalized.
-func requestHost(r *http.Request) string {
-	h := r.Host
-	if i := strings.LastIndexByte(h, ':'); i >= 0 && !strings.Contains(h[i:], "]") &&
-		(h[0] == '[' || strings.IndexByte(h, ':') == i) {
-		h = h[:i] // "name:port" or "[v6]:port", not a bare v6 address
-	}
-	return normalizeName(h)
-}
+// requestHost is the request's host in canonical form (config.HostName):
+// without port, lower case.
+func requestHost(r *http.Request) string { return config.HostName(r.Host) }

@@ -4,7 +4,6 @@ import (
 	cryptotls "crypto/tls"
 	"crypto/x509"
 	"fmt"
-	"net/netip"
 	"path/filepath"
 	"sort"
 	"strings"
@@ -32,9 +31,8 @@ type snapshot struct {
 	roots     *x509.CertPool // tls.ca_root; nil: system roots
 	onDemand  *onDemand      // nil: off
 
-	siteExact map[string]*siteInfo
-	siteWild  []wildSite // longest suffix first
-	siteDef   *siteInfo  // the site without hosts
+	sites     *config.SiteIndex // request host -> position in siteInfos
+	siteInfos []*siteInfo       // as cfg.Sites
 }
 
 // entry is one configured host name and where its certificate comes from.
@@ -58,11 +56,6 @@ type siteInfo struct {
 	hstsLocal string // for hosts served by the local CA
 }
 
-type wildSite struct {
-	suffix string // ".example.com"
-	site   *siteInfo
-}
-
 // lookup returns the entry for a name: exact first, then a one-label
 // wildcard, as certificates match.
 func (s *snapshot) lookup(name string) *entry {
@@ -75,18 +68,13 @@ func (s *snapshot) lookup(name string) *entry {
 	return nil
 }
 
-// site returns the site for a request host (no port), as the router
-// picks it: exact, longest wildcard suffix, then the default site.
+// site returns the site for a request host, as the router picks it
+// (config.SiteIndex), or nil.
 func (s *snapshot) site(host string) *siteInfo {
-	if si := s.siteExact[host]; si != nil {
-		return si
+	if i, ok := s.sites.Lookup(host); ok {
+		return s.siteInfos[i]
 	}
-	for _, w := range s.siteWild {
-		if strings.HasSuffix(host, w.suffix) {
-			return w.site
-		}
-	}
-	return s.siteDef
+	return nil
 }
 
 // isLocal reports whether a request host is served by the local CA.
@@ -125,12 +113,12 @@ func (m *Manager) build(cfg *config.Config, prev *snapshot) (*snapshot, []staged
 		return nil, nil, err
 	}
 	s := &snapshot{
-		cfg:       cfg,
-		exact:     map[string]*entry{},
-		wild:      map[string]*entry{},
-		acme:      map[string]bool{},
-		roots:     roots,
-		siteExact: map[string]*siteInfo{},
+		cfg:   cfg,
+		exact: map[string]*entry{},
+		wild:  map[string]*entry{},
+		acme:  map[string]bool{},
+		roots: roots,
+		sites: config.NewSiteIndex(cfg.Sites),
 	}
 	bs := &buildState{prevManual: map[string]*manualCert{}, prevLeaves: map[string]*localLeaf{}}
 	if prev != nil {
@@ -146,9 +134,8 @@ func (m *Manager) build(cfg *config.Config, prev *snapshot) (*snapshot, []staged
 			return nil, nil, err
 		}
 	}
-	sort.SliceStable(s.siteWild, func(i, j int) bool { return len(s.siteWild[i].suffix) > len(s.siteWild[j].suffix) })
 	s.acmeNames = sortedKeys(s.acme)
-	if d := normalizeName(cfg.TLS.DefaultCert); d != "" {
+	if d := config.HostName(cfg.TLS.DefaultCert); d != "" {
 		if e := s.exact[d]; e != nil {
 			s.fallback = e
 		} else {
@@ -185,20 +172,15 @@ func (m *Manager) addSite(s *snapshot, site *config.Site, bs *buildState) error 
 		hsts:      cfg.HSTSHeader(site, false),
 		hstsLocal: cfg.HSTSHeader(site, true),
 	}
+	s.siteInfos = append(s.siteInfos, si)
 	if len(site.Hosts) == 0 {
-		s.siteDef = si
 		if mc != nil {
 			s.fallback = &entry{name: "*", source: config.SourceManual, slot: &mc.slot}
 		}
 	}
 	for _, h := range site.Hosts {
-		name := normalizeName(h)
+		name := config.HostName(h)
 		suffix, wild := strings.CutPrefix(name, "*")
-		if wild {
-			s.siteWild = append(s.siteWild, wildSite{suffix: suffix, site: si})
-		} else {
-			s.siteExact[name] = si
-		}
 		if !https {
 			continue
 		}
@@ -301,32 +283,6 @@ func (m *Manager) issueLeaf(l *localLeaf) error {
 	return nil
 }
 
-// normalizeName lower-cases a host name and drops a trailing dot; IP
-// addresses get their canonical form. It runs on every handshake and
-// request, so it parses only what may be an address.
-func normalizeName(h string) string {
-	h = strings.ToLower(strings.TrimSuffix(strings.TrimSpace(h), "."))
-	if mayBeIP(h) {
-		if a, err := netip.ParseAddr(strings.Trim(h, "[]")); err == nil {
-			return a.Unmap().String()
-		}
-	}
-	return h
-}
-
-// mayBeIP reports whether h has only the characters of an IP address.
-func mayBeIP(h string) bool {
-	if strings.IndexByte(h, ':') >= 0 {
-		return true
-	}
-	for i := 0; i < len(h); i++ {
-		if c := h[i]; c != '.' && (c < '0' || c > '9') {
-			return false
-		}
-	}
-	return h != ""
-}
-
 // onDemand decides which unlisted names may get a certificate at their
 // first handshake, and paces issuance.
 type onDemand struct {
@@ -339,7 +295,7 @@ type onDemand struct {
 func newOnDemand(od *config.OnDemand, t *config.TLS) *onDemand {
 	allow := make([]string, len(od.Allow))
 	for i, a := range od.Allow {
-		allow[i] = normalizeName(a)
+		allow[i] = config.HostName(a)
 	}
 	// A token bucket holding RateLimit issuances, refilled at RateLimit
 	// per RateWindow: at most RateLimit in any burst, on average no more.

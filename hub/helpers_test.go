@@ -13,6 +13,7 @@ import (
 	"github.com/gorilla/websocket"
 
 	"edge/config"
+	"edge/internal/testutil"
 )
 
 // parseHub returns a hub route configuration with edge's real defaults and
@@ -85,17 +86,8 @@ func runNode(t testing.TB, n *Node) {
 	})
 }
 
-// waitFor polls cond until it holds or d passes.
-func waitFor(t testing.TB, d time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %s waiting for %s", d, what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-}
+// waitFor is testutil.WaitFor, the tests' one polling helper.
+var waitFor = testutil.WaitFor
 
 // dial opens a WebSocket; it fails the test unless the upgrade succeeds.
 func dial(t testing.TB, url string, h http.Header) *websocket.Conn {

@@ -22,6 +22,7 @@ import (
 
 	"edge/config"
 	"edge/internal/clientip"
+	"edge/internal/testutil"
 )
 
 // proxyConfig parses a proxy route configuration through config.Parse, so
@@ -235,17 +236,8 @@ func get(t *testing.T, c *http.Client, url string, hdr map[string]string) (int, 
 	return res.StatusCode, res.Header.Get("X-Backend"), b.String()
 }
 
-// waitFor polls cond every 10ms until it holds or d passes.
-func waitFor(t *testing.T, d time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %s waiting for %s", d, what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-}
+// waitFor is testutil.WaitFor, the tests' one polling helper.
+var waitFor = testutil.WaitFor
 
 // wsBackend is a gorilla/websocket echo server that records what it saw.
 type wsBackend struct {

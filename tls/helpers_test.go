@@ -29,6 +29,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"edge/config"
+	"edge/internal/testutil"
 )
 
 // Pebble reads these in its constructors. They are set once for the whole
@@ -115,17 +116,8 @@ func (v *logView) WithAttrs(as []slog.Attr) slog.Handler {
 }
 func (v *logView) WithGroup(string) slog.Handler { return v }
 
-// waitFor polls cond until it holds, failing the test after timeout.
-func waitFor(t *testing.T, timeout time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for %s", timeout, what)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
+// waitFor is testutil.WaitFor, the tests' one polling helper.
+var waitFor = testutil.WaitFor
 
 // pebble is an in-process ACME server (TESTING.md §1c) with knobs.
 type pebble struct {

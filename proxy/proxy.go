@@ -125,7 +125,7 @@ func New(cfg *config.Proxy, opts Options) (*Handler, error) {
 	}
 	h.rp = &httputil.ReverseProxy{
 		Rewrite:        h.rewrite,
-		Transport:      &balancer{h: h, transport: tr, lean: h.lean, retries: *cfg.Retries},
+		Transport:      &retryTransport{h: h, transport: tr, lean: h.lean, retries: *cfg.Retries},
 		FlushInterval:  cfg.FlushInterval,
 		ErrorLog:       slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 		BufferPool:     bufferPool{},
@@ -256,7 +256,7 @@ func printableASCII(s string) bool {
 }
 
 // rewrite is ReverseProxy's Rewrite: the server is chosen later, per
-// attempt, by the balancer; here the request gets its Host and forwarding
+// attempt, by the retryTransport; here the request gets its Host and forwarding
 // headers.
 func (h *Handler) rewrite(pr *httputil.ProxyRequest) {
 	st := stateFrom(pr.In.Context())
@@ -482,6 +482,6 @@ func (h *Handler) Close() error {
 
 var (
 	_ http.Handler        = (*Handler)(nil)
-	_ http.RoundTripper   = (*balancer)(nil)
+	_ http.RoundTripper   = (*retryTransport)(nil)
 	_ httputil.BufferPool = bufferPool{}
 )

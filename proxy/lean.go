@@ -32,7 +32,7 @@ import (
 // through the http.Transport.
 //
 // It keeps the Transport's behaviour: dial and TLS handshake with the same
-// dialer (connectErrors, so the balancer retries them the same way),
+// dialer (connectErrors, so retryTransport retries them the same way),
 // response_header_timeout, header validation and size limit, 1xx responses
 // passed to the request's httptrace, the connection kept only when the
 // response allows it and its body was read to the end, and one transparent
@@ -383,10 +383,6 @@ func (c *leanConn) end(stop func() bool) {
 	}
 	c.mu.Unlock()
 }
-
-// writers are the request write buffers, held only while a request is
-// written.
-var writers = sync.Pool{New: func() any { return bufio.NewWriterSize(nil, 4<<10) }}
 
 // roundTrip writes req and reads the response header. When ctx ends
 // before the response has been read, the connection gets abandonGrace to

@@ -16,38 +16,10 @@ const (
 	// data: enough for a typical WebSocket message in one read. A read
 	// that fills it switches to a pooled bigBuf until the source drains.
 	smallBuf = 1 << 10
-	// bigBuf is the size of the pooled copy buffers, for tunnels and for
-	// ReverseProxy's response copies.
-	bigBuf = 32 << 10
 	// goAwayLinger bounds how long a tunnel waits for its peers to answer
 	// the close frames of CloseTunnels before its connections are closed.
 	goAwayLinger = 3 * time.Second
 )
-
-// bufPool holds *[]byte of bigBuf bytes. It is shared by every Handler, as
-// net/http shares its own buffer pools.
-var bufPool = sync.Pool{New: func() any { b := make([]byte, bigBuf); return &b }}
-
-// bufferPool adapts bufPool to httputil.BufferPool. The *[]byte that
-// carried a buffer out of bufPool goes to holders, to carry the next one
-// back in: Put then allocates nothing.
-type bufferPool struct{}
-
-var holders = sync.Pool{New: func() any { return new([]byte) }}
-
-func (bufferPool) Get() []byte {
-	p := bufPool.Get().(*[]byte)
-	b := *p
-	*p = nil
-	holders.Put(p)
-	return b
-}
-
-func (bufferPool) Put(b []byte) {
-	p := holders.Get().(*[]byte)
-	*p = b
-	bufPool.Put(p)
-}
 
 // epoch anchors mono, a cheap monotonic clock for tunnel activity.
 var epoch = time.Now()

@@ -89,6 +89,13 @@ type hxEdge struct {
 
 func startHXEdge(t *testing.T, serverYAML, routeYAML string, backends ...*hxBackend) *hxEdge {
 	t.Helper()
+	return startHXEdgeProxy(t, serverYAML, routeYAML, "", backends...)
+}
+
+// startHXEdgeProxy is startHXEdge with extra keys (", key: value") inside
+// the route's proxy block.
+func startHXEdgeProxy(t *testing.T, serverYAML, routeYAML, proxyExtra string, backends ...*hxBackend) *hxEdge {
+	t.Helper()
 	var ups []string
 	for _, b := range backends {
 		ups = append(ups, `"http://`+b.addr+`"`)
@@ -106,8 +113,8 @@ sites:
     routes:
       - path: /
 %s
-        proxy: { upstreams: [%s], max_fails: 1, fail_timeout: 30s, dial_timeout: 1s }
-`, e.http, e.admin, indent(serverYAML, "  "), filepath.Join(dir, "access.log"), indent(routeYAML, "        "), strings.Join(ups, ", "))
+        proxy: { upstreams: [%s], max_fails: 1, fail_timeout: 30s, dial_timeout: 1s%s }
+`, e.http, e.admin, indent(serverYAML, "  "), filepath.Join(dir, "access.log"), indent(routeYAML, "        "), strings.Join(ups, ", "), proxyExtra)
 	writeFile(t, dir, "www/static/hello.txt", "hello\n")
 	e.edgeProc = startEdgeAt(t, dir, writeFile(t, dir, "config.yaml", cfg))
 	e.waitHTTP("http://"+e.admin+"/healthz", 20*time.Second)
@@ -496,5 +503,40 @@ func waitTLS(t *testing.T, addr string, cfg *tls.Config) {
 			t.Fatalf("TLS on %s: %v", addr, err)
 		}
 		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// TestHostileE2EIPHashBehindTrustedProxy: behind a trusted load balancer
+// every visitor arrives from the balancer's address; ip_hash must spread
+// them by the client the balancer names, and keep each one sticky.
+func TestHostileE2EIPHashBehindTrustedProxy(t *testing.T) {
+	a, b := newHXBackend(t, "a"), newHXBackend(t, "b")
+	e := startHXEdgeProxy(t, `trusted_proxies: ["127.0.0.1/32"]`, "", ", balance: ip_hash", a, b)
+	c := &http.Client{Timeout: 5 * time.Second}
+	served := map[string]string{} // client -> backend
+	for i := 0; i < 16; i++ {
+		client := fmt.Sprintf("198.51.%d.%d", 100+i, 7*i+1)
+		for j := 0; j < 3; j++ {
+			req, _ := http.NewRequest("GET", "http://"+e.http+"/sticky", nil)
+			req.Header.Set("X-Forwarded-For", client)
+			res, err := c.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			body, _ := io.ReadAll(res.Body)
+			res.Body.Close()
+			name, _, _ := strings.Cut(string(body), " ")
+			if prev, ok := served[client]; ok && prev != name {
+				t.Errorf("client %s moved from %s to %s under ip_hash", client, prev, name)
+			}
+			served[client] = name
+		}
+	}
+	count := map[string]int{}
+	for _, name := range served {
+		count[name]++
+	}
+	if count["a"] == 0 || count["b"] == 0 {
+		t.Errorf("16 forwarded clients behind one balancer all went to one upstream: %v", count)
 	}
 }

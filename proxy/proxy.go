@@ -360,9 +360,14 @@ func (h *Handler) upgrade(st *reqState, res *http.Response) error {
 	h.metrics.request(s.name, http.StatusSwitchingProtocols)
 	h.metrics.tunnel(1)
 	ws := strings.EqualFold(resUp, "websocket")
-	t := newTunnel(h.tunnels, h.log, s.name, conn, pre, backend, ws, h.tunnelIdle, func() {
-		s.active.Add(-1)
-		h.metrics.tunnel(-1)
+	t := newTunnel(tunnelSpec{
+		set: h.tunnels, log: h.log, upstream: s.name,
+		client: conn, pre: pre, backend: backend,
+		ws: ws, idle: h.tunnelIdle,
+		onEnd: func() {
+			s.active.Add(-1)
+			h.metrics.tunnel(-1)
+		},
 	})
 	h.log.Debug("tunnel open", "upstream", s.name, "remote_addr", conn.RemoteAddr().String(), "protocol", resUp)
 	t.run()

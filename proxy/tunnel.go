@@ -156,11 +156,24 @@ type pipe struct {
 	shut      bool // dst takes no more data: close frame sent or write side closed
 }
 
-func newTunnel(ts *Tunnels, log *slog.Logger, upstream string, client net.Conn, pre []byte, backend io.ReadWriteCloser, ws bool, idle time.Duration, onEnd func()) *tunnel {
-	t := &tunnel{ts: ts, log: log, upstream: upstream, client: client, backend: backend, ws: ws, idle: idle, onEnd: onEnd,
-		started: time.Now(), done: make(chan struct{})}
-	t.pipes[toUpstream] = pipe{t: t, src: client, dst: backend, masked: true, pre: pre}
-	t.pipes[toClient] = pipe{t: t, src: backend, dst: client}
+// tunnelSpec is what a tunnel is made of.
+type tunnelSpec struct {
+	set      *Tunnels     // the tunnel joins it while it runs
+	log      *slog.Logger // the Handler's
+	upstream string       // the server's name, for logs
+	client   net.Conn     // the hijacked client connection
+	pre      []byte       // bytes the client sent before the 101, sent upstream first
+	backend  io.ReadWriteCloser
+	ws       bool          // WebSocket: frames are followed for CloseAll
+	idle     time.Duration // 0: no idle timeout
+	onEnd    func()        // called once when the tunnel has ended
+}
+
+func newTunnel(s tunnelSpec) *tunnel {
+	t := &tunnel{ts: s.set, log: s.log, upstream: s.upstream, client: s.client, backend: s.backend, ws: s.ws,
+		idle: s.idle, onEnd: s.onEnd, started: time.Now(), done: make(chan struct{})}
+	t.pipes[toUpstream] = pipe{t: t, src: s.client, dst: s.backend, masked: true, pre: s.pre}
+	t.pipes[toClient] = pipe{t: t, src: s.backend, dst: s.client}
 	return t
 }
 

@@ -23,6 +23,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"edge/bench/internal/loadgen"
 )
 
 // backendAddr is where bench/cmd/backend listens.
@@ -64,7 +66,7 @@ func main() {
 	profile := flag.Duration("profile", 0, "instead of comparing, profile edge alone under each scenario's load for this long (needs the admin listener's pprof)")
 	flag.Usage = func() {
 		fmt.Fprintf(flag.CommandLine.Output(), "usage: benchrun [flags] [scenario...]\n\nscenarios: %s\n\nflags:\n",
-			strings.Join(names(scenarios(h)), " "))
+			strings.Join(loadgen.Names(scenarios(h), scenarioName), " "))
 		flag.PrintDefaults()
 	}
 	flag.Parse()
@@ -72,7 +74,7 @@ func main() {
 	if *edgeEnv != "" {
 		h.edgeEnv = strings.Split(*edgeEnv, ",")
 	}
-	sel, err := h.selectScenarios(flag.Args())
+	sel, err := loadgen.Select(scenarios(h), flag.Args(), scenarioName)
 	if err == nil {
 		err = h.selectTargets(*servers, *profile > 0)
 	}
@@ -108,29 +110,7 @@ func main() {
 	}
 }
 
-func names(ss []*scenario) []string {
-	var n []string
-	for _, s := range ss {
-		n = append(n, s.name)
-	}
-	return n
-}
-
-func (h *harness) selectScenarios(args []string) ([]*scenario, error) {
-	all := scenarios(h)
-	if len(args) == 0 || slices.Contains(args, "all") {
-		return all, nil
-	}
-	var sel []*scenario
-	for _, a := range args {
-		i := slices.IndexFunc(all, func(s *scenario) bool { return s.name == a })
-		if i < 0 {
-			return nil, fmt.Errorf("unknown scenario %q (have: %s)", a, strings.Join(names(all), " "))
-		}
-		sel = append(sel, all[i])
-	}
-	return sel, nil
-}
+func scenarioName(s *scenario) string { return s.name }
 
 func (h *harness) selectTargets(list string, profile bool) error {
 	for _, name := range strings.Split(list, ",") {

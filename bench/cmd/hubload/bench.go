@@ -25,6 +25,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"edge/bench/internal/loadgen"
 	"edge/bench/internal/sysinfo"
 )
 
@@ -94,7 +95,7 @@ func runBench(args []string) error {
 	servers := fs.String("servers", "edge,bare,centrifugo", "servers to measure (centrifugo only with -centrifugo)")
 	edgeEnv := fs.String("edge-env", "", "extra environment for edge, comma-separated KEY=VALUE (experiments such as GOGC=200)")
 	fs.Usage = func() {
-		fmt.Fprintf(fs.Output(), "usage: hubload bench [flags] [scenario...]\n\nscenarios: %s\n\nflags:\n", strings.Join(scenarioNames(b.scenarios()), " "))
+		fmt.Fprintf(fs.Output(), "usage: hubload bench [flags] [scenario...]\n\nscenarios: %s\n\nflags:\n", strings.Join(loadgen.Names(b.scenarios(), scenarioName), " "))
 		fs.PrintDefaults()
 	}
 	fs.Parse(args)
@@ -105,7 +106,7 @@ func runBench(args []string) error {
 	if b.self, err = os.Executable(); err != nil {
 		return err
 	}
-	sel, err := selectScenarios(b.scenarios(), fs.Args())
+	sel, err := loadgen.Select(b.scenarios(), fs.Args(), scenarioName)
 	if err != nil {
 		return err
 	}
@@ -145,28 +146,7 @@ func runBench(args []string) error {
 	return err
 }
 
-func scenarioNames(ss []*scenario) []string {
-	var n []string
-	for _, s := range ss {
-		n = append(n, s.name)
-	}
-	return n
-}
-
-func selectScenarios(all []*scenario, args []string) ([]*scenario, error) {
-	if len(args) == 0 || slices.Contains(args, "all") {
-		return all, nil
-	}
-	var sel []*scenario
-	for _, a := range args {
-		i := slices.IndexFunc(all, func(s *scenario) bool { return s.name == a })
-		if i < 0 {
-			return nil, fmt.Errorf("unknown scenario %q (have: %s)", a, strings.Join(scenarioNames(all), " "))
-		}
-		sel = append(sel, all[i])
-	}
-	return sel, nil
-}
+func scenarioName(s *scenario) string { return s.name }
 
 // startRedis runs a private redis-server on a free port, on the load core,
 // without persistence.

@@ -33,6 +33,8 @@ import (
 
 	"github.com/gorilla/websocket"
 	"github.com/redis/go-redis/v9"
+
+	"edge/bench/internal/loadgen"
 )
 
 type loadConfig struct {
@@ -96,8 +98,8 @@ func runLoad(args []string) error {
 		for _, c := range ws {
 			c.Close()
 		}
-		if errs.n > 0 {
-			return fmt.Errorf("warm-up: %d of %d connections failed: %w", errs.n, lc.warm, errs.first)
+		if errs.N() > 0 {
+			return fmt.Errorf("warm-up: %d of %d connections failed: %w", errs.N(), lc.warm, errs.First())
 		}
 	}
 	fmt.Println("warm")
@@ -107,7 +109,7 @@ func runLoad(args []string) error {
 
 	ws, errs := dialAll(d, &lc, lc.conns)
 	if len(ws) == 0 {
-		return fmt.Errorf("no connection opened (%d errors): %w", errs.n, errs.first)
+		return fmt.Errorf("no connection opened (%d errors): %w", errs.N(), errs.First())
 	}
 	rc, err := newReceiver(ws, lc.proto == "centrifugo")
 	if err != nil {
@@ -118,10 +120,10 @@ func runLoad(args []string) error {
 	}
 	ws = nil // read raw from here on; gorilla's buffers go
 	go rc.run()
-	if errs.n > 0 {
-		fmt.Fprintf(os.Stderr, "hubload load: %d connections failed, first: %v\n", errs.n, errs.first)
+	if errs.N() > 0 {
+		fmt.Fprintf(os.Stderr, "hubload load: %d connections failed, first: %v\n", errs.N(), errs.First())
 	}
-	fmt.Printf("ready %d errors %d\n", len(rc.all), errs.n)
+	fmt.Printf("ready %d errors %d\n", len(rc.all), errs.N())
 	if err := wait(); err != nil {
 		return err
 	}
@@ -131,7 +133,7 @@ func runLoad(args []string) error {
 		return err
 	}
 	res := measure(&lc, rc, pub)
-	res.dialErrors = errs.n
+	res.dialErrors = errs.N()
 	fmt.Println(res.line())
 	return nil
 }
@@ -163,27 +165,12 @@ func newDialer(n int) *websocket.Dialer {
 	}
 }
 
-type errCount struct {
-	mu    sync.Mutex
-	n     int
-	first error
-}
-
-func (e *errCount) add(err error) {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	if e.n == 0 {
-		e.first = err
-	}
-	e.n++
-}
-
 // dialAll opens n subscribed connections, lc.dialPar at a time.
-func dialAll(d *websocket.Dialer, lc *loadConfig, n int) ([]*websocket.Conn, *errCount) {
+func dialAll(d *websocket.Dialer, lc *loadConfig, n int) ([]*websocket.Conn, *loadgen.ErrCount) {
 	var (
 		mu   sync.Mutex
 		cs   = make([]*websocket.Conn, 0, n)
-		errs = &errCount{}
+		errs = &loadgen.ErrCount{}
 		wg   sync.WaitGroup
 		next atomic.Int64
 	)
@@ -192,7 +179,7 @@ func dialAll(d *websocket.Dialer, lc *loadConfig, n int) ([]*websocket.Conn, *er
 			for next.Add(1) <= int64(n) {
 				c, err := dialOne(d, lc)
 				if err != nil {
-					errs.add(err)
+					errs.Add(err)
 					continue
 				}
 				mu.Lock()

@@ -30,6 +30,8 @@ import (
 	"time"
 
 	"github.com/gorilla/websocket"
+
+	"edge/bench/internal/loadgen"
 )
 
 func main() {
@@ -60,40 +62,25 @@ func main() {
 	}
 	cs, dialErrs := dialAll(d, u.String(), *conns, *dialers)
 	if len(cs) == 0 {
-		fail(fmt.Errorf("no connection opened (%d errors): %w", dialErrs.n, dialErrs.first))
+		fail(fmt.Errorf("no connection opened (%d errors): %w", dialErrs.N(), dialErrs.First()))
 	}
 	msg := bytes.Repeat([]byte("m"), *size)
 	switch *mode {
 	case "echo":
-		echo(cs, msg, *warmup, *dur, dialErrs.n)
+		echo(cs, msg, *warmup, *dur, dialErrs.N())
 	case "idle":
-		idle(cs, msg, *hold, dialErrs.n)
+		idle(cs, msg, *hold, dialErrs.N())
 	default:
 		fail(fmt.Errorf("unknown mode %q", *mode))
 	}
 }
 
-type errCount struct {
-	mu    sync.Mutex
-	n     int
-	first error
-}
-
-func (e *errCount) add(err error) {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	if e.n == 0 {
-		e.first = err
-	}
-	e.n++
-}
-
 // dialAll opens n connections, par at a time.
-func dialAll(d *websocket.Dialer, u string, n, par int) ([]*websocket.Conn, *errCount) {
+func dialAll(d *websocket.Dialer, u string, n, par int) ([]*websocket.Conn, *loadgen.ErrCount) {
 	var (
 		mu   sync.Mutex
 		cs   []*websocket.Conn
-		errs = &errCount{}
+		errs = &loadgen.ErrCount{}
 		wg   sync.WaitGroup
 		next atomic.Int64
 	)
@@ -105,7 +92,7 @@ func dialAll(d *websocket.Dialer, u string, n, par int) ([]*websocket.Conn, *err
 					if resp != nil {
 						err = fmt.Errorf("%w (HTTP %s)", err, resp.Status)
 					}
-					errs.add(err)
+					errs.Add(err)
 					continue
 				}
 				mu.Lock()

@@ -1,0 +1,72 @@
+// Package loadgen holds what the benchmark commands share to generate load
+// and pick what to run: an error counter for concurrent workers and the
+// selection of scenarios by name. Shared by bench/cmd/benchrun,
+// bench/cmd/hubload and bench/cmd/wsload.
+package loadgen
+
+import (
+	"fmt"
+	"slices"
+	"strings"
+	"sync"
+)
+
+// ErrCount counts the errors of concurrent workers and keeps the first,
+// which a report shows as the example. The zero value is ready; it is safe
+// for concurrent use.
+type ErrCount struct {
+	mu    sync.Mutex
+	n     int   // guarded by mu
+	first error // guarded by mu
+}
+
+// Add counts err.
+func (e *ErrCount) Add(err error) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.n == 0 {
+		e.first = err
+	}
+	e.n++
+}
+
+// N returns how many errors were added.
+func (e *ErrCount) N() int {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.n
+}
+
+// First returns the first error added, or nil.
+func (e *ErrCount) First() error {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.first
+}
+
+// Select returns the scenarios that args name, in the order of args; all
+// of them when args is empty or contains "all". name gives a scenario's
+// name. An unknown name is an error that lists the known ones.
+func Select[S any](all []S, args []string, name func(S) string) ([]S, error) {
+	if len(args) == 0 || slices.Contains(args, "all") {
+		return all, nil
+	}
+	var sel []S
+	for _, a := range args {
+		i := slices.IndexFunc(all, func(s S) bool { return name(s) == a })
+		if i < 0 {
+			return nil, fmt.Errorf("unknown scenario %q (have: %s)", a, strings.Join(Names(all, name), " "))
+		}
+		sel = append(sel, all[i])
+	}
+	return sel, nil
+}
+
+// Names returns the names of ss, in order.
+func Names[S any](ss []S, name func(S) string) []string {
+	n := make([]string, 0, len(ss))
+	for _, s := range ss {
+		n = append(n, name(s))
+	}
+	return n
+}

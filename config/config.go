@@ -22,12 +22,15 @@ import (
 type Config struct {
 	// Listen holds the public listener addresses.
 	Listen Listen `yaml:"listen"`
-	// Admin is the address of the admin listener (metrics, health, publish
-	// API). Loopback only by default: "127.0.0.1:9180". "" turns it off.
+	// Admin is the address of the admin listener: metrics, health and
+	// readiness, the hub's publish and admin API, reload (POST /-/reload)
+	// and, with server.pprof, pprof. Loopback only by default:
+	// "127.0.0.1:9180". "" turns it off.
 	Admin string `yaml:"admin"`
 	// AdminKeyFile, when set, names a file holding a bearer key that every
 	// admin endpoint except /healthz, /readyz and /metrics requires
-	// ("Authorization: Bearer KEY"; pprof, /hub/stats, /publish, /-/reload).
+	// ("Authorization: Bearer KEY"): /publish/…, /hub/…, POST /-/reload and
+	// pprof.
 	// With or without it, the admin listener answers 421 to a Host that is
 	// not its own address, localhost or a loopback IP (DNS rebinding), and
 	// 403 to cross-site browser requests other than GET and HEAD. Default
@@ -60,8 +63,8 @@ type Listen struct {
 	// challenges and redirects everything else to HTTPS. Default ":80".
 	HTTP string `yaml:"http"`
 	// HTTPS serves TLS with automatic certificates. Default ":443" when any
-	// site has a public host name, a manual certificate, or tls.ca internal;
-	// otherwise off.
+	// site has a public host name or a manual certificate, or with tls.ca
+	// internal or tls.on_demand; otherwise off.
 	HTTPS string `yaml:"https"`
 }
 
@@ -127,8 +130,10 @@ type Redis struct {
 
 // Site is a virtual host: a set of host names and the routes under them.
 type Site struct {
-	// Hosts are exact names or "*.example.com" wildcards, case-insensitive.
-	// A site without hosts is the default site.
+	// Hosts are exact names, IP addresses or "*.example.com" wildcards
+	// (one or more labels before example.com, not example.com itself),
+	// case-insensitive; SiteIndex matches them. A site without hosts is the
+	// default site: it answers every host no other site has.
 	Hosts []string `yaml:"hosts"`
 	// TLS is an optional manual certificate, as nginx ssl_certificate.
 	TLS *SiteTLS `yaml:"tls"`
@@ -164,6 +169,8 @@ type Route struct {
 	// Headers adds or removes request and response headers.
 	Headers *Headers `yaml:"headers"`
 
+	// Static serves files; Proxy passes requests to upstreams; Hub is a
+	// WebSocket broadcast endpoint. Exactly one is set.
 	Static *Static `yaml:"static"`
 	Proxy  *Proxy  `yaml:"proxy"`
 	Hub    *Hub    `yaml:"hub"`

@@ -2,36 +2,28 @@ package server
 
 import (
 	"bufio"
-	"encoding/json"
-	"fmt"
 	"io"
 	"net"
 	"net/http"
-	"net/url"
-	"os"
 	"strconv"
-	"strings"
-	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 
 	"edge/config"
-	"edge/internal/clientip"
 	"edge/internal/httperr"
 	"edge/internal/prom"
 )
 
-// Metrics counts requests per site, route and status and writes access
-// logs. One Metrics lives as long as the process; reloads keep it, so the
-// counters and open log files survive. Safe for concurrent use.
+// Metrics counts requests per site, route and status, and owns the
+// access log files. One Metrics lives as long as the process; reloads keep
+// it, so the counters and open log files survive. Safe for concurrent use.
 type Metrics struct {
 	requests *prometheus.CounterVec
 	duration *prometheus.HistogramVec
 	inflight prometheus.Gauge
 
-	mu    sync.Mutex
-	files map[string]*logFile // by path; guarded by mu
+	logs logFiles
 }
 
 // NewMetrics registers the request metrics on reg (nil: not registered).
@@ -50,7 +42,6 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Name: "edge_http_requests_in_flight",
 			Help: "Requests being served now (upgraded connections excluded).",
 		}),
-		files: map[string]*logFile{},
 	}
 	if reg != nil {
 		reg.MustRegister(m.requests, m.duration, m.inflight)
@@ -58,79 +49,17 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	return m
 }
 
-// logFile is an access log destination, reopened on SIGUSR1 for logrotate.
-type logFile struct {
-	path string
-	mu   sync.Mutex
-	w    io.Writer // guarded by mu
-	f    *os.File  // nil for stderr
-}
-
-func (m *Metrics) openLog(path string) (*logFile, error) {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	if lf, ok := m.files[path]; ok {
-		return lf, nil
-	}
-	lf := &logFile{path: path, w: os.Stderr}
-	if path != "" && path != "stderr" {
-		f, err := os.OpenFile(path, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o640)
-		if err != nil {
-			return nil, fmt.Errorf("access log: %w", err)
-		}
-		lf.w, lf.f = f, f
-	}
-	m.files[path] = lf
-	return lf, nil
-}
-
 // ReopenLogs reopens every access log file (after logrotate moved them).
-func (m *Metrics) ReopenLogs() {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	for _, lf := range m.files {
-		if lf.f == nil {
-			continue
-		}
-		f, err := os.OpenFile(lf.path, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o640)
-		if err != nil {
-			continue // keep writing to the old file rather than nowhere
-		}
-		lf.mu.Lock()
-		old := lf.f
-		lf.w, lf.f = f, f
-		lf.mu.Unlock()
-		old.Close()
-	}
-}
+func (m *Metrics) ReopenLogs() { m.logs.reopen() }
 
 // Close closes the access log files.
-func (m *Metrics) Close() {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	for _, lf := range m.files {
-		if lf.f != nil {
-			lf.mu.Lock()
-			lf.f.Close()
-			lf.mu.Unlock()
-		}
-	}
-	m.files = map[string]*logFile{}
-}
+func (m *Metrics) Close() { m.logs.close() }
 
-func (lf *logFile) write(b []byte) {
-	lf.mu.Lock()
-	lf.w.Write(b)
-	lf.mu.Unlock()
-}
-
-// observer instruments one route.
+// observer instruments one route: its metrics and its site's access log.
+// Static after construction.
 type observer struct {
 	m        *Metrics
-	site     string
-	route    string
-	log      *logFile // nil: no access log
-	json     bool
+	log      *accessLog // nil: no access log
 	duration prometheus.Observer
 	requests *prom.Counters[int] // by status code
 }
@@ -140,16 +69,15 @@ func (m *Metrics) observer(site *config.Site, route string) (*observer, error) {
 	if len(site.Hosts) > 0 {
 		name = site.Hosts[0]
 	}
-	o := &observer{m: m, site: name, route: route, duration: m.duration.WithLabelValues(name, route)}
+	o := &observer{m: m, duration: m.duration.WithLabelValues(name, route)}
 	o.requests = prom.NewCounters(m.requests, func(code int) []string {
 		return []string{name, route, strconv.Itoa(code)}
 	})
 	if al := site.AccessLog; al != nil {
-		lf, err := m.openLog(al.File)
-		if err != nil {
+		var err error
+		if o.log, err = m.logs.open(al); err != nil {
 			return nil, err
 		}
-		o.log, o.json = lf, al.Format == "json"
 	}
 	return o, nil
 }
@@ -177,47 +105,11 @@ func (o *observer) serve(h http.Handler, w http.ResponseWriter, r *http.Request)
 			o.duration.Observe(elapsed.Seconds())
 		}
 		if o.log != nil {
-			o.log.write(o.format(r, code, rec, start, elapsed))
+			o.log.write(&entry{r: r, code: code, bytes: rec.bytes, upstream: rec.Header().Get("X-Edge-Upstream"),
+				upgrade: rec.hijacked, start: start, elapsed: elapsed})
 		}
 	}()
 	h.ServeHTTP(rec, r)
-}
-
-func (o *observer) format(r *http.Request, code int, rec *recorder, start time.Time, elapsed time.Duration) []byte {
-	host := clientip.String(r)
-	uri := redactedURI(r.URL)
-	if o.json {
-		b, _ := json.Marshal(struct {
-			Time     string  `json:"time"`
-			Remote   string  `json:"remote"`
-			Host     string  `json:"host"`
-			Method   string  `json:"method"`
-			Path     string  `json:"path"`
-			Proto    string  `json:"proto"`
-			Status   int     `json:"status"`
-			Bytes    int64   `json:"bytes"`
-			Duration float64 `json:"duration"`
-			Upstream string  `json:"upstream,omitempty"`
-			Upgrade  string  `json:"upgrade,omitempty"`
-			Referer  string  `json:"referer,omitempty"`
-			Agent    string  `json:"user_agent,omitempty"`
-		}{start.UTC().Format(time.RFC3339Nano), host, r.Host, r.Method, uri, r.Proto,
-			code, rec.bytes, elapsed.Seconds(), rec.Header().Get("X-Edge-Upstream"), upgradeOf(r, rec),
-			r.Referer(), r.UserAgent()})
-		return append(b, '\n')
-	}
-	// nginx/Apache "combined", plus the request time in seconds.
-	return fmt.Appendf(nil, "%s - - [%s] %q %d %d %q %q %.3f\n",
-		host, start.Format("02/Jan/2006:15:04:05 -0700"),
-		r.Method+" "+uri+" "+r.Proto, code, rec.bytes,
-		r.Referer(), r.UserAgent(), elapsed.Seconds())
-}
-
-func upgradeOf(r *http.Request, rec *recorder) string {
-	if rec.hijacked {
-		return r.Header.Get("Upgrade")
-	}
-	return ""
 }
 
 // recorder notes the status and size of a response. It keeps the optional
@@ -277,31 +169,3 @@ func (r *recorder) Unwrap() http.ResponseWriter { return r.ResponseWriter }
 func (r *recorder) NoteStatus(code int) { r.status = code }
 
 var _ httperr.StatusNoter = (*recorder)(nil)
-
-// redactedURI is u's request URI with the values of the token and
-// access_token query parameters replaced by REDACTED, so that bearer
-// tokens (the hub's ?token= JWTs) never reach access logs.
-func redactedURI(u *url.URL) string {
-	q := u.RawQuery
-	if !strings.Contains(q, "token") && !strings.Contains(q, "%") {
-		return u.RequestURI() // the common case: nothing to redact
-	}
-	parts := strings.Split(q, "&")
-	changed := false
-	for i, part := range parts {
-		key, _, _ := strings.Cut(part, "=")
-		if k, err := url.QueryUnescape(key); err == nil {
-			key = k
-		}
-		if key == "token" || key == "access_token" {
-			parts[i] = key + "=REDACTED"
-			changed = true
-		}
-	}
-	if !changed {
-		return u.RequestURI()
-	}
-	v := *u
-	v.RawQuery = strings.Join(parts, "&")
-	return v.RequestURI()
-}

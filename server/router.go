@@ -4,7 +4,6 @@
 package server
 
 import (
-	"errors"
 	"fmt"
 	"net/http"
 	"net/netip"
@@ -182,8 +181,10 @@ func (rt *Router) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 
 // cleanPath normalises a decoded URL path: it resolves "." and ".."
 // segments and merges slashes, keeping a trailing slash. It refuses paths
-// that do not start with "/", that climb above the root, or that hold a NUL
-// or backslash-dot-dot trick.
+// that do not start with "/", that climb above the root, or that hold a
+// NUL. A backslash is an ordinary byte, as in nginx on Unix (only its
+// Windows build treats "\" as a separator): "/a\..\b" is one segment,
+// a file name that the static handler's os.Root keeps inside the root.
 func cleanPath(p string) (string, bool) {
 	if p == "" {
 		return "/", true
@@ -235,11 +236,4 @@ func isClean(p string) bool {
 		}
 	}
 	return true
-}
-
-// IsBodyTooLarge reports whether err came from a body over the route's
-// max_body_size, for handlers that read the body and must answer 413.
-func IsBodyTooLarge(err error) bool {
-	var mb *http.MaxBytesError
-	return errors.As(err, &mb)
 }

@@ -1,6 +1,7 @@
 package server
 
 import (
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -40,7 +41,7 @@ func echoBuilder(site *config.Site, r *config.Route) (http.Handler, error) {
 	return http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
 		if req.Method == http.MethodPost {
 			n, err := io.Copy(io.Discard, req.Body)
-			if IsBodyTooLarge(err) {
+			if mb := (*http.MaxBytesError)(nil); errors.As(err, &mb) {
 				httperr.Error(w, http.StatusRequestEntityTooLarge)
 				return
 			}
@@ -124,6 +125,8 @@ func TestRouting(t *testing.T) {
 		{"dash.example.test", "/../etc/passwd", 400, "400 Bad Request"},
 		{"dash.example.test", "/static/%2e%2e/%2e%2e/etc/passwd", 400, "400 Bad Request"},
 		{"dash.example.test", "/a%00b", 400, "400 Bad Request"},
+		// A backslash is a byte of a segment, as in nginx on Unix.
+		{"dash.example.test", "/static/%5C..%5Capi", 200, "dash.example.test /static/ /static/\\..\\api"},
 		{"x.apps.example.test", "/", 200, "dash.example.test / /"},
 		{"a.b.apps.example.test", "/", 200, "dash.example.test / /"},
 		{"other.example.test", "/", 200, "*.example.test / /"},

@@ -26,7 +26,6 @@ import (
 	"os"
 	"runtime"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -93,8 +92,9 @@ func runLoad(args []string) error {
 	}
 
 	d := newDialer(lc.srcAddrs)
+	dial := func() (*websocket.Conn, error) { return dialOne(d, &lc) }
 	if lc.warm > 0 {
-		ws, errs := dialAll(d, &lc, lc.warm)
+		ws, errs := loadgen.DialAll(lc.warm, lc.dialPar, dial)
 		for _, c := range ws {
 			c.Close()
 		}
@@ -107,7 +107,7 @@ func runLoad(args []string) error {
 		return err
 	}
 
-	ws, errs := dialAll(d, &lc, lc.conns)
+	ws, errs := loadgen.DialAll(lc.conns, lc.dialPar, dial)
 	if len(ws) == 0 {
 		return fmt.Errorf("no connection opened (%d errors): %w", errs.N(), errs.First())
 	}
@@ -163,33 +163,6 @@ func newDialer(n int) *websocket.Dialer {
 		ReadBufferSize:   1024,
 		WriteBufferSize:  512,
 	}
-}
-
-// dialAll opens n subscribed connections, lc.dialPar at a time.
-func dialAll(d *websocket.Dialer, lc *loadConfig, n int) ([]*websocket.Conn, *loadgen.ErrCount) {
-	var (
-		mu   sync.Mutex
-		cs   = make([]*websocket.Conn, 0, n)
-		errs = &loadgen.ErrCount{}
-		wg   sync.WaitGroup
-		next atomic.Int64
-	)
-	for range lc.dialPar {
-		wg.Go(func() {
-			for next.Add(1) <= int64(n) {
-				c, err := dialOne(d, lc)
-				if err != nil {
-					errs.Add(err)
-					continue
-				}
-				mu.Lock()
-				cs = append(cs, c)
-				mu.Unlock()
-			}
-		})
-	}
-	wg.Wait()
-	return cs, errs
 }
 
 // dialOne connects and waits until the subscription is confirmed: after

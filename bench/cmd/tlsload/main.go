@@ -28,6 +28,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"edge/bench/internal/loadgen"
 )
 
 func main() {
@@ -91,7 +93,7 @@ func main() {
 	all := slices.Concat(lat...)
 	slices.Sort(all)
 	fmt.Printf("conns_per_s=%.1f p50_ms=%.3f p99_ms=%.3f errors=%d\n",
-		float64(len(all))/elapsed.Seconds(), ms(pct(all, 0.50)), ms(pct(all, 0.99)), errs.Load())
+		float64(len(all))/elapsed.Seconds(), loadgen.Millis(loadgen.Percentile(all, 0.50)), loadgen.Millis(loadgen.Percentile(all, 0.99)), errs.Load())
 }
 
 // once runs one connection: dial, handshake, request, response to EOF.
@@ -129,15 +131,6 @@ func once(addr string, cfg *tls.Config, req []byte, br *bufio.Reader) error {
 	io.Copy(io.Discard, br)
 	return nil
 }
-
-func pct(sorted []time.Duration, p float64) time.Duration {
-	if len(sorted) == 0 {
-		return 0
-	}
-	return sorted[min(len(sorted)-1, int(float64(len(sorted))*p))]
-}
-
-func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
 
 func fail(err error) {
 	fmt.Fprintln(os.Stderr, "tlsload:", err)

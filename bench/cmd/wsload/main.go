@@ -60,7 +60,13 @@ func main() {
 		ReadBufferSize:   1024,
 		WriteBufferSize:  1024,
 	}
-	cs, dialErrs := dialAll(d, u.String(), *conns, *dialers)
+	cs, dialErrs := loadgen.DialAll(*conns, *dialers, func() (*websocket.Conn, error) {
+		c, resp, err := d.Dial(u.String(), nil)
+		if err != nil && resp != nil {
+			err = fmt.Errorf("%w (HTTP %s)", err, resp.Status)
+		}
+		return c, err
+	})
 	if len(cs) == 0 {
 		fail(fmt.Errorf("no connection opened (%d errors): %w", dialErrs.N(), dialErrs.First()))
 	}
@@ -73,36 +79,6 @@ func main() {
 	default:
 		fail(fmt.Errorf("unknown mode %q", *mode))
 	}
-}
-
-// dialAll opens n connections, par at a time.
-func dialAll(d *websocket.Dialer, u string, n, par int) ([]*websocket.Conn, *loadgen.ErrCount) {
-	var (
-		mu   sync.Mutex
-		cs   []*websocket.Conn
-		errs = &loadgen.ErrCount{}
-		wg   sync.WaitGroup
-		next atomic.Int64
-	)
-	for range par {
-		wg.Go(func() {
-			for next.Add(1) <= int64(n) {
-				c, resp, err := d.Dial(u, nil)
-				if err != nil {
-					if resp != nil {
-						err = fmt.Errorf("%w (HTTP %s)", err, resp.Status)
-					}
-					errs.Add(err)
-					continue
-				}
-				mu.Lock()
-				cs = append(cs, c)
-				mu.Unlock()
-			}
-		})
-	}
-	wg.Wait()
-	return cs, errs
 }
 
 func echo(cs []*websocket.Conn, msg []byte, warmup, dur time.Duration, dialErrs int) {
@@ -144,7 +120,7 @@ func echo(cs []*websocket.Conn, msg []byte, warmup, dur time.Duration, dialErrs 
 	all := slices.Concat(lat...)
 	slices.Sort(all)
 	fmt.Printf("msgs_per_s=%.1f p50_ms=%.3f p99_ms=%.3f errors=%d conns=%d\n",
-		float64(len(all))/elapsed.Seconds(), ms(pct(all, 0.50)), ms(pct(all, 0.99)), errs.Load()+int64(dialErrs), len(cs))
+		float64(len(all))/elapsed.Seconds(), loadgen.Millis(loadgen.Percentile(all, 0.50)), loadgen.Millis(loadgen.Percentile(all, 0.99)), errs.Load()+int64(dialErrs), len(cs))
 }
 
 func roundTrip(c *websocket.Conn, msg []byte) error {
@@ -194,15 +170,6 @@ func idle(cs []*websocket.Conn, msg []byte, hold time.Duration, dialErrs int) {
 		c.Close()
 	}
 }
-
-func pct(sorted []time.Duration, p float64) time.Duration {
-	if len(sorted) == 0 {
-		return 0
-	}
-	return sorted[min(len(sorted)-1, int(float64(len(sorted))*p))]
-}
-
-func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
 
 func fail(err error) {
 	fmt.Fprintln(os.Stderr, "wsload:", err)

@@ -1,6 +1,7 @@
 // Package loadgen holds what the benchmark commands share to generate load
-// and pick what to run: an error counter for concurrent workers and the
-// selection of scenarios by name. Shared by bench/cmd/benchrun,
+// and pick what to run: an error counter for concurrent workers, opening
+// many connections in parallel, latency percentiles, and the selection of
+// scenarios by name. Shared by bench/cmd/benchrun,
 // bench/cmd/hubload and bench/cmd/wsload.
 package loadgen
 
@@ -9,6 +10,8 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
+	"time"
 )
 
 // ErrCount counts the errors of concurrent workers and keeps the first,
@@ -43,6 +46,47 @@ func (e *ErrCount) First() error {
 	defer e.mu.Unlock()
 	return e.first
 }
+
+// DialAll opens n connections with dial, par at a time, and returns those
+// that opened (in no particular order) with the count of those that did
+// not.
+func DialAll[C any](n, par int, dial func() (C, error)) ([]C, *ErrCount) {
+	var (
+		mu   sync.Mutex
+		cs   = make([]C, 0, n)
+		errs = &ErrCount{}
+		wg   sync.WaitGroup
+		next atomic.Int64
+	)
+	for range par {
+		wg.Go(func() {
+			for next.Add(1) <= int64(n) {
+				c, err := dial()
+				if err != nil {
+					errs.Add(err)
+					continue
+				}
+				mu.Lock()
+				cs = append(cs, c)
+				mu.Unlock()
+			}
+		})
+	}
+	wg.Wait()
+	return cs, errs
+}
+
+// Percentile returns the p quantile (0.99 for p99) of sorted latencies,
+// 0 for none.
+func Percentile(sorted []time.Duration, p float64) time.Duration {
+	if len(sorted) == 0 {
+		return 0
+	}
+	return sorted[min(len(sorted)-1, int(float64(len(sorted))*p))]
+}
+
+// Millis returns d in milliseconds, for reports.
+func Millis(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
 
 // Select returns the scenarios that args name, in the order of args; all
 // of them when args is empty or contains "all". name gives a scenario's

@@ -4,7 +4,9 @@ import (
 	"errors"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"testing"
+	"time"
 )
 
 func TestErrCount(t *testing.T) {
@@ -45,5 +47,40 @@ func TestSelect(t *testing.T) {
 		if msg != tt.err || !slices.Equal(got, tt.want) {
 			t.Errorf("Select(%q) = %q, %q; want %q, %q", tt.args, got, msg, tt.want, tt.err)
 		}
+	}
+}
+
+func TestDialAll(t *testing.T) {
+	var calls atomic.Int32
+	cs, errs := DialAll(10, 3, func() (int, error) {
+		n := calls.Add(1)
+		if n%4 == 0 {
+			return 0, errors.New("refused")
+		}
+		return int(n), nil
+	})
+	if calls.Load() != 10 || len(cs) != 8 || errs.N() != 2 {
+		t.Errorf("10 dials, par 3: %d calls, %d conns, %d errors; want 10, 8, 2", calls.Load(), len(cs), errs.N())
+	}
+}
+
+func TestPercentile(t *testing.T) {
+	var d []time.Duration
+	for i := 1; i <= 100; i++ {
+		d = append(d, time.Duration(i)*time.Millisecond)
+	}
+	for _, tt := range []struct {
+		p    float64
+		want time.Duration
+	}{{0.5, 51 * time.Millisecond}, {0.99, 100 * time.Millisecond}, {1, 100 * time.Millisecond}} {
+		if got := Percentile(d, tt.p); got != tt.want {
+			t.Errorf("Percentile(1..100ms, %v) = %v, want %v", tt.p, got, tt.want)
+		}
+	}
+	if got := Percentile(nil, 0.5); got != 0 {
+		t.Errorf("Percentile(nil) = %v", got)
+	}
+	if got := Millis(1500 * time.Microsecond); got != 1.5 {
+		t.Errorf("Millis(1.5ms) = %v", got)
 	}
 }

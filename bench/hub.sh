@@ -21,24 +21,12 @@ here=$(cd "$(dirname "$0")" && pwd)
 repo=$(dirname "$here")
 cd "$repo"
 
-missing=()
-for tool in redis-server:redis-server taskset:util-linux; do
-	command -v "${tool%%:*}" >/dev/null 2>&1 || missing+=("${tool#*:}")
-done
-if ((${#missing[@]})); then
-	echo "installing ${missing[*]} from apt" >&2
-	sudo=""
-	[ "$(id -u)" = 0 ] || sudo=sudo
-	$sudo apt-get update -qq
-	DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}"
-fi
+. bench/lib.sh
+install_missing redis-server:redis-server taskset:util-linux
 # The Debian package may start a system redis on :6379; the benchmark runs
 # its own on a free port.
 
-if [ "$(nproc)" -lt 2 ]; then
-	echo "hub.sh: needs 2 CPUs (server on CPU 1, load and redis on CPU 0); this machine has $(nproc)" >&2
-	exit 1
-fi
+need_two_cpus hub.sh "server on CPU 1, load and redis on CPU 0"
 
 tools=$(mktemp -d /tmp/edge-hubbench-bin.XXXXXX)
 trap 'rm -rf "$tools"' EXIT

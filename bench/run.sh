@@ -16,24 +16,12 @@ here=$(cd "$(dirname "$0")" && pwd)
 repo=$(dirname "$here")
 cd "$repo"
 
-missing=()
-for tool in nginx:nginx caddy:caddy wrk:wrk taskset:util-linux openssl:openssl; do
-	command -v "${tool%%:*}" >/dev/null 2>&1 || missing+=("${tool#*:}")
-done
-if ((${#missing[@]})); then
-	echo "installing ${missing[*]} from apt" >&2
-	sudo=""
-	[ "$(id -u)" = 0 ] || sudo=sudo
-	$sudo apt-get update -qq
-	DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}"
-fi
+. bench/lib.sh
+install_missing nginx:nginx caddy:caddy wrk:wrk taskset:util-linux openssl:openssl
 # The Debian packages start system services on :80; the benchmark does
 # not need them (it runs its own instances on 127.0.0.1:2xxxx).
 
-if [ "$(nproc)" -lt 2 ]; then
-	echo "bench: needs 2 CPUs (server on CPU 1, load on CPU 0); this machine has $(nproc)" >&2
-	exit 1
-fi
+need_two_cpus bench "server on CPU 1, load on CPU 0"
 
 if [ ! -x bin/edge ]; then
 	echo "building bin/edge" >&2

@@ -105,7 +105,7 @@ func (o *observer) serve(h http.Handler, w http.ResponseWriter, r *http.Request)
 			o.duration.Observe(elapsed.Seconds())
 		}
 		if o.log != nil {
-			o.log.write(&entry{r: r, code: code, bytes: rec.bytes, upstream: rec.Header().Get("X-Edge-Upstream"),
+			o.log.write(&entry{r: r, code: code, bytes: rec.bytes, upstream: rec.upstream,
 				upgrade: rec.hijacked, start: start, elapsed: elapsed})
 		}
 	}()
@@ -116,12 +116,15 @@ func (o *observer) serve(h http.Handler, w http.ResponseWriter, r *http.Request)
 // interfaces handlers rely on: Flusher (SSE), Hijacker (WebSockets; gorilla
 // asserts it directly), ReaderFrom (sendfile) and Unwrap for
 // http.ResponseController; as an httperr.StatusNoter it takes the status
-// of a request a handler abandoned without writing one (499).
+// of a request a handler abandoned without writing one (499), as an
+// httperr.UpstreamNoter the upstream that served it (the access log's
+// upstream, nginx's $upstream_addr). Owned by the request's handler.
 type recorder struct {
 	http.ResponseWriter
 	status   int
 	bytes    int64
 	hijacked bool
+	upstream string
 }
 
 func (r *recorder) WriteHeader(code int) {
@@ -168,4 +171,16 @@ func (r *recorder) Unwrap() http.ResponseWriter { return r.ResponseWriter }
 // the handler that notes knows how the request ended.
 func (r *recorder) NoteStatus(code int) { r.status = code }
 
-var _ httperr.StatusNoter = (*recorder)(nil)
+// NoteUpstream records addr as the upstream that served the request
+// (httperr.NoteUpstream), the last one noted when a retry moved on. It
+// passes addr on down the writer chain: a recorder can wrap another (a
+// route's response header edits wrap the observer's).
+func (r *recorder) NoteUpstream(addr string) {
+	r.upstream = addr
+	httperr.NoteUpstream(r.ResponseWriter, addr)
+}
+
+var (
+	_ httperr.StatusNoter   = (*recorder)(nil)
+	_ httperr.UpstreamNoter = (*recorder)(nil)
+)

@@ -89,7 +89,7 @@ func (b *builder) static(site *config.Site, r *config.Route) (http.Handler, erro
 	if fb := r.Static.Fallback; fb != nil {
 		var err error
 		if fb.Proxy != nil {
-			fallback, err = b.proxy(site, r.Path+" fallback", fb.Proxy)
+			fallback, err = b.proxy(site, r.Path, fb.Proxy)
 		} else {
 			fallback, err = b.route(site, siteRoute(site, fb.Route))
 		}
@@ -98,7 +98,7 @@ func (b *builder) static(site *config.Site, r *config.Route) (http.Handler, erro
 		}
 	}
 	return static.New(r.Path, r.Static, fallback, b.a.log.With("component", "static", "route", r.Path),
-		static.WithRegisterer(b.a.reg, siteLabel(site)))
+		static.WithRegisterer(b.a.reg, site.Name()))
 }
 
 func siteRoute(site *config.Site, path string) *config.Route {
@@ -110,14 +110,15 @@ func siteRoute(site *config.Site, path string) *config.Route {
 	return nil // config validation guarantees it exists
 }
 
-func (b *builder) proxy(site *config.Site, name string, pc *config.Proxy) (http.Handler, error) {
-	if len(site.Hosts) > 0 {
-		name = site.Hosts[0] + name
-	}
+// proxy builds a proxy handler of site's route at path (a proxy route, or
+// the proxy fallback of a static route), labelled {site, route} as the
+// server labels the route's requests.
+func (b *builder) proxy(site *config.Site, path string, pc *config.Proxy) (http.Handler, error) {
 	p, err := proxy.New(pc, proxy.Options{
-		Log:        b.a.log.With("component", "proxy", "route", name),
+		Log:        b.a.log.With("component", "proxy"),
 		Registerer: b.a.reg,
-		Name:       name,
+		Site:       site.Name(),
+		Route:      path,
 		Tunnels:    &b.a.tunnels,
 	})
 	if err != nil {

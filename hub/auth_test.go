@@ -21,6 +21,8 @@ import (
 
 	"github.com/golang-jwt/jwt/v5"
 	"github.com/gorilla/websocket"
+
+	"edge/internal/wsframe"
 )
 
 // route mounts another hub route on the env and returns its ws:// URL.
@@ -223,7 +225,7 @@ func TestTokenExpiryClosesConnection(t *testing.T) {
 	// The library allows 5s of leeway at connect; the hub closes at exp.
 	tok := sign(t, jwt.SigningMethodHS256, secret, jwt.MapClaims{"exp": time.Now().Add(time.Second).Unix()})
 	c := dial(t, u+"?token="+tok, nil)
-	if code, reason := expectClose(t, c, 5*time.Second); code != closePolicy || reason != "token expired" {
+	if code, reason := expectClose(t, c, 5*time.Second); code != wsframe.ClosePolicy || reason != "token expired" {
 		t.Errorf("close %d %q, want 1008 token expired", code, reason)
 	}
 }

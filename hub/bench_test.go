@@ -19,6 +19,8 @@ import (
 
 	"github.com/gorilla/websocket"
 	"github.com/redis/go-redis/v9"
+
+	"edge/internal/wsframe"
 )
 
 // TestMain doubles as the connection holder of TestIdleConnectionMemory:
@@ -179,28 +181,14 @@ type frameReader struct {
 
 func (fr *frameReader) read(n int) error {
 	for len(fr.times) < n {
-		var h [2]byte
-		if _, err := io.ReadFull(fr.r, h[:]); err != nil {
+		h, err := readFrameHeader(fr.r)
+		if err != nil {
 			return err
 		}
-		size := int64(h[1] & 0x7f)
-		switch size {
-		case 126:
-			var x [2]byte
-			io.ReadFull(fr.r, x[:])
-			size = int64(x[0])<<8 | int64(x[1])
-		case 127:
-			var x [8]byte
-			io.ReadFull(fr.r, x[:])
-			size = 0
-			for _, b := range x {
-				size = size<<8 | int64(b)
-			}
-		}
-		if _, err := fr.r.Discard(int(size)); err != nil {
+		if _, err := fr.r.Discard(int(h.Len)); err != nil {
 			return err
 		}
-		if h[0]&0x0f == opText {
+		if h.Op == wsframe.OpText {
 			fr.times = append(fr.times, time.Now().UnixNano())
 		}
 	}

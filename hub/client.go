@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"golang.org/x/time/rate"
+
+	"edge/internal/wsframe"
 )
 
 // Timings of a connection that are not configurable.
@@ -123,8 +125,8 @@ func (c *client) closeWith(code int, reason string) {
 	c.mu.Lock()
 	if c.state == stateOpen {
 		f := goingAwayFrame
-		if code != closeGoingAway || reason != "going away" {
-			f = closeFrame(code, reason)
+		if code != wsframe.CloseGoingAway || reason != "going away" {
+			f = wsframe.CloseFrame(code, reason)
 		}
 		c.closeLocked(f)
 	}
@@ -267,7 +269,7 @@ func (c *client) write(b []byte) error {
 func (c *client) finish(err error) {
 	var ne net.Error
 	if errors.As(err, &ne) && ne.Timeout() {
-		c.closeWith(closeGoingAway, "idle timeout")
+		c.closeWith(wsframe.CloseGoingAway, "idle timeout")
 	}
 	c.mu.Lock()
 	sent := c.closeSent

@@ -1,106 +1,43 @@
 package hub
 
 import (
-	"encoding/binary"
 	"encoding/json"
 	"strconv"
 	"unicode/utf8"
+
+	"edge/internal/wsframe"
 )
 
 // Server frames are built here, once per message, and written as they are
 // to every subscriber's socket (RFC 6455 §5.2: frames from a server are not
 // masked, so the same bytes are valid for every connection). This is what
-// lets the writer put several queued frames into one write(2).
-
-const (
-	opText   = 0x1
-	opBinary = 0x2
-	opClose  = 0x8
-	opPing   = 0x9
-	opPong   = 0xA
-)
-
-// Close codes the hub sends (RFC 6455 §7.4.1). PROTOCOL.md lists them.
-const (
-	closeNormal        = 1000
-	closeGoingAway     = 1001
-	closeProtocolError = 1002 // a client frame RFC 6455 forbids (reader.go)
-	closeUnsupported   = 1003
-	closeInvalidData   = 1007 // text that is not UTF-8 (reader.go)
-	closePolicy        = 1008
-	closeTooBig        = 1009
-	closeInternal      = 1011
-	closeTryLater      = 1013
-)
+// lets the writer put several queued frames into one write(2). The framing
+// itself (headers, opcodes, close codes) is internal/wsframe's; the close
+// codes the hub sends are listed in PROTOCOL.md §4.
 
 // maxChannelLen bounds channel names; config patterns use the same bound.
 const maxChannelLen = 128
 
 // pingFrame is a server ping with no payload.
-var pingFrame = []byte{0x80 | opPing, 0}
-
-// appendFrameHeader appends the header of a final, unmasked frame with the
-// given opcode and payload length.
-func appendFrameHeader(b []byte, opcode byte, n int) []byte {
-	b = append(b, 0x80|opcode)
-	switch {
-	case n <= 125:
-		b = append(b, byte(n))
-	case n <= 0xffff:
-		b = append(b, 126, byte(n>>8), byte(n))
-	default:
-		b = append(b, 127)
-		b = binary.BigEndian.AppendUint64(b, uint64(n))
-	}
-	return b
-}
-
-func frameHeaderLen(n int) int {
-	switch {
-	case n <= 125:
-		return 2
-	case n <= 0xffff:
-		return 4
-	}
-	return 10
-}
-
-// newFrame returns a complete frame holding payload.
-func newFrame(opcode byte, payload []byte) []byte {
-	b := make([]byte, 0, frameHeaderLen(len(payload))+len(payload))
-	b = appendFrameHeader(b, opcode, len(payload))
-	return append(b, payload...)
-}
+var pingFrame = wsframe.Frame(wsframe.OpPing, nil)
 
 // textFrame returns a text frame holding payload.
-func textFrame(payload []byte) []byte { return newFrame(opText, payload) }
+func textFrame(payload []byte) []byte { return wsframe.Frame(wsframe.OpText, payload) }
 
 // rawFrame is the frame of a payload for a raw route: a text frame, or a
 // binary frame when the payload is not UTF-8 (a text frame must be, or
 // browsers fail the connection).
 func rawFrame(payload []byte) []byte {
 	if utf8.Valid(payload) {
-		return newFrame(opText, payload)
+		return wsframe.Frame(wsframe.OpText, payload)
 	}
-	return newFrame(opBinary, payload)
-}
-
-// closeFrame returns a close frame with code and a reason cut to fit the
-// 125-byte control frame limit.
-func closeFrame(code int, reason string) []byte {
-	if len(reason) > 123 {
-		reason = reason[:123]
-	}
-	p := make([]byte, 2, 2+len(reason))
-	binary.BigEndian.PutUint16(p, uint16(code))
-	p = append(p, reason...)
-	return newFrame(opClose, p)
+	return wsframe.Frame(wsframe.OpBinary, payload)
 }
 
 // Frames sent often enough to build once.
 var (
-	slowCloseFrame = closeFrame(closeTryLater, "slow consumer: queue full")
-	goingAwayFrame = closeFrame(closeGoingAway, "going away")
+	slowCloseFrame = wsframe.CloseFrame(wsframe.CloseTryLater, "slow consumer: queue full")
+	goingAwayFrame = wsframe.CloseFrame(wsframe.CloseGoingAway, "going away")
 )
 
 // dataJSON returns the payload as the value of a "data" member: verbatim
@@ -124,8 +61,8 @@ func messageFrame(channel string, seq uint64, data []byte) []byte {
 		p3 = `,"data":`
 	)
 	n := len(p1) + len(channel) + len(p2) + len(seqText) + len(p3) + len(data) + 1
-	b := make([]byte, 0, frameHeaderLen(n)+n)
-	b = appendFrameHeader(b, opText, n)
+	b := make([]byte, 0, wsframe.HeaderLen(n)+n)
+	b = wsframe.AppendHeader(b, wsframe.OpText, n)
 	b = append(b, p1...)
 	b = append(b, channel...)
 	b = append(b, p2...)

@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"github.com/gorilla/websocket"
+
+	"edge/internal/wsframe"
 )
 
 func TestMatchPattern(t *testing.T) {
@@ -58,7 +60,7 @@ func TestFramesDecode(t *testing.T) {
 		stream.Write(textFrame(payload))
 		stream.Write(messageFrame("ch", 7, dataJSON(payload)))
 	}
-	stream.Write(closeFrame(closeTryLater, strings.Repeat("r", 200)))
+	stream.Write(wsframe.CloseFrame(wsframe.CloseTryLater, strings.Repeat("r", 200)))
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		c, err := (&websocket.Upgrader{}).Upgrade(w, r, nil)
 		if err != nil {
@@ -86,7 +88,7 @@ func TestFramesDecode(t *testing.T) {
 	}
 	_, _, err := c.ReadMessage()
 	ce, ok := err.(*websocket.CloseError)
-	if !ok || ce.Code != closeTryLater || len(ce.Text) != 123 {
+	if !ok || ce.Code != wsframe.CloseTryLater || len(ce.Text) != 123 {
 		t.Fatalf("close frame gave %v, want 1013 with the reason cut to 123 bytes", err)
 	}
 }

@@ -15,6 +15,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"edge/internal/clientip"
+	"edge/internal/wsframe"
 )
 
 // behindProxy serves the hub route configured by hubYAML as the server's
@@ -139,7 +140,7 @@ func TestHostileTokenExpiryClosesConnection(t *testing.T) {
 	other := dial(t, u+"?token="+long, nil)
 	code, reason := expectClose(t, c, time.Until(exp)+time.Second)
 	at := time.Now()
-	if code != closePolicy || reason != "token expired" {
+	if code != wsframe.ClosePolicy || reason != "token expired" {
 		t.Errorf("close %d %q, want 1008 token expired", code, reason)
 	}
 	if at.Before(exp) {

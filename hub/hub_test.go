@@ -9,6 +9,8 @@ import (
 
 	"github.com/gorilla/websocket"
 	"github.com/prometheus/client_golang/prometheus"
+
+	"edge/internal/wsframe"
 )
 
 func TestConnectSubscribeDeliver(t *testing.T) {
@@ -147,7 +149,7 @@ func TestBinaryFrameCloses1003(t *testing.T) {
 	e := newEnv(t, NodeOptions{}, "")
 	c := e.connect(t)
 	c.WriteMessage(websocket.BinaryMessage, []byte{1, 2, 3})
-	if code, _ := expectClose(t, c, 5*time.Second); code != closeUnsupported {
+	if code, _ := expectClose(t, c, 5*time.Second); code != wsframe.CloseUnsupported {
 		t.Errorf("close code %d, want 1003", code)
 	}
 	waitFor(t, 5*time.Second, "connection released", func() bool { return e.n.stats.conns.Load() == 0 })
@@ -158,7 +160,7 @@ func TestOversizedMessageCloses1009(t *testing.T) {
 	c := e.connect(t)
 	big := `{"type":"ping","pad":"` + strings.Repeat("x", 2000) + `"}`
 	c.WriteMessage(websocket.TextMessage, []byte(big))
-	if code, _ := expectClose(t, c, 5*time.Second); code != closeTooBig {
+	if code, _ := expectClose(t, c, 5*time.Second); code != wsframe.CloseTooBig {
 		t.Errorf("close code %d, want 1009", code)
 	}
 	waitFor(t, 5*time.Second, "connection released", func() bool { return e.n.stats.conns.Load() == 0 })

@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"github.com/gorilla/websocket"
+
+	"edge/internal/wsframe"
 )
 
 // smallBufferDialer dials with a 4 KiB receive buffer, so that the kernel
@@ -94,7 +96,7 @@ func TestCloseSendsGoingAway(t *testing.T) {
 	closed := make(chan error, 1)
 	go func() { closed <- e.n.Close(ctx) }()
 	for i, c := range cs {
-		if code, reason := expectClose(t, c, 5*time.Second); code != closeGoingAway || reason != "going away" {
+		if code, reason := expectClose(t, c, 5*time.Second); code != wsframe.CloseGoingAway || reason != "going away" {
 			t.Errorf("client %d: close %d %q, want 1001 going away", i, code, reason)
 		}
 	}
@@ -158,7 +160,7 @@ func TestReloadKeepsClientsAndRetireCloses(t *testing.T) {
 	})
 
 	e.n.Retire([]string{"/elsewhere/"})
-	if code, reason := expectClose(t, c, 5*time.Second); code != closeGoingAway || reason != "route removed" {
+	if code, reason := expectClose(t, c, 5*time.Second); code != wsframe.CloseGoingAway || reason != "route removed" {
 		t.Errorf("close %d %q, want 1001 route removed", code, reason)
 	}
 	runAuthCases(t, []authCase{{"retired route", e.ws, nil, 503, "shutting down"}})
@@ -196,7 +198,7 @@ func TestIdleTimeoutAndPings(t *testing.T) {
 	// close frame behind them is what matters.
 	dead.SetPingHandler(func(string) error { return nil })
 	code, reason := expectClose(t, dead, 2*time.Second)
-	if code != closeGoingAway || reason != "idle timeout" {
+	if code != wsframe.CloseGoingAway || reason != "idle timeout" {
 		t.Errorf("dead client: close %d %q, want 1001 idle timeout", code, reason)
 	}
 }

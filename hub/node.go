@@ -17,6 +17,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"edge/config"
+	"edge/internal/wsframe"
 )
 
 // NodeOptions configure a Node. Only Redis, Log, Registerer and NodeID are
@@ -424,7 +425,7 @@ func (n *Node) Retire(keep []string) {
 		cs := rt.snapshot()
 		n.log.Info("hub route retired", "route", rt.path, "clients", len(cs))
 		for _, c := range cs {
-			c.closeWith(closeGoingAway, "route removed")
+			c.closeWith(wsframe.CloseGoingAway, "route removed")
 		}
 	}
 }
@@ -484,7 +485,7 @@ func (n *Node) Close(ctx context.Context) error {
 			all = append(all, rt.snapshot()...)
 		}
 		for _, c := range all {
-			c.closeWith(closeGoingAway, "going away")
+			c.closeWith(wsframe.CloseGoingAway, "going away")
 		}
 		done := make(chan struct{})
 		go func() { n.wg.Wait(); close(done) }()

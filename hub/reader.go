@@ -1,13 +1,14 @@
 package hub
 
 import (
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
 	"slices"
 	"sync"
 	"unicode/utf8"
+
+	"edge/internal/wsframe"
 )
 
 // Client frames are read here, straight from the socket (RFC 6455 §5),
@@ -37,16 +38,10 @@ func putReadBuf(b *[]byte) {
 	}
 }
 
-// closeErr is a client error that ends the connection with a close frame.
-type closeErr struct {
-	code   int
-	reason string
-}
-
-func (e *closeErr) Error() string { return fmt.Sprintf("websocket: %s (close %d)", e.reason, e.code) }
-
+// protocolError is a client frame RFC 6455 forbids: it ends the
+// connection with close code 1002.
 func protocolError(format string, args ...any) error {
-	return &closeErr{closeProtocolError, fmt.Sprintf(format, args...)}
+	return &wsframe.CloseError{Code: wsframe.CloseProtocolError, Reason: fmt.Sprintf(format, args...)}
 }
 
 // errPeerClosed ends the reader after the client's close frame.
@@ -146,60 +141,29 @@ func (c *client) readFull(p []byte) error {
 	return err
 }
 
-// frameHeader is a parsed client frame header.
-type frameHeader struct {
-	fin bool
-	op  byte
-	n   int64 // payload length
-	key [4]byte
-}
-
-// maxHeaderLen is the longest client frame header: 2 bytes, 8 of length,
-// 4 of mask key.
-const maxHeaderLen = 14
-
 // readHeader parses a frame header, checking what does not depend on the
-// frames before it.
-func (c *client) readHeader() (frameHeader, error) {
-	var h frameHeader
+// frames before it. A frame is refused as soon as its first two bytes
+// show it is wrong, before its length and key arrive.
+func (c *client) readHeader() (wsframe.Header, error) {
 	if err := c.fill(2); err != nil {
-		return h, err
+		return wsframe.Header{}, err
 	}
-	b := (*c.rd.buf)[c.rd.r:]
-	h.fin = b[0]&0x80 != 0
-	h.op = b[0] & 0x0f
-	if b[0]&0x70 != 0 {
+	h, n := wsframe.ParseHeader((*c.rd.buf)[c.rd.r:c.rd.w])
+	if h.RSV != 0 {
 		// No extension is negotiated, so the reserved bits must be 0.
 		return h, protocolError("reserved bits set")
 	}
-	if b[1]&0x80 == 0 {
+	if !h.Masked {
 		return h, protocolError("client frames must be masked")
 	}
-	ext := 0
-	switch n := b[1] & 0x7f; n {
-	case 126:
-		ext = 2
-	case 127:
-		ext = 8
-	default:
-		h.n = int64(n)
-	}
-	if err := c.fill(2 + ext + 4); err != nil {
+	if err := c.fill(n); err != nil {
 		return h, err
 	}
-	b = (*c.rd.buf)[c.rd.r:]
-	switch ext {
-	case 2:
-		h.n = int64(binary.BigEndian.Uint16(b[2:]))
-	case 8:
-		u := binary.BigEndian.Uint64(b[2:])
-		if u>>63 != 0 {
-			return h, protocolError("payload length out of range")
-		}
-		h.n = int64(u)
+	h, n = wsframe.ParseHeader((*c.rd.buf)[c.rd.r:c.rd.w])
+	if h.Len>>63 != 0 {
+		return h, protocolError("payload length out of range")
 	}
-	copy(h.key[:], b[2+ext:])
-	c.rd.r += 2 + ext + 4
+	c.rd.r += n
 	return h, nil
 }
 
@@ -207,7 +171,7 @@ func (c *client) readHeader() (frameHeader, error) {
 // it in a pooled buffer (give it back with putReadBuf). Control frames
 // are answered on the way; one that arrives outside a fragmented message
 // returns (0, nil, nil), so that the reader waits for the next frame
-// without holding a buffer. Errors of the client's making are *closeErr.
+// without holding a buffer. Errors of the client's making are *wsframe.CloseError.
 func (c *client) readMessage(limit int) (op byte, msg *[]byte, err error) {
 	defer func() {
 		if err != nil && msg != nil {
@@ -220,33 +184,33 @@ func (c *client) readMessage(limit int) (op byte, msg *[]byte, err error) {
 		if herr != nil {
 			return 0, msg, herr
 		}
-		if h.op >= opClose {
+		if wsframe.IsControl(h.Op) {
 			if cerr := c.control(h); cerr != nil || op == 0 {
 				return 0, msg, cerr
 			}
 			continue
 		}
 		switch {
-		case h.op == 0 && op == 0:
+		case h.Op == 0 && op == 0:
 			return 0, msg, protocolError("continuation frame outside a message")
-		case h.op == opText || h.op == opBinary:
+		case h.Op == wsframe.OpText || h.Op == wsframe.OpBinary:
 			if op != 0 {
 				return 0, msg, protocolError("data frame inside a fragmented message")
 			}
-			op = h.op
+			op = h.Op
 			msg = getReadBuf()
 			*msg = (*msg)[:0]
-		case h.op != 0:
-			return 0, msg, protocolError("bad opcode %d", h.op)
+		case h.Op != 0:
+			return 0, msg, protocolError("bad opcode %d", h.Op)
 		}
 		start := len(*msg)
-		if h.n > int64(limit-start) {
-			return 0, msg, &closeErr{closeTooBig, ""}
+		if h.Len > uint64(limit-start) {
+			return 0, msg, &wsframe.CloseError{Code: wsframe.CloseTooBig}
 		}
 		// The buffer grows with what arrives, at most doubling per read,
 		// not to the declared length at once: a 14-byte header cannot make
 		// the hub allocate max_message_size.
-		for rem := int(h.n); rem > 0; {
+		for rem := int(h.Len); rem > 0; {
 			size := len(*msg)
 			k := min(rem, max(readBufSize, size))
 			*msg = slices.Grow(*msg, k)[:size+k]
@@ -255,8 +219,8 @@ func (c *client) readMessage(limit int) (op byte, msg *[]byte, err error) {
 			}
 			rem -= k
 		}
-		unmask(h.key, (*msg)[start:])
-		if h.fin {
+		wsframe.Mask(h.Key, (*msg)[start:])
+		if h.Fin {
 			return op, msg, nil
 		}
 	}
@@ -264,50 +228,44 @@ func (c *client) readMessage(limit int) (op byte, msg *[]byte, err error) {
 
 // control acts on a control frame: ping is answered with a pong, pong
 // extends the idle deadline, close is echoed and ends the reader.
-func (c *client) control(h frameHeader) error {
-	if !h.fin {
+func (c *client) control(h wsframe.Header) error {
+	if !h.Fin {
 		return protocolError("fragmented control frame")
 	}
-	if h.n > 125 {
+	if h.Len > wsframe.MaxControlPayload {
 		return protocolError("control frame longer than 125 bytes")
 	}
-	if err := c.fill(int(h.n)); err != nil {
+	if err := c.fill(int(h.Len)); err != nil {
 		return err
 	}
-	p := (*c.rd.buf)[c.rd.r : c.rd.r+int(h.n)]
-	c.rd.r += int(h.n)
-	unmask(h.key, p)
-	switch h.op {
-	case opPing:
+	p := (*c.rd.buf)[c.rd.r : c.rd.r+int(h.Len)]
+	c.rd.r += int(h.Len)
+	wsframe.Mask(h.Key, p)
+	switch h.Op {
+	case wsframe.OpPing:
 		c.touch()
-		c.send(newFrame(opPong, p), true)
+		c.send(wsframe.Frame(wsframe.OpPong, p), true)
 		return nil
-	case opPong:
+	case wsframe.OpPong:
 		c.touch()
 		return nil
-	case opClose:
+	case wsframe.OpClose:
 		return c.peerClose(p)
 	}
-	return protocolError("bad opcode %d", h.op)
+	return protocolError("bad opcode %d", h.Op)
 }
 
 // peerClose checks the client's close frame and echoes its code (RFC 6455
 // §5.5.1); the reader then ends and the connection closes once the echo
 // is written.
 func (c *client) peerClose(p []byte) error {
-	f := newFrame(opClose, nil)
-	switch {
-	case len(p) == 1:
-		return protocolError("close frame with a 1-byte payload")
-	case len(p) >= 2:
-		code := int(binary.BigEndian.Uint16(p))
-		if !validCloseCode(code) {
-			return protocolError("bad close code %d", code)
-		}
-		if !utf8.Valid(p[2:]) {
-			return &closeErr{closeInvalidData, "invalid UTF-8 in the close reason"}
-		}
-		f = closeFrame(code, "")
+	code, _, err := wsframe.ParseClose(p)
+	if err != nil {
+		return err
+	}
+	f := wsframe.Frame(wsframe.OpClose, nil)
+	if code != wsframe.CloseNoStatus {
+		f = wsframe.CloseFrame(code, "")
 	}
 	c.mu.Lock()
 	if c.state == stateOpen {
@@ -315,30 +273,6 @@ func (c *client) peerClose(p []byte) error {
 	}
 	c.mu.Unlock()
 	return errPeerClosed
-}
-
-// validCloseCode reports whether a client may send code (RFC 6455 §7.4).
-func validCloseCode(code int) bool {
-	switch {
-	case code >= 3000 && code <= 4999:
-		return true
-	case code >= 1000 && code <= 1014:
-		return code != 1004 && code != 1005 && code != 1006
-	}
-	return false
-}
-
-// unmask XORs p with the frame's masking key, eight bytes at a time.
-func unmask(key [4]byte, p []byte) {
-	k := uint64(binary.LittleEndian.Uint32(key[:]))
-	k |= k << 32
-	for len(p) >= 8 {
-		binary.LittleEndian.PutUint64(p, binary.LittleEndian.Uint64(p)^k)
-		p = p[8:]
-	}
-	for i := range p {
-		p[i] ^= key[i&3]
-	}
 }
 
 // readLoop waits for the client's next bytes, acts on them, and then
@@ -355,9 +289,9 @@ func (c *client) readLoop() {
 		err = c.readBurst()
 	}
 	if err != nil {
-		var ce *closeErr
+		var ce *wsframe.CloseError
 		if errors.As(err, &ce) {
-			c.closeWith(ce.code, ce.reason)
+			c.closeWith(ce.Code, ce.Reason)
 		}
 		c.finish(err)
 		return
@@ -391,10 +325,10 @@ func (c *client) readAndHandle() error {
 	switch {
 	case !open:
 		// Closing: wait for the client's close reply, ignore data.
-	case op != opText:
-		c.closeWith(closeUnsupported, "binary frames are not supported")
+	case op != wsframe.OpText:
+		c.closeWith(wsframe.CloseUnsupported, "binary frames are not supported")
 	case !utf8.Valid(*msg):
-		c.closeWith(closeInvalidData, "invalid UTF-8 in a text message")
+		c.closeWith(wsframe.CloseInvalidData, "invalid UTF-8 in a text message")
 	default:
 		c.handle(*msg)
 	}

@@ -5,6 +5,8 @@ import (
 	"io"
 	"testing"
 	"time"
+
+	"edge/internal/wsframe"
 )
 
 // FuzzReader sends arbitrary bytes as client frames, right behind the
@@ -22,14 +24,14 @@ func FuzzReader(f *testing.F) {
 	big := make([]byte, 2000)
 	for _, seed := range [][]byte{
 		textMsg(`{"type":"ping","id":1}`),
-		append(clientFrame(false, opText, []byte(`{"type":`)), clientFrame(true, 0, []byte(`"ping"}`))...),
-		clientFrame(true, opPing, []byte("hi")),
-		clientFrame(true, opClose, []byte{0x03, 0xe8}),
-		clientFrame(true, opClose, []byte{0x03}),
-		clientFrame(true, opBinary, []byte{1, 2}),
-		clientFrame(true, opText, big),
-		clientFrame(false, opPing, nil),
-		unmaskedFrame(true, opText, []byte("x")),
+		append(clientFrame(false, wsframe.OpText, []byte(`{"type":`)), clientFrame(true, 0, []byte(`"ping"}`))...),
+		clientFrame(true, wsframe.OpPing, []byte("hi")),
+		clientFrame(true, wsframe.OpClose, []byte{0x03, 0xe8}),
+		clientFrame(true, wsframe.OpClose, []byte{0x03}),
+		clientFrame(true, wsframe.OpBinary, []byte{1, 2}),
+		clientFrame(true, wsframe.OpText, big),
+		clientFrame(false, wsframe.OpPing, nil),
+		unmaskedFrame(true, wsframe.OpText, []byte("x")),
 		{0x81, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff},
 		textMsg("\xff\xfe"),
 	} {
@@ -53,37 +55,22 @@ func drainServerFrames(t *testing.T, rc *rawClient) {
 	t.Helper()
 	rc.nc.SetReadDeadline(time.Now().Add(100 * time.Millisecond))
 	for {
-		var h [2]byte
-		if _, err := io.ReadFull(rc.br, h[:]); err != nil {
+		h, err := readFrameHeader(rc.br)
+		if err != nil {
 			return // timeout, EOF or reset: all fine
 		}
-		if h[1]&0x80 != 0 || h[0]&0x70 != 0 {
-			t.Fatalf("server frame header %x: masked or reserved bits set", h)
+		if h.Masked || h.RSV != 0 {
+			t.Fatalf("server frame header %+v: masked or reserved bits set", h)
 		}
-		n := int(h[1] & 0x7f)
-		switch n {
-		case 126:
-			var x [2]byte
-			if _, err := io.ReadFull(rc.br, x[:]); err != nil {
-				return
-			}
-			n = int(binary.BigEndian.Uint16(x[:]))
-		case 127:
-			var x [8]byte
-			if _, err := io.ReadFull(rc.br, x[:]); err != nil {
-				return
-			}
-			n = int(binary.BigEndian.Uint64(x[:]))
+		if h.Len > 1<<20 {
+			t.Fatalf("server frame of %d bytes", h.Len)
 		}
-		if n > 1<<20 {
-			t.Fatalf("server frame of %d bytes", n)
-		}
-		p := make([]byte, n)
+		p := make([]byte, h.Len)
 		if _, err := io.ReadFull(rc.br, p); err != nil {
 			return
 		}
-		if h[0]&0x0f == opClose && len(p) >= 2 {
-			if code := int(binary.BigEndian.Uint16(p)); !validCloseCode(code) {
+		if h.Op == wsframe.OpClose && len(p) >= 2 {
+			if code := int(binary.BigEndian.Uint16(p)); !wsframe.ValidCloseCode(code) {
 				t.Fatalf("server close code %d", code)
 			}
 		}

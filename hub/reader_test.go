@@ -11,6 +11,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"edge/internal/wsframe"
 )
 
 // The frame reader is tested from a raw TCP client, so that frames the
@@ -59,27 +61,40 @@ func dialRaw(t *testing.T, e *env, query string, extra ...[]byte) *rawClient {
 
 // clientFrame returns a masked client frame.
 func clientFrame(fin bool, op byte, payload []byte) []byte {
-	f := unmaskedFrame(fin, op, payload)
-	f[1] |= 0x80
-	key := [4]byte{0x37, 0xfa, 0x21, 0x3d}
-	h := len(f) - len(payload)
-	f = append(f[:h], append(key[:], f[h:]...)...)
-	for i := range payload {
-		f[h+4+i] ^= key[i%4]
+	f := wsframe.MaskedFrame(op, payload, [4]byte{0x37, 0xfa, 0x21, 0x3d})
+	if !fin {
+		f[0] &^= 0x80
 	}
 	return f
 }
 
 // unmaskedFrame returns a frame without a mask, as a server sends it.
 func unmaskedFrame(fin bool, op byte, payload []byte) []byte {
-	f := appendFrameHeader(nil, op, len(payload))
+	f := wsframe.Frame(op, payload)
 	if !fin {
 		f[0] &^= 0x80
 	}
-	return append(f, payload...)
+	return f
 }
 
-func textMsg(s string) []byte { return clientFrame(true, opText, []byte(s)) }
+// readFrameHeader reads one frame header from br.
+func readFrameHeader(br *bufio.Reader) (wsframe.Header, error) {
+	var b [wsframe.MaxHeaderLen]byte
+	k := 0
+	for {
+		h, n := wsframe.ParseHeader(b[:k])
+		if k >= n {
+			return h, nil
+		}
+		m, err := io.ReadFull(br, b[k:n])
+		k += m
+		if err != nil {
+			return h, err
+		}
+	}
+}
+
+func textMsg(s string) []byte { return clientFrame(true, wsframe.OpText, []byte(s)) }
 
 // send writes frames in one write.
 func (rc *rawClient) send(frames ...[]byte) {
@@ -98,29 +113,18 @@ func (rc *rawClient) send(frames ...[]byte) {
 func (rc *rawClient) next() (byte, []byte) {
 	rc.t.Helper()
 	rc.nc.SetReadDeadline(time.Now().Add(5 * time.Second))
-	var h [2]byte
-	if _, err := io.ReadFull(rc.br, h[:]); err != nil {
+	h, err := readFrameHeader(rc.br)
+	if err != nil {
 		rc.t.Fatalf("read frame: %v", err)
 	}
-	if h[0]&0x80 == 0 || h[1]&0x80 != 0 {
-		rc.t.Fatalf("server frame header %x: want final and unmasked", h)
+	if !h.Fin || h.Masked {
+		rc.t.Fatalf("server frame header %+v: want final and unmasked", h)
 	}
-	n := int(h[1] & 0x7f)
-	switch n {
-	case 126:
-		var x [2]byte
-		io.ReadFull(rc.br, x[:])
-		n = int(binary.BigEndian.Uint16(x[:]))
-	case 127:
-		var x [8]byte
-		io.ReadFull(rc.br, x[:])
-		n = int(binary.BigEndian.Uint64(x[:]))
-	}
-	p := make([]byte, n)
+	p := make([]byte, h.Len)
 	if _, err := io.ReadFull(rc.br, p); err != nil {
 		rc.t.Fatalf("read payload: %v", err)
 	}
-	return h[0] & 0x0f, p
+	return h.Op, p
 }
 
 // expect reads the next frame, which must be a JSON text message of type
@@ -129,7 +133,7 @@ func (rc *rawClient) expect(typ string) frame {
 	rc.t.Helper()
 	op, p := rc.next()
 	var f frame
-	if op != opText || json.Unmarshal(p, &f) != nil || f.str("type") != typ {
+	if op != wsframe.OpText || json.Unmarshal(p, &f) != nil || f.str("type") != typ {
 		rc.t.Fatalf("got frame op %d %q, want a %q message", op, p, typ)
 	}
 	return f
@@ -141,7 +145,7 @@ func (rc *rawClient) expectClose(code int) string {
 	rc.t.Helper()
 	for {
 		op, p := rc.next()
-		if op != opClose {
+		if op != wsframe.OpClose {
 			continue
 		}
 		got := -1
@@ -177,13 +181,13 @@ func isReset(err error) bool {
 // handshake request are read, not lost and not refused.
 func TestReaderFirstFrameWithHandshake(t *testing.T) {
 	e := newEnv(t, NodeOptions{}, "")
-	rc := dialRaw(t, e, "?channel=early", textMsg(`{"type":"ping","id":1}`), clientFrame(true, opPing, []byte("hi")))
+	rc := dialRaw(t, e, "?channel=early", textMsg(`{"type":"ping","id":1}`), clientFrame(true, wsframe.OpPing, []byte("hi")))
 	rc.expect("welcome")
 	rc.expect("subscribed")
 	if f := rc.expect("pong"); f["id"] != 1.0 {
 		t.Errorf("pong %v, want id 1", f)
 	}
-	if op, p := rc.next(); op != opPong || string(p) != "hi" {
+	if op, p := rc.next(); op != wsframe.OpPong || string(p) != "hi" {
 		t.Errorf("got op %d %q, want a pong frame \"hi\"", op, p)
 	}
 	e.publish(t, "early", `{"x":1}`)
@@ -198,12 +202,12 @@ func TestReaderFragmentedMessage(t *testing.T) {
 	rc := dialRaw(t, e, "")
 	rc.expect("welcome")
 	rc.send(
-		clientFrame(false, opText, []byte(`{"type":"subscribe",`)),
-		clientFrame(true, opPing, []byte("between")),
+		clientFrame(false, wsframe.OpText, []byte(`{"type":"subscribe",`)),
+		clientFrame(true, wsframe.OpPing, []byte("between")),
 		clientFrame(false, 0, []byte(`"channel":"frag"`)),
-		clientFrame(true, opPong, nil),
+		clientFrame(true, wsframe.OpPong, nil),
 	)
-	if op, p := rc.next(); op != opPong || string(p) != "between" {
+	if op, p := rc.next(); op != wsframe.OpPong || string(p) != "between" {
 		t.Fatalf("got op %d %q, want a pong frame \"between\"", op, p)
 	}
 	// The last fragment in its own write: the reader waits for it with the
@@ -233,12 +237,12 @@ func TestReaderLargeMessages(t *testing.T) {
 	rc.expect("welcome")
 	for _, size := range []int{200, 5000, 70000} {
 		msg := []byte(`{"type":"ping","id":` + `"` + strings.Repeat("x", size) + `"}`)
-		rc.send(clientFrame(true, opText, msg))
+		rc.send(clientFrame(true, wsframe.OpText, msg))
 		if f := rc.expect("pong"); len(f.str("id")) != size {
 			t.Errorf("pong id of %d bytes, want %d", len(f.str("id")), size)
 		}
 		half := len(msg) / 2
-		rc.send(clientFrame(false, opText, msg[:half]), clientFrame(true, 0, msg[half:]))
+		rc.send(clientFrame(false, wsframe.OpText, msg[:half]), clientFrame(true, 0, msg[half:]))
 		if f := rc.expect("pong"); len(f.str("id")) != size {
 			t.Errorf("fragmented: pong id of %d bytes, want %d", len(f.str("id")), size)
 		}
@@ -259,15 +263,15 @@ func TestReaderOversized(t *testing.T) {
 	t.Run("one frame", func(t *testing.T) {
 		rc := dialRaw(t, e, "")
 		rc.expect("welcome")
-		f := clientFrame(true, opText, make([]byte, 129))
+		f := clientFrame(true, wsframe.OpText, make([]byte, 129))
 		rc.send(f[:8]) // the header: the payload is not read
-		rc.expectClose(closeTooBig)
+		rc.expectClose(wsframe.CloseTooBig)
 	})
 	t.Run("fragments", func(t *testing.T) {
 		rc := dialRaw(t, e, "")
 		rc.expect("welcome")
-		rc.send(clientFrame(false, opText, make([]byte, 100)), clientFrame(false, 0, make([]byte, 29)))
-		rc.expectClose(closeTooBig)
+		rc.send(clientFrame(false, wsframe.OpText, make([]byte, 100)), clientFrame(false, 0, make([]byte, 29)))
+		rc.expectClose(wsframe.CloseTooBig)
 	})
 }
 
@@ -280,17 +284,17 @@ func TestReaderProtocolErrors(t *testing.T) {
 	rsv[0] |= 0x40
 	huge := []byte{0x81, 0xff, 0x80, 0, 0, 0, 0, 0, 0, 1, 1, 2, 3, 4}
 	cases := map[string][][]byte{
-		"unmasked":                 {unmaskedFrame(true, opText, []byte(`{"type":"ping"}`))},
+		"unmasked":                 {unmaskedFrame(true, wsframe.OpText, []byte(`{"type":"ping"}`))},
 		"reserved bit":             {rsv},
 		"opcode 3":                 {clientFrame(true, 3, nil)},
 		"opcode 11":                {clientFrame(true, 11, nil)},
 		"continuation first":       {clientFrame(true, 0, []byte("x"))},
-		"text inside a fragmented": {clientFrame(false, opText, []byte("{")), ping},
-		"fragmented ping":          {clientFrame(false, opPing, nil)},
-		"long ping":                {clientFrame(true, opPing, make([]byte, 126))},
-		"close with 1 byte":        {clientFrame(true, opClose, []byte{3})},
-		"close code 1005":          {clientFrame(true, opClose, []byte{0x03, 0xed})},
-		"close code 999":           {clientFrame(true, opClose, []byte{0x03, 0xe7})},
+		"text inside a fragmented": {clientFrame(false, wsframe.OpText, []byte("{")), ping},
+		"fragmented ping":          {clientFrame(false, wsframe.OpPing, nil)},
+		"long ping":                {clientFrame(true, wsframe.OpPing, make([]byte, 126))},
+		"close with 1 byte":        {clientFrame(true, wsframe.OpClose, []byte{3})},
+		"close code 1005":          {clientFrame(true, wsframe.OpClose, []byte{0x03, 0xed})},
+		"close code 999":           {clientFrame(true, wsframe.OpClose, []byte{0x03, 0xe7})},
 		"length with high bit set": {huge},
 		"after a complete message": {ping, clientFrame(true, 0, nil)},
 	}
@@ -302,7 +306,7 @@ func TestReaderProtocolErrors(t *testing.T) {
 			if name == "after a complete message" {
 				rc.expect("pong")
 			}
-			if reason := rc.expectClose(closeProtocolError); reason == "" {
+			if reason := rc.expectClose(wsframe.CloseProtocolError); reason == "" {
 				t.Errorf("close 1002 without a reason")
 			}
 		})
@@ -317,10 +321,10 @@ func TestReaderDataErrors(t *testing.T) {
 		frames [][]byte
 		code   int
 	}{
-		"binary":                 {[][]byte{clientFrame(true, opBinary, []byte{1, 2})}, closeUnsupported},
-		"fragmented binary":      {[][]byte{clientFrame(false, opBinary, []byte{1}), clientFrame(true, 0, []byte{2})}, closeUnsupported},
-		"invalid UTF-8":          {[][]byte{textMsg("{\"type\":\"\xff\"}")}, closeInvalidData},
-		"close reason not UTF-8": {[][]byte{clientFrame(true, opClose, []byte{0x03, 0xe8, 0xff})}, closeInvalidData},
+		"binary":                 {[][]byte{clientFrame(true, wsframe.OpBinary, []byte{1, 2})}, wsframe.CloseUnsupported},
+		"fragmented binary":      {[][]byte{clientFrame(false, wsframe.OpBinary, []byte{1}), clientFrame(true, 0, []byte{2})}, wsframe.CloseUnsupported},
+		"invalid UTF-8":          {[][]byte{textMsg("{\"type\":\"\xff\"}")}, wsframe.CloseInvalidData},
+		"close reason not UTF-8": {[][]byte{clientFrame(true, wsframe.OpClose, []byte{0x03, 0xe8, 0xff})}, wsframe.CloseInvalidData},
 	}
 	for name, tc := range cases {
 		t.Run(name, func(t *testing.T) {
@@ -329,7 +333,7 @@ func TestReaderDataErrors(t *testing.T) {
 			rc.send(tc.frames...)
 			for {
 				op, p := rc.next()
-				if op != opClose {
+				if op != wsframe.OpClose {
 					continue
 				}
 				if got := int(binary.BigEndian.Uint16(p)); got != tc.code {
@@ -337,7 +341,7 @@ func TestReaderDataErrors(t *testing.T) {
 				}
 				break
 			}
-			rc.send(clientFrame(true, opClose, []byte{0x03, 0xe8}))
+			rc.send(clientFrame(true, wsframe.OpClose, []byte{0x03, 0xe8}))
 			rc.expectEOF()
 		})
 	}
@@ -349,15 +353,15 @@ func TestReaderCloseHandshake(t *testing.T) {
 	e := newEnv(t, NodeOptions{}, "")
 	rc := dialRaw(t, e, "")
 	rc.expect("welcome")
-	rc.send(clientFrame(true, opClose, append([]byte{0x0f, 0xa0}, "bye"...))) // 4000
+	rc.send(clientFrame(true, wsframe.OpClose, append([]byte{0x0f, 0xa0}, "bye"...))) // 4000
 	if reason := rc.expectClose(4000); reason != "" {
 		t.Errorf("echoed reason %q, want none", reason)
 	}
 
 	rc = dialRaw(t, e, "")
 	rc.expect("welcome")
-	rc.send(clientFrame(true, opClose, nil))
-	if op, p := rc.next(); op != opClose || len(p) != 0 {
+	rc.send(clientFrame(true, wsframe.OpClose, nil))
+	if op, p := rc.next(); op != wsframe.OpClose || len(p) != 0 {
 		t.Fatalf("got op %d %q, want an empty close frame", op, p)
 	}
 	rc.expectEOF()

@@ -16,6 +16,7 @@ import (
 
 	"edge/config"
 	"edge/internal/clientip"
+	"edge/internal/wsframe"
 )
 
 // route is the handler of one hub route path. Its configuration is swapped
@@ -285,7 +286,7 @@ func (c *client) start(cfg *routeConfig, channels []string) {
 // onExpiry runs on the expiry timer, at the token's exp.
 func (c *client) onExpiry() {
 	c.n.stats.expired.Add(1)
-	c.closeWith(closePolicy, "token expired")
+	c.closeWith(wsframe.ClosePolicy, "token expired")
 }
 
 type welcomeMsg struct {

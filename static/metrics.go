@@ -18,11 +18,11 @@ type options struct {
 // edge_static_cache_hits_total and edge_static_cache_misses_total
 // (requests answered from memory or not), edge_static_cache_entries and
 // edge_static_cache_bytes, each labelled {site, route} as the server's
-// request metrics are: site is the site's label (its first host, or
-// "default"), route the route path. Two sites with the same route path
-// therefore keep separate series. Handlers built on the same Registerer
-// share the collectors, so a reload that builds new handlers keeps the
-// counters. nil: no metrics (the default).
+// request metrics are: site is config's Site.Name(), route the route
+// path. Two sites with the same route path therefore keep separate
+// series. Handlers built on the same Registerer share the collectors, so a
+// reload that builds new handlers keeps the counters. nil: no metrics (the
+// default).
 func WithRegisterer(reg prometheus.Registerer, site string) Option {
 	return func(o *options) { o.reg, o.site = reg, site }
 }

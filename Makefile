@@ -25,6 +25,7 @@ fuzz:
 	go test ./server -run '^$$' -fuzz '^FuzzFraming$$' -fuzztime 60s
 	go test ./static -run '^$$' -fuzz '^FuzzPath$$' -fuzztime 60s
 	go test ./static -run '^$$' -fuzz '^FuzzParseAcceptEncoding$$' -fuzztime 30s
+	go test ./internal/wsframe -run '^$$' -fuzz '^FuzzParseHeader$$' -fuzztime 30s
 	# Network targets: coverage from server goroutines varies run to run, and
 	# minimising such inputs hangs the fuzz worker, so minimisation is off.
 	go test ./hub -run '^$$' -fuzz '^FuzzReader$$' -fuzztime 60s -fuzzminimizetime 0

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"edge/config"
+	"edge/internal/testutil"
 )
 
 // TestNewRefusesConfigWithoutDefaults: the defaults live in config only;
@@ -160,12 +161,12 @@ func TestLeanKeepsConnectionOfCancelledRequest(t *testing.T) {
 		_, err := http.DefaultClient.Do(req)
 		errc <- err
 	}()
-	await(t, arrived, "the request to reach the upstream")
+	testutil.Recv(t, arrived, 5*time.Second, "the request to reach the upstream")
 	cancel()
 	if err := <-errc; err == nil {
 		t.Fatal("the cancelled request succeeded")
 	}
-	await(t, gone, "the proxy's request context to end") // the response is abandoned
+	testutil.Recv(t, gone, 5*time.Second, "the proxy's request context to end") // the response is abandoned
 	close(release)
 	waitFor(t, 5*time.Second, "the cancelled request to end", func() bool { return h.inflight.Load() == 0 })
 	for range 3 {
@@ -175,16 +176,6 @@ func TestLeanKeepsConnectionOfCancelledRequest(t *testing.T) {
 	}
 	if n := accepts.Load(); n != 1 {
 		t.Errorf("upstream accepted %d connections, want 1: the cancelled request's connection is kept", n)
-	}
-}
-
-// await waits for ch to be closed, for at most 5s.
-func await(t *testing.T, ch <-chan struct{}, what string) {
-	t.Helper()
-	select {
-	case <-ch:
-	case <-time.After(5 * time.Second):
-		t.Fatalf("timed out waiting for %s", what)
 	}
 }
 

@@ -49,9 +49,11 @@ type Options struct {
 	// Registerer receives the proxy's metrics; handlers of the same
 	// Registerer share them. Nil: no metrics.
 	Registerer prometheus.Registerer
-	// Name identifies the route in logs and in the "route" metrics label,
-	// such as "dash.example.com/socket/". Default "".
-	Name string
+	// Site and Route label the proxy's metrics ({site, route}, as the
+	// server's and every handler's) and its log records: the site's name
+	// (config.Site.Name: its first host, or "default") and the route's
+	// path, such as "dash.example.com" and "/socket/". Default "".
+	Site, Route string
 	// Tunnels is the set this Handler's upgraded connections join. Pass the
 	// same set to every Handler of the process so that one CloseAll (or
 	// CloseTunnels on any handler) at shutdown reaches tunnels opened
@@ -95,8 +97,8 @@ func New(cfg *config.Proxy, opts Options) (*Handler, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	if opts.Name != "" {
-		log = log.With("route", opts.Name)
+	if opts.Site != "" || opts.Route != "" {
+		log = log.With("site", opts.Site, "route", opts.Route)
 	}
 	p, err := newUpstreams(cfg)
 	if err != nil {
@@ -118,10 +120,10 @@ func New(cfg *config.Proxy, opts Options) (*Handler, error) {
 		h.tunnels = &Tunnels{}
 	}
 	if opts.Registerer != nil {
-		if h.metrics, err = newMetrics(opts.Registerer, opts.Name); err != nil {
+		if h.metrics, err = newMetrics(opts.Registerer, opts.Site, opts.Route); err != nil {
 			return nil, err
 		}
-		h.metrics.up.add(p, opts.Name)
+		h.metrics.up.add(p, opts.Site, opts.Route)
 	}
 	h.rp = &httputil.ReverseProxy{
 		Rewrite:        h.rewrite,

@@ -302,7 +302,7 @@ func TestAllDown503AndPassiveMarking(t *testing.T) {
 	a, b := deadAddr(t), deadAddr(t)
 	reg := prometheus.NewRegistry()
 	h := newHandler(t, proxyConfig(t, "upstreams: [http://"+a+", http://"+b+"]\nmax_fails: 1\nfail_timeout: 1m"),
-		Options{Registerer: reg, Name: "/"})
+		Options{Registerer: reg, Site: "s", Route: "/"})
 	base := front(t, h, nil)
 	// The first request tries a, then b (one retry): both refuse.
 	if code, _, _ := get(t, http.DefaultClient, base+"/", nil); code != 502 {
@@ -313,14 +313,14 @@ func TestAllDown503AndPassiveMarking(t *testing.T) {
 		t.Errorf("second request: %d %q, want 503", code, body)
 	}
 	for _, addr := range []string{a, b} {
-		if v := upGauge(t, reg, "/", "http://"+addr); v != 0 {
+		if v := upGauge(t, reg, "s", "/", "http://"+addr); v != 0 {
 			t.Errorf("edge_proxy_upstream_up{%s} = %v, want 0", addr, v)
 		}
 	}
-	if v := metricValue(t, reg, "edge_proxy_requests_total", "/", "", "503"); v != 1 {
+	if v := metricValue(t, reg, "edge_proxy_requests_total", "s", "/", "", "503"); v != 1 {
 		t.Errorf("requests_total{code=503} = %v", v)
 	}
-	if v := metricValue(t, reg, "edge_proxy_upstream_errors_total", "/", "http://"+a, "connect_refused"); v != 1 {
+	if v := metricValue(t, reg, "edge_proxy_upstream_errors_total", "s", "/", "http://"+a, "connect_refused"); v != 1 {
 		t.Errorf("upstream_errors_total{%s,connect_refused} = %v, want 1", a, v)
 	}
 }
@@ -362,7 +362,7 @@ func TestClientGoneCancelsUpstream499(t *testing.T) {
 	}
 	<-errc
 	waitFor(t, 5*time.Second, "499 in metrics", func() bool {
-		return metricValue(t, reg, "edge_proxy_requests_total", "", b.URL, "499") == 1
+		return metricValue(t, reg, "edge_proxy_requests_total", "", "", b.URL, "499") == 1
 	})
 	if len(sink.find(slog.LevelDebug, "client went away")) != 1 {
 		t.Error("want one Debug record for the client that went away")
@@ -776,9 +776,9 @@ func TestCloseReturnsRunAndIsIdempotent(t *testing.T) {
 	}
 }
 
-// upGauge returns edge_proxy_upstream_up for route and upstream, or -1.
-func upGauge(t *testing.T, reg *prometheus.Registry, route, upstream string) float64 {
-	return metricValue(t, reg, "edge_proxy_upstream_up", route, upstream)
+// upGauge returns edge_proxy_upstream_up for site, route and upstream, or -1.
+func upGauge(t *testing.T, reg *prometheus.Registry, site, route, upstream string) float64 {
+	return metricValue(t, reg, "edge_proxy_upstream_up", site, route, upstream)
 }
 
 // metricValue returns the value of the metric name whose label values, in
@@ -790,10 +790,10 @@ func metricValue(t *testing.T, reg *prometheus.Registry, name string, values ...
 		t.Fatal(err)
 	}
 	order := map[string][]string{
-		"edge_proxy_upstream_up":           {"route", "upstream"},
-		"edge_proxy_requests_total":        {"route", "upstream", "code"},
-		"edge_proxy_upstream_errors_total": {"route", "upstream", "cause"},
-		"edge_proxy_tunnels_open":          {"route"},
+		"edge_proxy_upstream_up":           {"site", "route", "upstream"},
+		"edge_proxy_requests_total":        {"site", "route", "upstream", "code"},
+		"edge_proxy_upstream_errors_total": {"site", "route", "upstream", "cause"},
+		"edge_proxy_tunnels_open":          {"site", "route"},
 	}[name]
 	for _, mf := range mfs {
 		if mf.GetName() != name {

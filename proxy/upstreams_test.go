@@ -192,18 +192,18 @@ func TestFailoverAndRecovery(t *testing.T) {
 	reg := prometheus.NewRegistry()
 	log, _ := newLog(t)
 	h := newHandler(t, proxyConfig(t, "upstreams: [http://"+dead+", "+live.URL+"]\nfail_timeout: 300ms"),
-		Options{Registerer: reg, Log: log, Name: "app"})
+		Options{Registerer: reg, Log: log, Site: "s", Route: "app"})
 	base := front(t, h, nil)
 	for i := range 6 {
 		if code, name, _ := get(t, http.DefaultClient, base+"/", nil); code != 200 || name != "live" {
 			t.Fatalf("request %d: %d from %q", i, code, name)
 		}
 	}
-	if upGauge(t, reg, "app", "http://"+dead) != 0 || upGauge(t, reg, "app", live.URL) != 1 {
+	if upGauge(t, reg, "s", "app", "http://"+dead) != 0 || upGauge(t, reg, "s", "app", live.URL) != 1 {
 		t.Errorf("edge_proxy_upstream_up: dead %v live %v, want 0 and 1",
-			upGauge(t, reg, "app", "http://"+dead), upGauge(t, reg, "app", live.URL))
+			upGauge(t, reg, "s", "app", "http://"+dead), upGauge(t, reg, "s", "app", live.URL))
 	}
-	if v := metricValue(t, reg, "edge_proxy_upstream_errors_total", "app", "http://"+dead, "connect_refused"); v != 1 {
+	if v := metricValue(t, reg, "edge_proxy_upstream_errors_total", "s", "app", "http://"+dead, "connect_refused"); v != 1 {
 		t.Errorf("errors for the dead server = %v, want 1 (then it is down)", v)
 	}
 	// The dead server comes back on its address.
@@ -226,7 +226,7 @@ func TestFailoverAndRecovery(t *testing.T) {
 		get(t, http.DefaultClient, base+"/", nil)
 		return revived.count() > 0
 	})
-	if upGauge(t, reg, "app", "http://"+dead) != 1 {
+	if upGauge(t, reg, "s", "app", "http://"+dead) != 1 {
 		t.Error("edge_proxy_upstream_up of the revived server is not 1")
 	}
 

@@ -30,7 +30,7 @@ import (
 func TestWebSocketThroughProxyToNodeWS(t *testing.T) {
 	node := startNodeWS(t)
 	reg := prometheus.NewRegistry()
-	h := newHandler(t, proxyConfig(t, "upstreams: [http://"+node.addr+"]"), Options{Registerer: reg, Name: "/socket/"})
+	h := newHandler(t, proxyConfig(t, "upstreams: [http://"+node.addr+"]"), Options{Registerer: reg, Site: "s", Route: "/socket/"})
 	base := front(t, h, nil)
 
 	// As a browser sends it: Origin, compression offer, a subprotocol.
@@ -54,7 +54,7 @@ func TestWebSocketThroughProxyToNodeWS(t *testing.T) {
 	}
 	echo(t, c, "hello node")
 	echo(t, c, strings.Repeat("big ", 50_000)) // crosses the small buffer
-	if v := metricValue(t, reg, "edge_proxy_tunnels_open", "/socket/"); v != 1 {
+	if v := metricValue(t, reg, "edge_proxy_tunnels_open", "s", "/socket/"); v != 1 {
 		t.Errorf("edge_proxy_tunnels_open = %v, want 1", v)
 	}
 	c.WriteMessage(websocket.CloseMessage, websocket.FormatCloseMessage(1000, "bye"))
@@ -72,7 +72,7 @@ func TestWebSocketThroughProxyToNodeWS(t *testing.T) {
 		t.Fatal("node saw no close")
 	}
 	waitFor(t, 5*time.Second, "the tunnel to end", func() bool { return h.tunnels.Len() == 0 })
-	if v := metricValue(t, reg, "edge_proxy_tunnels_open", "/socket/"); v != 0 {
+	if v := metricValue(t, reg, "edge_proxy_tunnels_open", "s", "/socket/"); v != 0 {
 		t.Errorf("edge_proxy_tunnels_open = %v after close, want 0", v)
 	}
 }
@@ -292,7 +292,7 @@ func TestCloseTunnelsSends1001(t *testing.T) {
 	if d := time.Since(start); d >= goAwayLinger {
 		t.Errorf("CloseTunnels took %s although both peers closed", d)
 	}
-	if h.tunnels.Len() != 0 || metricValue(t, reg, "edge_proxy_tunnels_open", "") != 0 {
+	if h.tunnels.Len() != 0 || metricValue(t, reg, "edge_proxy_tunnels_open", "", "") != 0 {
 		t.Errorf("tunnels left open")
 	}
 }

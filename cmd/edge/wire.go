@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"net/http"
-	"net/netip"
 
 	"edge/config"
 	"edge/proxy"
@@ -18,10 +17,7 @@ import (
 func (a *app) build(cfg *config.Config, tlsm *edgetls.Manager) (*generation, []server.Listener, error) {
 	ctx, cancel := context.WithCancel(a.ctx)
 	gen := &generation{ctx: ctx, cancel: cancel}
-	b := &builder{a: a, cfg: cfg, gen: gen, built: map[*config.Route]http.Handler{}}
-	for _, p := range cfg.Server.TrustedProxies {
-		b.trusted = append(b.trusted, parsePrefix(p))
-	}
+	b := &builder{a: a, gen: gen, built: map[*config.Route]http.Handler{}}
 	router, err := server.NewRouter(cfg, b.route, a.stats)
 	if err != nil {
 		gen.retire()
@@ -51,11 +47,9 @@ func (a *app) build(cfg *config.Config, tlsm *edgetls.Manager) (*generation, []s
 
 // builder makes route handlers for one generation.
 type builder struct {
-	a       *app
-	cfg     *config.Config
-	gen     *generation
-	trusted []netip.Prefix
-	built   map[*config.Route]http.Handler // so a fallback route shares its handler
+	a     *app
+	gen   *generation
+	built map[*config.Route]http.Handler // so a fallback route shares its handler
 }
 
 func (b *builder) route(site *config.Site, r *config.Route) (http.Handler, error) {
@@ -126,13 +120,4 @@ func (b *builder) proxy(site *config.Site, path string, pc *config.Proxy) (http.
 	}
 	b.gen.proxies = append(b.gen.proxies, p)
 	return p, nil
-}
-
-// parsePrefix accepts a CIDR or a single address (validated by config).
-func parsePrefix(s string) netip.Prefix {
-	if p, err := netip.ParsePrefix(s); err == nil {
-		return p.Masked()
-	}
-	a, _ := netip.ParseAddr(s)
-	return netip.PrefixFrom(a, a.BitLen())
 }

@@ -142,7 +142,10 @@ type Site struct {
 	HTTPRedirect *bool `yaml:"http_redirect"`
 	// HSTS overrides tls.hsts for this site.
 	HSTS *HSTS `yaml:"hsts"`
-	// AccessLog writes one line per request. Default off.
+	// AccessLog writes one line per request the site answers, as nginx
+	// does: those no route matches (404) and the redirects to a route's
+	// trailing-slash path included; the default site's log also holds the
+	// requests for hosts no site has. Default off.
 	AccessLog *AccessLog `yaml:"access_log"`
 	// Routes are matched by longest path prefix, as nginx locations.
 	Routes []Route `yaml:"routes"`

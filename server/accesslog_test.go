@@ -6,8 +6,12 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
+
+	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
 
 	"edge/config"
 	"edge/internal/httperr"
@@ -92,4 +96,87 @@ sites:
 			t.Errorf("line %q: upstream %v, want %v", got[i], up, want)
 		}
 	}
+}
+
+// TestEveryRequestLogged: the requests the router answers itself reach
+// the access log and the metrics of the site they fell to, as nginx logs
+// every request: a 404 for a path no route has (route "none"), a 400 for
+// a refused path, the 301 to a route's trailing-slash path and a 413
+// (under that route), a host no site has (the default site's log).
+// Without a default site, a host no site has is counted under site
+// "default".
+func TestEveryRequestLogged(t *testing.T) {
+	m := NewMetrics(nil)
+	t.Cleanup(m.Close)
+	rt, lines := logRouter(t, `
+listen: { http: "127.0.0.1:0" }
+admin: ""
+sites:
+  - hosts: [a.example.test]
+    access_log: { file: "{log}" }
+    routes:
+      - { path: /static/, static: { root: www } }
+      - { path: /upload/, max_body_size: 4, static: { root: www } }
+  - access_log: { file: "{log}" }
+    routes: [{ path: /only/, static: { root: www } }]
+`, echoBuilder, m)
+	for _, tc := range []struct {
+		method, target string
+		code           int
+		site, route    string
+		line           string
+	}{
+		{"GET", "http://a.example.test/wp-login.php", 404, "a.example.test", UnmatchedRoute, `"GET /wp-login.php HTTP/1.1" 404 `},
+		{"GET", "http://a.example.test/../x", 400, "a.example.test", UnmatchedRoute, `"GET /../x HTTP/1.1" 400 `},
+		{"GET", "http://a.example.test/static?v=1", 301, "a.example.test", "/static/", `"GET /static?v=1 HTTP/1.1" 301 `},
+		{"POST", "http://a.example.test/upload/", 413, "a.example.test", "/upload/", `"POST /upload/ HTTP/1.1" 413 `},
+		{"GET", "http://scanner.test/.env", 404, "default", UnmatchedRoute, `"GET /.env HTTP/1.1" 404 `},
+		{"GET", "http://a.example.test/static/x", 200, "a.example.test", "/static/", `"GET /static/x HTTP/1.1" 200 `},
+	} {
+		w := httptest.NewRecorder()
+		req := httptest.NewRequest(tc.method, tc.target, strings.NewReader("0123456789"))
+		if tc.method == "GET" {
+			req.Body, req.ContentLength = http.NoBody, 0
+		}
+		if strings.Contains(tc.target, "/../") {
+			req.URL.Path = "/../x" // httptest cleans nothing, but be explicit
+		}
+		before := value(m.requests.WithLabelValues(tc.site, tc.route, strconv.Itoa(tc.code)))
+		rt.ServeHTTP(w, req)
+		if w.Code != tc.code {
+			t.Errorf("%s %s = %d, want %d", tc.method, tc.target, w.Code, tc.code)
+		}
+		if n := value(m.requests.WithLabelValues(tc.site, tc.route, strconv.Itoa(tc.code))) - before; n != 1 {
+			t.Errorf("%s %s: edge_http_requests_total{site=%q,route=%q,code=%d} rose by %v, want 1", tc.method, tc.target, tc.site, tc.route, tc.code, n)
+		}
+		got := lines()
+		if last := got[len(got)-1]; !strings.Contains(last, tc.line) {
+			t.Errorf("%s %s: last access log line %q, want it to hold %q", tc.method, tc.target, last, tc.line)
+		}
+	}
+
+	// No default site: the request is counted, under site "default".
+	rt, _ = logRouter(t, `
+listen: { http: "127.0.0.1:0" }
+admin: ""
+sites:
+  - hosts: [a.example.test]
+    routes: [{ path: /, static: { root: www } }]
+`, echoBuilder, m)
+	before := value(m.requests.WithLabelValues("default", UnmatchedRoute, "404"))
+	w := httptest.NewRecorder()
+	rt.ServeHTTP(w, httptest.NewRequest("GET", "http://unknown.test/", nil))
+	if w.Code != 404 {
+		t.Errorf("unknown host without a default site = %d, want 404", w.Code)
+	}
+	if n := value(m.requests.WithLabelValues("default", UnmatchedRoute, "404")) - before; n != 1 {
+		t.Errorf("unknown host without a default site: counted %v times, want 1", n)
+	}
+}
+
+// value is the current value of a counter.
+func value(c prometheus.Counter) float64 {
+	var m dto.Metric
+	c.Write(&m)
+	return m.GetCounter().GetValue()
 }

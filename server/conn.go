@@ -154,6 +154,7 @@ func (l *listener) admit(st *connState, w http.ResponseWriter, r *http.Request) 
 			// RFC 9112 §6.1/§6.3: ambiguous framing. This request and
 			// whatever follows on the connection are refused.
 			l.log.Debug("ambiguous request framing refused", "remote_addr", r.RemoteAddr)
+			l.metrics.Load().refuse(RefusedFraming)
 			w.Header().Set("Connection", "close")
 			httperr.Error(w, http.StatusBadRequest)
 			return false
@@ -184,6 +185,7 @@ func (l *listener) countReset(st *connState, r *http.Request) {
 	if st.noteReset(time.Now()) {
 		l.log.Warn("closing HTTP/2 connection: too many cancelled requests",
 			"remote_addr", r.RemoteAddr, "budget_per_second", ResetBudget)
+		l.metrics.Load().refuse(RefusedResetBudget)
 		st.conn.Close()
 	}
 }
@@ -200,6 +202,7 @@ type tlsListener struct {
 	config  *cryptotls.Config
 	timeout time.Duration // of a handshake; 0: none
 	log     *slog.Logger
+	refused func() // counts a plain HTTP request answered 400; set before run
 
 	ready     chan net.Conn // handshaken connections; never closed
 	errs      chan error    // Accept errors of inner; never closed
@@ -243,6 +246,9 @@ func (l *tlsListener) handshake(raw net.Conn) {
 		if errors.As(err, &re) && re.Conn != nil && looksLikeHTTP(re.RecordHeader) {
 			// As net/http does: a plain HTTP client gets a readable 400.
 			io.WriteString(re.Conn, "HTTP/1.0 400 Bad Request\r\n\r\nClient sent an HTTP request to an HTTPS server.\n")
+			if l.refused != nil {
+				l.refused()
+			}
 		}
 		l.log.Debug("tls handshake failed", "remote_addr", raw.RemoteAddr().String(), "err", err)
 		raw.Close()

@@ -72,9 +72,13 @@ func TestHijackedConnKeepsSocket(t *testing.T) {
 func TestPlainHTTPToTLSListener(t *testing.T) {
 	var got seen
 	sconf, _ := selfSigned(t)
-	addr := edgeListener(t, plainYAML, got.backend, nil, Options{ReadHeaderTimeout: 5 * time.Second}, sconf)
+	m := NewMetrics(nil)
+	addr := edgeListener(t, plainYAML, got.backend, nil, Options{ReadHeaderTimeout: 5 * time.Second, Metrics: m}, sconf)
 	raw, closed := rawExchange(t, addr, "GET / HTTP/1.1\r\nHost: x\r\n\r\n", 5*time.Second)
 	if !strings.HasPrefix(raw, "HTTP/1.0 400 Bad Request") || !closed {
 		t.Errorf("got %q (closed %v), want a 400 and the connection closed", raw, closed)
+	}
+	if n := value(m.refused.WithLabelValues(RefusedPlainHTTP)); n != 1 {
+		t.Errorf("edge_http_refused_total{reason=plain_http} = %v, want 1", n)
 	}
 }

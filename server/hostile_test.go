@@ -448,9 +448,13 @@ func TestHostileContentLengthWithTransferEncoding(t *testing.T) {
 	for _, tc := range smuggles {
 		t.Run(tc.name, func(t *testing.T) {
 			var got seen
-			addr := edgeUnder(t, plainYAML, got.backend, nil, Options{})
+			m := NewMetrics(nil)
+			addr := edgeUnder(t, plainYAML, got.backend, nil, Options{Metrics: m})
 			raw, closed := rawExchange(t, addr, tc.raw, 5*time.Second)
 			assertRefused(t, raw, closed, &got, nil)
+			if n := value(m.refused.WithLabelValues(RefusedFraming)); n != 1 {
+				t.Errorf("edge_http_refused_total{reason=framing} = %v, want 1", n)
+			}
 			mustGet200(t, addr, "/")
 		})
 	}
@@ -679,7 +683,8 @@ func h2Client(cconf *cryptotls.Config, dials *atomic.Int64) *http.Client {
 func TestHostileRapidReset(t *testing.T) {
 	var h counting
 	sconf, cconf := selfSigned(t)
-	addr := edgeListener(t, plainYAML, h.build, nil, Options{ReadHeaderTimeout: 5 * time.Second}, sconf)
+	m := NewMetrics(nil)
+	addr := edgeListener(t, plainYAML, h.build, nil, Options{ReadHeaderTimeout: 5 * time.Second, Metrics: m}, sconf)
 
 	cc := cconf.Clone()
 	cc.NextProtos = []string{"h2"}
@@ -746,6 +751,9 @@ func TestHostileRapidReset(t *testing.T) {
 	case <-closed:
 	case <-time.After(5 * time.Second):
 		t.Fatalf("connection still open after %d HEADERS+RST_STREAM pairs", sent)
+	}
+	if n := value(m.refused.WithLabelValues(RefusedResetBudget)); n != 1 {
+		t.Errorf("edge_http_refused_total{reason=reset_budget} = %v, want 1", n)
 	}
 	t.Logf("%d pairs written before the close, handler ran %d times", sent, h.calls.Load())
 	if n := h.calls.Load(); n >= 2000 {

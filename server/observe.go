@@ -22,9 +22,26 @@ type Metrics struct {
 	requests *prometheus.CounterVec
 	duration *prometheus.HistogramVec
 	inflight prometheus.Gauge
+	refused  *prometheus.CounterVec // by reason
 
 	logs logFiles
 }
+
+// Reasons of edge_http_refused_total: requests (or connections) that the
+// listener refuses before any site sees them, so that no site's access
+// log can hold them.
+const (
+	// RefusedFraming: an HTTP/1 request with ambiguous framing
+	// (Content-Length and Transfer-Encoding, ...), answered 400, and the
+	// connection closed.
+	RefusedFraming = "framing"
+	// RefusedResetBudget: an HTTP/2 connection closed for cancelling more
+	// than ResetBudget requests a second (rapid reset).
+	RefusedResetBudget = "reset_budget"
+	// RefusedPlainHTTP: a plain HTTP request on an HTTPS listener, answered
+	// 400 as net/http does.
+	RefusedPlainHTTP = "plain_http"
+)
 
 // NewMetrics registers the request metrics on reg (nil: not registered).
 func NewMetrics(reg prometheus.Registerer) *Metrics {
@@ -42,11 +59,25 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Name: "edge_http_requests_in_flight",
 			Help: "Requests being served now (upgraded connections excluded).",
 		}),
+		refused: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "edge_http_refused_total",
+			Help: "Requests and connections refused before reaching a site, by reason.",
+		}, []string{"reason"}),
+	}
+	for _, r := range []string{RefusedFraming, RefusedResetBudget, RefusedPlainHTTP} {
+		m.refused.WithLabelValues(r) // listed at 0
 	}
 	if reg != nil {
-		reg.MustRegister(m.requests, m.duration, m.inflight)
+		reg.MustRegister(m.requests, m.duration, m.inflight, m.refused)
 	}
 	return m
+}
+
+// refuse counts a refusal; m may be nil.
+func (m *Metrics) refuse(reason string) {
+	if m != nil {
+		m.refused.WithLabelValues(reason).Inc()
+	}
 }
 
 // ReopenLogs reopens every access log file (after logrotate moved them).
@@ -80,6 +111,16 @@ func (m *Metrics) observer(site *config.Site, route string) (*observer, error) {
 		}
 	}
 	return o, nil
+}
+
+// observe serves the request with h, recorded by o; without o (no
+// Metrics), h alone.
+func (o *observer) observe(h http.Handler, w http.ResponseWriter, r *http.Request) {
+	if o == nil {
+		h.ServeHTTP(w, r)
+		return
+	}
+	o.serve(h, w, r)
 }
 
 // serve runs h and records the request. The record is written in a

@@ -27,6 +27,10 @@ type Builder func(site *config.Site, route *config.Route) (http.Handler, error)
 type Router struct {
 	hosts *config.SiteIndex // Host -> position in sites
 	sites []*site           // as cfg.Sites
+	// nowhere records the requests for a host no site has when there is
+	// no default site (site label "default", no access log); nil without
+	// Metrics.
+	nowhere *observer
 	// clients finds the client behind trusted proxies, once per request.
 	clients *clientip.Resolver
 	// bodyTimeout is server.client_body_timeout; 0: none.
@@ -35,7 +39,16 @@ type Router struct {
 
 type site struct {
 	routes []*route // longest path first
+	// unmatched records the requests the site answers without a route:
+	// no route matches (404) or the path is refused (400). Route label
+	// UnmatchedRoute; nil without Metrics.
+	unmatched *observer
 }
+
+// UnmatchedRoute is the route label of the requests a site answers
+// without a route (a 404 for a path no route has, a 400 for a path
+// refused), in metrics: route paths start with "/".
+const UnmatchedRoute = "none"
 
 type route struct {
 	path    string
@@ -58,6 +71,12 @@ func NewRouter(cfg *config.Config, build Builder, m *Metrics) (*Router, error) {
 	for i := range cfg.Sites {
 		cs := &cfg.Sites[i]
 		s := &site{}
+		if m != nil {
+			var err error
+			if s.unmatched, err = m.observer(cs, UnmatchedRoute); err != nil {
+				return nil, err
+			}
+		}
 		for j := range cs.Routes {
 			cr := &cs.Routes[j]
 			h, err := build(cs, cr)
@@ -77,6 +96,12 @@ func NewRouter(cfg *config.Config, build Builder, m *Metrics) (*Router, error) {
 		}
 		sort.SliceStable(s.routes, func(a, b int) bool { return len(s.routes[a].path) > len(s.routes[b].path) })
 		rt.sites = append(rt.sites, s)
+	}
+	if m != nil {
+		var err error
+		if rt.nowhere, err = m.observer(&config.Site{}, UnmatchedRoute); err != nil {
+			return nil, err
+		}
 	}
 	return rt, nil
 }
@@ -106,34 +131,36 @@ func (s *site) match(p string) *route {
 	return nil
 }
 
-// redirectTarget reports whether p is a route path without its trailing
-// slash ("/static" for "/static/"), which nginx answers with a 301.
-func (s *site) redirectTarget(p string) bool {
+// redirectTarget returns the route whose path is p with a trailing slash
+// ("/static/" for "/static"), which nginx answers with a 301, or nil.
+func (s *site) redirectTarget(p string) *route {
 	if strings.HasSuffix(p, "/") {
-		return false
+		return nil
 	}
 	for _, r := range s.routes {
-		if r.path == p+"/" {
-			return true
+		if len(r.path) == len(p)+1 && strings.HasSuffix(r.path, "/") && strings.HasPrefix(r.path, p) {
+			return r
 		}
 	}
-	return false
+	return nil
 }
 
 // ServeHTTP routes the request, enforcing the path and body rules every
 // route shares. It resolves the client's address once (clientip) and
 // passes the resolved request on, so that every handler and the access log
-// see the same client.
+// see the same client. Every request is counted and logged, also those
+// the router answers itself: under the route it belongs to (a 301 to the
+// route's path, a 413), else under the site's UnmatchedRoute.
 func (rt *Router) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	r = rt.clients.Resolve(r)
 	s := rt.site(r.Host)
 	if s == nil {
-		httperr.Error(w, http.StatusNotFound)
+		rt.nowhere.observe(answer(http.StatusNotFound), w, r)
 		return
 	}
 	p, ok := cleanPath(r.URL.Path)
 	if !ok {
-		httperr.Error(w, http.StatusBadRequest)
+		s.unmatched.observe(answer(http.StatusBadRequest), w, r)
 		return
 	}
 	if p != r.URL.Path {
@@ -146,23 +173,21 @@ func (rt *Router) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		r = &r2
 	}
 	rtt := s.match(p)
-	if (rtt == nil || rtt.path != p) && s.redirectTarget(p) {
-		target := p + "/"
-		if r.URL.RawQuery != "" {
-			target += "?" + r.URL.RawQuery
+	if rtt == nil || rtt.path != p {
+		if to := s.redirectTarget(p); to != nil {
+			to.obs.observe(slashRedirect{}, w, r)
+			return
 		}
-		http.Redirect(w, r, target, http.StatusMovedPermanently)
-		return
 	}
 	if rtt == nil {
-		httperr.Error(w, http.StatusNotFound)
+		s.unmatched.observe(answer(http.StatusNotFound), w, r)
 		return
 	}
 	if r.Body != nil && r.Body != http.NoBody {
 		if rtt.maxBody > 0 && r.ContentLength > rtt.maxBody {
 			// Say no before reading anything (nginx client_max_body_size).
 			w.Header().Set("Connection", "close")
-			httperr.Error(w, http.StatusRequestEntityTooLarge)
+			rtt.obs.observe(answer(http.StatusRequestEntityTooLarge), w, r)
 			return
 		}
 		if rt.bodyTimeout > 0 {
@@ -172,11 +197,25 @@ func (rt *Router) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			r.Body = http.MaxBytesReader(w, r.Body, rtt.maxBody)
 		}
 	}
-	if rtt.obs != nil {
-		rtt.obs.serve(rtt.handler, w, r)
-		return
+	rtt.obs.observe(rtt.handler, w, r)
+}
+
+// answer is a response the router gives itself: the error page of its
+// status code.
+type answer int
+
+func (a answer) ServeHTTP(w http.ResponseWriter, _ *http.Request) { httperr.Error(w, int(a)) }
+
+// slashRedirect answers a route's path without its trailing slash with a
+// 301 to the path with it, the query kept.
+type slashRedirect struct{}
+
+func (slashRedirect) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	target := r.URL.Path + "/"
+	if r.URL.RawQuery != "" {
+		target += "?" + r.URL.RawQuery
 	}
-	rtt.handler.ServeHTTP(w, r)
+	http.Redirect(w, r, target, http.StatusMovedPermanently)
 }
 
 // cleanPath normalises a decoded URL path: it resolves "." and ".."

@@ -47,6 +47,11 @@ type Options struct {
 	// carry (HTTP/1.1 and HTTP/2); the last response closes it. 0 means
 	// unlimited. A reload changes it for kept listeners too.
 	MaxRequestsPerConn int
+	// Metrics, when non-nil, counts the requests refused before any site
+	// sees them (edge_http_refused_total: framing, reset budget, plain
+	// HTTP on HTTPS). The requests sites answer are counted by the
+	// Router's Metrics.
+	Metrics *Metrics
 }
 
 // sameHTTP reports whether o and p set the http.Server the same way.
@@ -87,6 +92,8 @@ type listener struct {
 	tlsBase *cryptotls.Config
 	// maxRequests is Options.MaxRequestsPerConn of the last Apply.
 	maxRequests atomic.Int64
+	// metrics is Options.Metrics of the last Apply; nil: not counted.
+	metrics atomic.Pointer[Metrics]
 	// handshakeTimeout bounds a TLS handshake, as net/http does with
 	// ReadHeaderTimeout.
 	handshakeTimeout time.Duration
@@ -133,10 +140,12 @@ func (s *Server) Apply(specs []Listener, opts Options, drain time.Duration) erro
 	s.opts = opts
 	for _, l := range fresh {
 		l.maxRequests.Store(int64(opts.MaxRequestsPerConn))
+		l.metrics.Store(opts.Metrics)
 	}
 	for _, sp := range specs {
 		if l, ok := keep[sp.Name]; ok {
 			l.maxRequests.Store(int64(opts.MaxRequestsPerConn))
+			l.metrics.Store(opts.Metrics)
 			l.spec.Handler, l.spec.TLS = sp.Handler, sp.TLS
 			l.handler.Store(&sp.Handler)
 			if sp.TLS != nil {
@@ -261,6 +270,7 @@ func (s *Server) serve(l *listener) {
 		var err error
 		if isTLS {
 			tl := newTLSListener(l.ln, l.tlsBase, l.handshakeTimeout, l.log)
+			tl.refused = func() { l.metrics.Load().refuse(RefusedPlainHTTP) }
 			s.wg.Add(1)
 			go func() {
 				defer s.wg.Done()

@@ -239,6 +239,7 @@ func (a *app) apply(cfg *config.Config) error {
 		MaxConnsPerIP:     cfg.Server.MaxConnectionsPerIP,
 		// Body timeout and trusted proxies reach the Router through cfg.
 		MaxRequestsPerConn: cfg.Server.MaxRequestsPerConnection,
+		Metrics:            a.stats,
 	}
 	if err := a.srv.Apply(specs, opts, cfg.Server.ShutdownTimeout); err != nil {
 		gen.retire()

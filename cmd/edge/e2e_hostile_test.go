@@ -24,6 +24,8 @@ import (
 
 	"golang.org/x/net/http2"
 	"golang.org/x/net/http2/hpack"
+
+	"edge/internal/testutil"
 )
 
 // hxBackend is a loopback upstream that records every request it gets and
@@ -350,22 +352,14 @@ func TestHostileE2EHalfCloseGetsNo499OnTheWire(t *testing.T) {
 			t.Errorf("the truncated body reached the backend: %q", s.Body)
 		}
 	}
-	deadline := time.Now().Add(5 * time.Second)
-	for {
-		var status any
+	testutil.WaitFor(t, 5*time.Second, "the abandoned request logged as 499", func() bool {
 		for _, l := range e.accessLog(t) {
 			if l["path"] == "/short" {
-				status = l["status"]
+				return l["status"] == float64(499)
 			}
 		}
-		if status == float64(499) {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("access log status of the abandoned request = %v, want 499", status)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+		return false
+	})
 	everyUpstreamServes(t, e, a)
 }
 
@@ -389,24 +383,13 @@ func TestHostileE2EClientIdentityAndTokenRedaction(t *testing.T) {
 	c.Close()
 
 	want := map[string]string{"/who": "198.51.100.7", "/spoof": "127.0.0.2"}
-	deadline := time.Now().Add(5 * time.Second)
-	for {
+	testutil.WaitFor(t, 5*time.Second, "/who?token=REDACTED&x=1 from "+want["/who"]+" and /spoof from "+want["/spoof"]+" in the access log", func() bool {
 		got := map[string]string{}
-		var lines []string
 		for _, l := range e.accessLog(t) {
 			got[l["path"].(string)], _ = l["remote"].(string)
-			lines = append(lines, fmt.Sprint(l))
 		}
-		p := got["/who?token=REDACTED&x=1"]
-		if p == want["/who"] && got["/spoof"] == want["/spoof"] {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("access log: want /who?token=REDACTED&x=1 from %s and /spoof from %s; got:\n%s",
-				want["/who"], want["/spoof"], strings.Join(lines, "\n"))
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+		return got["/who?token=REDACTED&x=1"] == want["/who"] && got["/spoof"] == want["/spoof"]
+	})
 	for _, s := range a.seen() {
 		if s.Path == "/who" && s.Header.Get("X-Real-Ip") != "198.51.100.7" {
 			t.Errorf("X-Real-IP at the backend = %q, want the forwarded client", s.Header.Get("X-Real-Ip"))
@@ -492,18 +475,13 @@ sites:
 
 func waitTLS(t *testing.T, addr string, cfg *tls.Config) {
 	t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
-	for {
+	testutil.WaitFor(t, 20*time.Second, "a TLS handshake on "+addr, func() bool {
 		c, err := tls.Dial("tcp", addr, cfg)
 		if err == nil {
 			c.Close()
-			return
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("TLS on %s: %v", addr, err)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+		return err == nil
+	})
 }
 
 // TestHostileE2EIPHashBehindTrustedProxy: behind a trusted load balancer

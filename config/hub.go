@@ -10,7 +10,6 @@ import (
 	"fmt"
 	"net/url"
 	"os"
-	"regexp"
 	"time"
 
 	"golang.org/x/net/http/httpguts"
@@ -102,11 +101,37 @@ type HubHistory struct {
 // channels of 100 messages of 1 KiB fit, 600 × 60 KB (92 MB) do not.
 const DefaultHubHistoryMaxBytes = 64 << 20
 
-var channelPattern = regexp.MustCompile(`^[A-Za-z0-9_.:*/-]{1,128}$`)
+// MaxChannelLen is the longest hub channel name or pattern.
+const MaxChannelLen = 128
+
+// ValidChannel reports whether name is a valid hub channel name: 1 to
+// MaxChannelLen characters among letters, digits and _ . : / -
+// (hub/PROTOCOL.md §1, "Channel names"). The hub checks names with it,
+// and channel patterns here follow the same rule plus "*".
+func ValidChannel(name string) bool { return validChannelChars(name, false) }
+
+// ValidChannelPattern reports whether p is a valid channel pattern: a
+// channel name that may also contain "*".
+func ValidChannelPattern(p string) bool { return validChannelChars(p, true) }
+
+func validChannelChars(s string, star bool) bool {
+	if len(s) == 0 || len(s) > MaxChannelLen {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		ok := 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' ||
+			c == '_' || c == '.' || c == ':' || c == '/' || c == '-' || star && c == '*'
+		if !ok {
+			return false
+		}
+	}
+	return true
+}
 
 func (v *validator) hub(hp string, h *Hub) {
 	for i, ch := range h.Channels {
-		if !channelPattern.MatchString(ch) {
+		if !ValidChannelPattern(ch) {
 			v.errf(fmt.Sprintf("%s.channels[%d]", hp, i), "invalid channel pattern %q (letters, digits, _ . : / - and *)", ch)
 		}
 	}

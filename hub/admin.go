@@ -7,6 +7,8 @@ import (
 	"io"
 	"net/http"
 	"time"
+
+	"edge/config"
 )
 
 // maxPublishBody bounds a payload posted to the publish API.
@@ -25,7 +27,7 @@ func (n *Node) AdminHandler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("POST /publish/{channel}", func(w http.ResponseWriter, r *http.Request) {
 		channel := r.PathValue("channel")
-		if !validChannel(channel) {
+		if !config.ValidChannel(channel) {
 			adminError(w, http.StatusBadRequest, "invalid channel name")
 			return
 		}

@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+
+	"edge/config"
 )
 
 // RedisBrokerOptions configure a RedisBroker.
@@ -189,7 +191,7 @@ func (b *RedisBroker) session(ctx context.Context, r Receiver, again bool) (up b
 			}
 			continue
 		}
-		if !validChannel(name) {
+		if !config.ValidChannel(name) {
 			b.invalid.Add(1)
 			continue
 		}

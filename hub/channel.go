@@ -302,26 +302,3 @@ func (ch *channel) markLost(n *Node) {
 
 // idleLocked reports whether the state holds nothing worth keeping.
 func (ch *channel) idleLocked() bool { return len(ch.subs) == 0 && len(ch.hist) == 0 }
-
-// Control messages, server to client. PROTOCOL.md documents them.
-
-type subscribedMsg struct {
-	Type      string          `json:"type"`
-	Channel   string          `json:"channel"`
-	Seq       uint64          `json:"seq"`
-	Epoch     string          `json:"epoch"`
-	Recovered *bool           `json:"recovered,omitempty"`
-	ID        json.RawMessage `json:"id,omitempty"`
-}
-
-type gapMsg struct {
-	Type    string `json:"type"`
-	Channel string `json:"channel"`
-	Seq     uint64 `json:"seq"`
-	Epoch   string `json:"epoch"`
-	Reason  string `json:"reason"`
-}
-
-func gapFrame(channel string, seq uint64, epoch, reason string) []byte {
-	return controlFrame(gapMsg{Type: "gap", Channel: channel, Seq: seq, Epoch: epoch, Reason: reason})
-}

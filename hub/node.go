@@ -221,7 +221,7 @@ func (r receiver) BrokerState(up bool) { r.n.brokerState(up) }
 // deliver fans a message out to this node's subscribers. It never waits on
 // a client.
 func (n *Node) deliver(name string, payload []byte) uint64 {
-	if !validChannel(name) {
+	if !config.ValidChannel(name) {
 		return 0
 	}
 	lim := n.retention()
@@ -436,7 +436,7 @@ func (n *Node) Retire(keep []string) {
 // happens before Publish returns and seq is the message's sequence number.
 // With the in-memory broker, nothing is delivered before Run has started.
 func (n *Node) Publish(ctx context.Context, channel string, payload []byte) (uint64, error) {
-	if !validChannel(channel) {
+	if !config.ValidChannel(channel) {
 		return 0, fmt.Errorf("invalid channel name %q", channel)
 	}
 	if n.isClosed() {
@@ -516,7 +516,7 @@ func (n *Node) Close(ctx context.Context) error {
 // PublishRedis publishes straight into Redis (PUBLISH <prefix><channel>),
 // for `edge publish` when Redis is configured.
 func PublishRedis(ctx context.Context, cfg *config.Redis, channel string, payload []byte) error {
-	if !validChannel(channel) {
+	if !config.ValidChannel(channel) {
 		return fmt.Errorf("invalid channel name %q", channel)
 	}
 	o, err := RedisOptions(cfg.URL)

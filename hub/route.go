@@ -6,7 +6,6 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"net/url"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -16,7 +15,6 @@ import (
 
 	"edge/config"
 	"edge/internal/clientip"
-	"edge/internal/wsframe"
 )
 
 // route is the handler of one hub route path. Its configuration is swapped
@@ -80,7 +78,7 @@ func newRoute(n *Node, path string) *route {
 	rt := &route{n: n, path: path, base: base, clients: map[*client]struct{}{}, perIP: map[string]int{}}
 	rt.upgrader = websocket.Upgrader{
 		HandshakeTimeout: 10 * time.Second,
-		// gorilla only does the handshake: frames are written (frame.go)
+		// gorilla only does the handshake: frames are written (conn.go)
 		// and read (reader.go) by the hub. With no read buffer size
 		// gorilla reuses net/http's reader instead of allocating one, and
 		// the pool keeps it from allocating a write buffer.
@@ -161,7 +159,7 @@ func (rt *route) serveWebSocket(w http.ResponseWriter, r *http.Request) {
 	}
 	channels := r.URL.Query()["channel"]
 	for _, ch := range channels {
-		if !validChannel(ch) {
+		if !config.ValidChannel(ch) {
 			rt.refuse(w, refuseBadRequest, http.StatusBadRequest, fmt.Sprintf("invalid channel name %q", ch))
 			return
 		}
@@ -255,46 +253,6 @@ func (rc *routeConfig) allowed(g *grant, channel string) bool {
 	return true
 }
 
-// start sets up a registered connection and starts its reader.
-func (c *client) start(cfg *routeConfig, channels []string) {
-	h := cfg.hub
-	c.maxMessage = int(h.MaxMessageSize)
-	c.nc.SetReadDeadline(time.Now().Add(h.IdleTimeout))
-	if !c.raw {
-		c.send(controlFrame(welcomeMsg{Type: "welcome", Epoch: c.n.epoch, Protocol: 1}), false)
-	}
-	for _, name := range channels {
-		if c.subscribed(name) != nil {
-			continue
-		}
-		req := c.request(cfg, nil)
-		req.ack = !c.raw
-		c.join(name, req)
-	}
-	c.mu.Lock()
-	if c.state == stateOpen {
-		c.ping = time.AfterFunc(h.PingInterval, c.onPing)
-		if c.grant.exp != 0 {
-			// PROTOCOL.md: closed once exp passes, not at the next ping.
-			c.expiry = time.AfterFunc(time.Until(time.Unix(c.grant.exp, 0)), c.onExpiry)
-		}
-	}
-	c.mu.Unlock()
-	go c.readLoop()
-}
-
-// onExpiry runs on the expiry timer, at the token's exp.
-func (c *client) onExpiry() {
-	c.n.stats.expired.Add(1)
-	c.closeWith(wsframe.ClosePolicy, "token expired")
-}
-
-type welcomeMsg struct {
-	Type     string `json:"type"`
-	Epoch    string `json:"epoch"`
-	Protocol int    `json:"protocol"`
-}
-
 // register adds c to the route unless the node is closing or the route
 // retired.
 func (rt *route) register(c *client) bool {
@@ -353,119 +311,4 @@ func (rt *route) snapshot() []*client {
 		cs = append(cs, c)
 	}
 	return cs
-}
-
-// originPolicy decides which Origin headers may connect. A request
-// without Origin is not from a browser page and is allowed: the check
-// exists to stop other sites' pages from using a visitor's cookies.
-type originPolicy struct {
-	any bool
-	// Explicit origins, normalised to scheme://host:port; a host may start
-	// with "*." to match subdomains.
-	origins []string
-	// Default policy: the site's hosts over http or https on any port;
-	// none (the default site) means the request's own host.
-	siteDefault bool
-	hosts       []string
-}
-
-func newOriginPolicy(origins, hosts []string) (originPolicy, error) {
-	if len(origins) == 0 {
-		lower := make([]string, len(hosts))
-		for i, h := range hosts {
-			lower[i] = strings.ToLower(strings.TrimSuffix(h, "."))
-		}
-		return originPolicy{siteDefault: true, hosts: lower}, nil
-	}
-	var p originPolicy
-	for _, o := range origins {
-		if o == "*" {
-			p.any = true
-			continue
-		}
-		n, ok := normalOrigin(o)
-		if !ok {
-			return p, fmt.Errorf("invalid origin %q", o)
-		}
-		p.origins = append(p.origins, n)
-	}
-	return p, nil
-}
-
-// normalOrigin returns scheme://host:port in lower case, with the default
-// port written out.
-func normalOrigin(o string) (string, bool) {
-	u, err := url.Parse(strings.ToLower(strings.TrimSuffix(o, "/")))
-	if err != nil || u.Host == "" || (u.Scheme != "http" && u.Scheme != "https") {
-		return "", false
-	}
-	port := u.Port()
-	if port == "" {
-		port = map[string]string{"http": "80", "https": "443"}[u.Scheme]
-	}
-	return u.Scheme + "://" + strings.TrimSuffix(u.Hostname(), ".") + ":" + port, true
-}
-
-func (p *originPolicy) allow(r *http.Request) bool {
-	o := r.Header.Get("Origin")
-	if o == "" || p.any {
-		return true
-	}
-	n, ok := normalOrigin(o)
-	if !ok {
-		return false
-	}
-	if p.siteDefault {
-		scheme, rest, _ := strings.Cut(n, "://")
-		host := rest[:strings.LastIndexByte(rest, ':')]
-		if scheme != "http" && scheme != "https" {
-			return false
-		}
-		if len(p.hosts) == 0 {
-			return host == requestHost(r)
-		}
-		for _, h := range p.hosts {
-			if hostMatch(h, host) {
-				return true
-			}
-		}
-		return false
-	}
-	for _, want := range p.origins {
-		if originMatch(want, n) {
-			return true
-		}
-	}
-	return false
-}
-
-// hostMatch matches a host against a name or a "*.example.com" wildcard
-// (one or more labels before example.com).
-func hostMatch(pattern, host string) bool {
-	if suffix, ok := strings.CutPrefix(pattern, "*"); ok {
-		return strings.HasSuffix(host, suffix) && len(host) > len(suffix)
-	}
-	return pattern == host
-}
-
-// originMatch compares normalised origins; want's host may be a wildcard.
-func originMatch(want, got string) bool {
-	ws, wrest, _ := strings.Cut(want, "://")
-	gs, grest, _ := strings.Cut(got, "://")
-	if ws != gs {
-		return false
-	}
-	wi, gi := strings.LastIndexByte(wrest, ':'), strings.LastIndexByte(grest, ':')
-	if wrest[wi:] != grest[gi:] {
-		return false
-	}
-	return hostMatch(wrest[:wi], grest[:gi])
-}
-
-func requestHost(r *http.Request) string {
-	h := r.Host
-	if host, _, err := net.SplitHostPort(h); err == nil {
-		h = host
-	}
-	return strings.ToLower(strings.TrimSuffix(strings.Trim(h, "[]"), "."))
 }

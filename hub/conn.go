@@ -1,8 +1,6 @@
 package hub
 
 import (
-	"context"
-	"encoding/json"
 	"errors"
 	"net"
 	"sync"
@@ -42,7 +40,7 @@ type client struct {
 	// Static after construction.
 	n     *Node
 	route *route
-	nc    net.Conn // frames are written (frame.go) and read (reader.go) here
+	nc    net.Conn // frames are written (conn.go, flush.go) and read (reader.go) here
 	// sock is nc's socket for the fan-out's non-blocking writes (flush.go);
 	// nil when nc is not a plain socket (TLS).
 	sock    syscall.RawConn
@@ -303,185 +301,39 @@ func (c *client) finish(err error) {
 	c.n.wg.Done()
 }
 
-// Client messages. PROTOCOL.md documents them.
-
-type inbound struct {
-	Type    string          `json:"type"`
-	Channel string          `json:"channel"`
-	Since   *uint64         `json:"since"`
-	Epoch   string          `json:"epoch"`
-	Data    json.RawMessage `json:"data"`
-	ID      json.RawMessage `json:"id"`
-}
-
-type replyMsg struct {
-	Type    string          `json:"type"`
-	Channel string          `json:"channel,omitempty"`
-	Seq     uint64          `json:"seq,omitempty"`
-	Code    string          `json:"code,omitempty"`
-	Message string          `json:"message,omitempty"`
-	ID      json.RawMessage `json:"id,omitempty"`
-}
-
-// Error codes of error replies.
-const (
-	errInvalidJSON      = "invalid_json"
-	errBadRequest       = "bad_request"
-	errUnknownType      = "unknown_type"
-	errInvalidChannel   = "invalid_channel"
-	errForbidden        = "forbidden"
-	errTooManySubs      = "too_many_subscriptions"
-	errRateLimited      = "rate_limited"
-	errPublishFailed    = "publish_failed"
-	errPublishForbidden = "publish_forbidden"
-)
-
-func (c *client) reply(m replyMsg) { c.send(controlFrame(m), true) }
-
-func (c *client) replyError(id json.RawMessage, channel, code, msg string) {
-	c.reply(replyMsg{Type: "error", Channel: channel, Code: code, Message: msg, ID: id})
-}
-
-// handle acts on one text message from the client.
-func (c *client) handle(data []byte) {
-	var m inbound
-	if err := json.Unmarshal(data, &m); err != nil {
-		if !json.Valid(data) {
-			c.replyError(nil, "", errInvalidJSON, "message is not valid JSON")
-		} else {
-			c.replyError(nil, "", errBadRequest, "message is not a JSON object of the protocol")
+// start sets up a registered connection and starts its reader.
+func (c *client) start(cfg *routeConfig, channels []string) {
+	h := cfg.hub
+	c.maxMessage = int(h.MaxMessageSize)
+	c.nc.SetReadDeadline(time.Now().Add(h.IdleTimeout))
+	if !c.raw {
+		c.send(controlFrame(welcomeMsg{Type: "welcome", Epoch: c.n.epoch, Protocol: 1}), false)
+	}
+	for _, name := range channels {
+		if c.subscribed(name) != nil {
+			continue
 		}
-		return
+		req := c.request(cfg, nil)
+		req.ack = !c.raw
+		c.join(name, req)
 	}
-	switch m.Type {
-	case "ping":
-		c.reply(replyMsg{Type: "pong", ID: m.ID})
-	case "subscribe":
-		c.subscribeMsg(&m)
-	case "unsubscribe":
-		c.unsubscribeMsg(&m)
-	case "publish":
-		c.publishMsg(&m)
-	case "":
-		c.replyError(m.ID, "", errBadRequest, "missing type")
-	default:
-		c.replyError(m.ID, "", errUnknownType, "unknown message type")
-	}
-}
-
-func (c *client) subscribed(name string) *channel {
-	for _, ch := range c.subs {
-		if ch.name == name {
-			return ch
+	c.mu.Lock()
+	if c.state == stateOpen {
+		c.ping = time.AfterFunc(h.PingInterval, c.onPing)
+		if c.grant.exp != 0 {
+			// PROTOCOL.md: closed once exp passes, not at the next ping.
+			c.expiry = time.AfterFunc(time.Until(time.Unix(c.grant.exp, 0)), c.onExpiry)
 		}
 	}
-	return nil
+	c.mu.Unlock()
+	go c.readLoop()
 }
 
-func (c *client) subscribeMsg(m *inbound) {
-	if !validChannel(m.Channel) {
-		c.replyError(m.ID, m.Channel, errInvalidChannel, "invalid channel name")
-		return
-	}
-	cfg := c.route.config()
-	if !cfg.allowed(c.grant, m.Channel) {
-		c.replyError(m.ID, m.Channel, errForbidden, "channel not allowed")
-		return
-	}
-	if c.subscribed(m.Channel) != nil {
-		// Already subscribed: confirm without replaying, so nothing is
-		// delivered twice.
-		req := c.request(cfg, m.ID)
-		req.hasSince = false
-		c.resubscribe(m.Channel, req)
-		return
-	}
-	if len(c.subs) >= cfg.hub.MaxSubscriptions {
-		c.replyError(m.ID, m.Channel, errTooManySubs, "subscription limit reached")
-		return
-	}
-	req := c.request(cfg, m.ID)
-	if m.Since != nil {
-		req.since, req.hasSince, req.epoch = *m.Since, true, m.Epoch
-	}
-	c.join(m.Channel, req)
+// onExpiry runs on the expiry timer, at the token's exp.
+func (c *client) onExpiry() {
+	c.n.stats.expired.Add(1)
+	c.closeWith(wsframe.ClosePolicy, "token expired")
 }
 
-// request returns a subscribe request with the client's limits.
-func (c *client) request(cfg *routeConfig, id json.RawMessage) *subscribeRequest {
-	return &subscribeRequest{
-		n:     c.n,
-		ack:   true,
-		id:    id,
-		route: cfg.history,
-		node:  c.n.retention(),
-		now:   time.Now(),
-	}
-}
-
-// join subscribes to a channel, retrying if its state was just dropped.
-func (c *client) join(name string, req *subscribeRequest) {
-	for {
-		ch := c.n.channel(name)
-		if ch.subscribe(c, req) {
-			c.subs = append(c.subs, ch)
-			return
-		}
-	}
-}
-
-// resubscribe acknowledges an existing subscription.
-func (c *client) resubscribe(name string, req *subscribeRequest) {
-	ch := c.subscribed(name)
-	ch.mu.Lock()
-	last := ch.last
-	ch.mu.Unlock()
-	c.send(controlFrame(subscribedMsg{Type: "subscribed", Channel: name, Seq: last, Epoch: c.n.epoch, ID: req.id}), true)
-}
-
-func (c *client) unsubscribeMsg(m *inbound) {
-	for i, ch := range c.subs {
-		if ch.name == m.Channel {
-			ch.unsubscribe(c)
-			c.subs = append(c.subs[:i], c.subs[i+1:]...)
-			break
-		}
-	}
-	// Unsubscribing from a channel one is not subscribed to is not an
-	// error: the end state is what was asked for.
-	c.reply(replyMsg{Type: "unsubscribed", Channel: m.Channel, ID: m.ID})
-}
-
-func (c *client) publishMsg(m *inbound) {
-	if !validChannel(m.Channel) {
-		c.replyError(m.ID, m.Channel, errInvalidChannel, "invalid channel name")
-		return
-	}
-	cfg := c.route.config()
-	if !cfg.hub.AllowPublish || !c.grant.mayPublish(m.Channel) || !cfg.allowed(c.grant, m.Channel) {
-		c.replyError(m.ID, m.Channel, errPublishForbidden, "publishing to this channel is not allowed")
-		return
-	}
-	if len(m.Data) == 0 {
-		c.replyError(m.ID, m.Channel, errBadRequest, "publish needs data")
-		return
-	}
-	if c.limiter == nil {
-		c.limiter = rate.NewLimiter(rate.Limit(cfg.hub.PublishRate), max(1, int(cfg.hub.PublishRate)))
-	}
-	if !c.limiter.Allow() {
-		c.replyError(m.ID, m.Channel, errRateLimited, "publish rate limit exceeded")
-		return
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), publishTimeout)
-	defer cancel()
-	seq, err := c.n.Publish(ctx, m.Channel, m.Data)
-	if err != nil {
-		c.n.log.Warn("hub client publish failed", "channel", m.Channel, "err", err)
-		c.replyError(m.ID, m.Channel, errPublishFailed, "publish failed")
-		return
-	}
-	if len(m.ID) > 0 {
-		c.reply(replyMsg{Type: "published", Channel: m.Channel, Seq: seq, ID: m.ID})
-	}
-}
+// pingFrame is a server ping with no payload.
+var pingFrame = wsframe.Frame(wsframe.OpPing, nil)

@@ -1,0 +1,43 @@
+package hub
+
+// Channel names (PROTOCOL.md §1): the rule for a name is config's
+// (config.ValidChannel), so that route patterns and names cannot disagree;
+// here is how patterns match names.
+
+// matchPattern reports whether name matches pattern, where "*" matches any
+// run of characters (also "/" and ":") and everything else matches itself.
+func matchPattern(pattern, name string) bool {
+	// Iterative glob with one backtracking point, linear in practice.
+	p, n := 0, 0
+	star, mark := -1, 0
+	for n < len(name) {
+		switch {
+		case p < len(pattern) && pattern[p] == '*':
+			star, mark = p, n
+			p++
+		case p < len(pattern) && pattern[p] == name[n]:
+			p++
+			n++
+		case star >= 0:
+			p = star + 1
+			mark++
+			n = mark
+		default:
+			return false
+		}
+	}
+	for p < len(pattern) && pattern[p] == '*' {
+		p++
+	}
+	return p == len(pattern)
+}
+
+// matchAny reports whether name matches one of patterns.
+func matchAny(patterns []string, name string) bool {
+	for _, p := range patterns {
+		if matchPattern(p, name) {
+			return true
+		}
+	}
+	return false
+}

@@ -1,0 +1,309 @@
+package hub
+
+import (
+	"context"
+	"encoding/json"
+	"strconv"
+	"time"
+	"unicode/utf8"
+
+	"golang.org/x/time/rate"
+
+	"edge/config"
+	"edge/internal/wsframe"
+)
+
+// The messages of PROTOCOL.md, in its order: §2 the messages from the
+// server (data, then control), §3 the messages from the client, §4 the
+// close frames the hub sends. The rest of the protocol lives where it
+// acts: §1 connecting in route.go (auth.go, origin.go, names.go), §5
+// liveness in conn.go, §6 recovery in channel.go, §7 publishing from
+// servers in admin.go.
+//
+// Server frames are built once per message and written as they are to
+// every subscriber's socket (RFC 6455 §5.2: frames from a server are not
+// masked, so the same bytes are valid for every connection). This is what
+// lets the writer put several queued frames into one write(2). The framing
+// itself is internal/wsframe's.
+
+// §2 Messages from the server: data messages.
+
+// dataJSON returns the payload as the value of a "data" member: verbatim
+// when it is JSON, else as a JSON string.
+func dataJSON(payload []byte) []byte {
+	if json.Valid(payload) {
+		return payload
+	}
+	s, _ := json.Marshal(string(payload)) // cannot fail for a string
+	return s
+}
+
+// messageFrame builds the text frame {"channel":…,"seq":…,"data":…}.
+// Channel names are validated and need no escaping.
+func messageFrame(channel string, seq uint64, data []byte) []byte {
+	var num [20]byte
+	seqText := strconv.AppendUint(num[:0], seq, 10)
+	const (
+		p1 = `{"channel":"`
+		p2 = `","seq":`
+		p3 = `,"data":`
+	)
+	n := len(p1) + len(channel) + len(p2) + len(seqText) + len(p3) + len(data) + 1
+	b := make([]byte, 0, wsframe.HeaderLen(n)+n)
+	b = wsframe.AppendHeader(b, wsframe.OpText, n)
+	b = append(b, p1...)
+	b = append(b, channel...)
+	b = append(b, p2...)
+	b = append(b, seqText...)
+	b = append(b, p3...)
+	b = append(b, data...)
+	return append(b, '}')
+}
+
+// rawFrame is the frame of a payload for a raw route: a text frame, or a
+// binary frame when the payload is not UTF-8 (a text frame must be, or
+// browsers fail the connection).
+func rawFrame(payload []byte) []byte {
+	if utf8.Valid(payload) {
+		return wsframe.Frame(wsframe.OpText, payload)
+	}
+	return wsframe.Frame(wsframe.OpBinary, payload)
+}
+
+// §2 Messages from the server: control messages.
+
+// textFrame returns a text frame holding payload.
+func textFrame(payload []byte) []byte { return wsframe.Frame(wsframe.OpText, payload) }
+
+// controlFrame marshals a control message into a text frame.
+func controlFrame(v any) []byte {
+	p, err := json.Marshal(v)
+	if err != nil {
+		panic("hub: marshal control message: " + err.Error()) // only our own types
+	}
+	return textFrame(p)
+}
+
+// welcomeMsg is the first message of every connection.
+type welcomeMsg struct {
+	Type     string `json:"type"`
+	Epoch    string `json:"epoch"`
+	Protocol int    `json:"protocol"`
+}
+
+// subscribedMsg confirms a subscription.
+type subscribedMsg struct {
+	Type      string          `json:"type"`
+	Channel   string          `json:"channel"`
+	Seq       uint64          `json:"seq"`
+	Epoch     string          `json:"epoch"`
+	Recovered *bool           `json:"recovered,omitempty"`
+	ID        json.RawMessage `json:"id,omitempty"`
+}
+
+// gapMsg says that messages of a channel were missed.
+type gapMsg struct {
+	Type    string `json:"type"`
+	Channel string `json:"channel"`
+	Seq     uint64 `json:"seq"`
+	Epoch   string `json:"epoch"`
+	Reason  string `json:"reason"`
+}
+
+func gapFrame(channel string, seq uint64, epoch, reason string) []byte {
+	return controlFrame(gapMsg{Type: "gap", Channel: channel, Seq: seq, Epoch: epoch, Reason: reason})
+}
+
+// replyMsg is the reply to a client request: pong, unsubscribed,
+// published or error.
+type replyMsg struct {
+	Type    string          `json:"type"`
+	Channel string          `json:"channel,omitempty"`
+	Seq     uint64          `json:"seq,omitempty"`
+	Code    string          `json:"code,omitempty"`
+	Message string          `json:"message,omitempty"`
+	ID      json.RawMessage `json:"id,omitempty"`
+}
+
+// Error codes of error replies.
+const (
+	errInvalidJSON      = "invalid_json"
+	errBadRequest       = "bad_request"
+	errUnknownType      = "unknown_type"
+	errInvalidChannel   = "invalid_channel"
+	errForbidden        = "forbidden"
+	errTooManySubs      = "too_many_subscriptions"
+	errRateLimited      = "rate_limited"
+	errPublishFailed    = "publish_failed"
+	errPublishForbidden = "publish_forbidden"
+)
+
+// §3 Messages from the client.
+
+// inbound is a message from the client.
+
+type inbound struct {
+	Type    string          `json:"type"`
+	Channel string          `json:"channel"`
+	Since   *uint64         `json:"since"`
+	Epoch   string          `json:"epoch"`
+	Data    json.RawMessage `json:"data"`
+	ID      json.RawMessage `json:"id"`
+}
+
+func (c *client) reply(m replyMsg) { c.send(controlFrame(m), true) }
+
+func (c *client) replyError(id json.RawMessage, channel, code, msg string) {
+	c.reply(replyMsg{Type: "error", Channel: channel, Code: code, Message: msg, ID: id})
+}
+
+// handle acts on one text message from the client.
+func (c *client) handle(data []byte) {
+	var m inbound
+	if err := json.Unmarshal(data, &m); err != nil {
+		if !json.Valid(data) {
+			c.replyError(nil, "", errInvalidJSON, "message is not valid JSON")
+		} else {
+			c.replyError(nil, "", errBadRequest, "message is not a JSON object of the protocol")
+		}
+		return
+	}
+	switch m.Type {
+	case "ping":
+		c.reply(replyMsg{Type: "pong", ID: m.ID})
+	case "subscribe":
+		c.subscribeMsg(&m)
+	case "unsubscribe":
+		c.unsubscribeMsg(&m)
+	case "publish":
+		c.publishMsg(&m)
+	case "":
+		c.replyError(m.ID, "", errBadRequest, "missing type")
+	default:
+		c.replyError(m.ID, "", errUnknownType, "unknown message type")
+	}
+}
+
+func (c *client) subscribed(name string) *channel {
+	for _, ch := range c.subs {
+		if ch.name == name {
+			return ch
+		}
+	}
+	return nil
+}
+
+func (c *client) subscribeMsg(m *inbound) {
+	if !config.ValidChannel(m.Channel) {
+		c.replyError(m.ID, m.Channel, errInvalidChannel, "invalid channel name")
+		return
+	}
+	cfg := c.route.config()
+	if !cfg.allowed(c.grant, m.Channel) {
+		c.replyError(m.ID, m.Channel, errForbidden, "channel not allowed")
+		return
+	}
+	if c.subscribed(m.Channel) != nil {
+		// Already subscribed: confirm without replaying, so nothing is
+		// delivered twice.
+		req := c.request(cfg, m.ID)
+		req.hasSince = false
+		c.resubscribe(m.Channel, req)
+		return
+	}
+	if len(c.subs) >= cfg.hub.MaxSubscriptions {
+		c.replyError(m.ID, m.Channel, errTooManySubs, "subscription limit reached")
+		return
+	}
+	req := c.request(cfg, m.ID)
+	if m.Since != nil {
+		req.since, req.hasSince, req.epoch = *m.Since, true, m.Epoch
+	}
+	c.join(m.Channel, req)
+}
+
+// request returns a subscribe request with the client's limits.
+func (c *client) request(cfg *routeConfig, id json.RawMessage) *subscribeRequest {
+	return &subscribeRequest{
+		n:     c.n,
+		ack:   true,
+		id:    id,
+		route: cfg.history,
+		node:  c.n.retention(),
+		now:   time.Now(),
+	}
+}
+
+// join subscribes to a channel, retrying if its state was just dropped.
+func (c *client) join(name string, req *subscribeRequest) {
+	for {
+		ch := c.n.channel(name)
+		if ch.subscribe(c, req) {
+			c.subs = append(c.subs, ch)
+			return
+		}
+	}
+}
+
+// resubscribe acknowledges an existing subscription.
+func (c *client) resubscribe(name string, req *subscribeRequest) {
+	ch := c.subscribed(name)
+	ch.mu.Lock()
+	last := ch.last
+	ch.mu.Unlock()
+	c.send(controlFrame(subscribedMsg{Type: "subscribed", Channel: name, Seq: last, Epoch: c.n.epoch, ID: req.id}), true)
+}
+
+func (c *client) unsubscribeMsg(m *inbound) {
+	for i, ch := range c.subs {
+		if ch.name == m.Channel {
+			ch.unsubscribe(c)
+			c.subs = append(c.subs[:i], c.subs[i+1:]...)
+			break
+		}
+	}
+	// Unsubscribing from a channel one is not subscribed to is not an
+	// error: the end state is what was asked for.
+	c.reply(replyMsg{Type: "unsubscribed", Channel: m.Channel, ID: m.ID})
+}
+
+func (c *client) publishMsg(m *inbound) {
+	if !config.ValidChannel(m.Channel) {
+		c.replyError(m.ID, m.Channel, errInvalidChannel, "invalid channel name")
+		return
+	}
+	cfg := c.route.config()
+	if !cfg.hub.AllowPublish || !c.grant.mayPublish(m.Channel) || !cfg.allowed(c.grant, m.Channel) {
+		c.replyError(m.ID, m.Channel, errPublishForbidden, "publishing to this channel is not allowed")
+		return
+	}
+	if len(m.Data) == 0 {
+		c.replyError(m.ID, m.Channel, errBadRequest, "publish needs data")
+		return
+	}
+	if c.limiter == nil {
+		c.limiter = rate.NewLimiter(rate.Limit(cfg.hub.PublishRate), max(1, int(cfg.hub.PublishRate)))
+	}
+	if !c.limiter.Allow() {
+		c.replyError(m.ID, m.Channel, errRateLimited, "publish rate limit exceeded")
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), publishTimeout)
+	defer cancel()
+	seq, err := c.n.Publish(ctx, m.Channel, m.Data)
+	if err != nil {
+		c.n.log.Warn("hub client publish failed", "channel", m.Channel, "err", err)
+		c.replyError(m.ID, m.Channel, errPublishFailed, "publish failed")
+		return
+	}
+	if len(m.ID) > 0 {
+		c.reply(replyMsg{Type: "published", Channel: m.Channel, Seq: seq, ID: m.ID})
+	}
+}
+
+// §4 Close codes: the close frames sent often enough to build once. The
+// codes themselves are internal/wsframe's.
+var (
+	slowCloseFrame = wsframe.CloseFrame(wsframe.CloseTryLater, "slow consumer: queue full")
+	goingAwayFrame = wsframe.CloseFrame(wsframe.CloseGoingAway, "going away")
+)

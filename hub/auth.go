@@ -143,7 +143,7 @@ func newJWTAuth(a *config.HubAuth) (*jwtAuth, error) {
 		j.key, j.method = secret, "HS256"
 		return j, nil
 	}
-	key, method, err := LoadJWTPublicKey(a.PublicKeyFile)
+	key, method, err := loadJWTPublicKey(a.PublicKeyFile)
 	if err != nil {
 		return nil, err
 	}
@@ -151,9 +151,9 @@ func newJWTAuth(a *config.HubAuth) (*jwtAuth, error) {
 	return j, nil
 }
 
-// LoadJWTPublicKey reads a PEM public key (or certificate) and returns it
+// loadJWTPublicKey reads a PEM public key (or certificate) and returns it
 // with the JWT algorithm it verifies: RS256 for RSA, ES256 for ECDSA P-256.
-func LoadJWTPublicKey(file string) (any, string, error) {
+func loadJWTPublicKey(file string) (any, string, error) {
 	pemData, err := os.ReadFile(file)
 	if err != nil {
 		return nil, "", fmt.Errorf("jwt public key: %w", err)

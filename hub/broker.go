@@ -17,7 +17,7 @@ import (
 type Broker interface {
 	// Publish hands payload to the broker for channel and returns once the
 	// broker has accepted it. seq is the sequence number a subscriber
-	// assigned when the broker delivers synchronously (MemoryBroker), else 0.
+	// assigned when the broker delivers synchronously (memoryBroker), else 0.
 	Publish(ctx context.Context, channel string, payload []byte) (seq uint64, err error)
 	// Subscribe delivers every message of every channel to r until ctx is
 	// done, re-establishing the subscription after failures, and returns

@@ -5,17 +5,17 @@ import (
 	"sync"
 )
 
-// MemoryBroker is the broker of a single node: Publish delivers
+// memoryBroker is the broker of a single node: Publish delivers
 // synchronously, on the caller's goroutine, to every current subscriber.
 // Messages published while nothing is subscribed are dropped. Several
 // subscribers (nodes in one process, tests) each get every message once.
 // The zero value is ready to use; it is safe for concurrent use.
-type MemoryBroker struct {
+type memoryBroker struct {
 	mu   sync.RWMutex
 	subs map[*memorySub]struct{} // guarded by mu
 }
 
-var _ Broker = (*MemoryBroker)(nil)
+var _ Broker = (*memoryBroker)(nil)
 
 type memorySub struct {
 	r Receiver
@@ -24,12 +24,12 @@ type memorySub struct {
 	mu sync.Mutex
 }
 
-// NewMemoryBroker returns an empty MemoryBroker.
-func NewMemoryBroker() *MemoryBroker { return &MemoryBroker{} }
+// newMemoryBroker returns an empty memoryBroker.
+func newMemoryBroker() *memoryBroker { return &memoryBroker{} }
 
 // Publish delivers payload to every subscriber before it returns. seq is
 // the first non-zero sequence number a subscriber assigned.
-func (b *MemoryBroker) Publish(ctx context.Context, channel string, payload []byte) (uint64, error) {
+func (b *memoryBroker) Publish(ctx context.Context, channel string, payload []byte) (uint64, error) {
 	if err := ctx.Err(); err != nil {
 		return 0, err
 	}
@@ -49,7 +49,7 @@ func (b *MemoryBroker) Publish(ctx context.Context, channel string, payload []by
 
 // Subscribe registers r, reports the subscription up, and blocks until ctx
 // is done.
-func (b *MemoryBroker) Subscribe(ctx context.Context, r Receiver) error {
+func (b *memoryBroker) Subscribe(ctx context.Context, r Receiver) error {
 	s := &memorySub{r: r}
 	b.mu.Lock()
 	if b.subs == nil {

@@ -15,8 +15,8 @@ import (
 	"edge/config"
 )
 
-// RedisBrokerOptions configure a RedisBroker.
-type RedisBrokerOptions struct {
+// redisBrokerOptions configure a redisBroker.
+type redisBrokerOptions struct {
 	// Client is the Redis client; required. The broker does not close it.
 	Client *redis.Client
 	// Prefix is put before channel names in Redis: a hub channel "orders"
@@ -37,18 +37,18 @@ type RedisBrokerOptions struct {
 	Log *slog.Logger
 }
 
-// RedisBroker is a Broker over Redis pub/sub. Each subscriber holds one
+// redisBroker is a Broker over Redis pub/sub. Each subscriber holds one
 // PSUBSCRIBE <prefix>* connection, so a PUBLISH <prefix><channel> from any
 // program reaches every node once. When the connection fails, or when the
 // subscriber's own canary stops coming back (a subscription that died
 // silently, say after a failover that left the TCP connection up), the
 // subscription is reported down, torn down and re-established with backoff.
 // Safe for concurrent use.
-type RedisBroker struct {
+type redisBroker struct {
 	rdb    *redis.Client
 	prefix string
 	canary string // this node's canary channel, with prefix
-	opts   RedisBrokerOptions
+	opts   redisBrokerOptions
 	log    *slog.Logger
 
 	// Counters, read by the Node's stats.
@@ -57,14 +57,14 @@ type RedisBroker struct {
 	invalid        atomic.Uint64 // messages on channels that are not valid names
 }
 
-var _ Broker = (*RedisBroker)(nil)
+var _ Broker = (*redisBroker)(nil)
 
 // canaryInfix marks canary channels. "!" is not allowed in channel names,
 // so no client can subscribe to a canary.
 const canaryInfix = "!canary:"
 
-// NewRedisBroker returns a broker over opts.Client. It starts nothing.
-func NewRedisBroker(opts RedisBrokerOptions) *RedisBroker {
+// newRedisBroker returns a broker over opts.Client. It starts nothing.
+func newRedisBroker(opts redisBrokerOptions) *redisBroker {
 	if opts.NodeID == "" {
 		opts.NodeID = "node"
 	}
@@ -81,7 +81,7 @@ func NewRedisBroker(opts RedisBrokerOptions) *RedisBroker {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &RedisBroker{
+	return &redisBroker{
 		rdb:    opts.Client,
 		prefix: opts.Prefix,
 		canary: opts.Prefix + canaryInfix + opts.NodeID,
@@ -93,7 +93,7 @@ func NewRedisBroker(opts RedisBrokerOptions) *RedisBroker {
 // Publish sends PUBLISH <prefix><channel> payload. The sequence number is
 // assigned when the message comes back through the subscription, so it is
 // not known here: seq is always 0.
-func (b *RedisBroker) Publish(ctx context.Context, channel string, payload []byte) (uint64, error) {
+func (b *redisBroker) Publish(ctx context.Context, channel string, payload []byte) (uint64, error) {
 	if err := b.rdb.Publish(ctx, b.prefix+channel, payload).Err(); err != nil {
 		return 0, fmt.Errorf("redis publish %q: %w", channel, err)
 	}
@@ -101,7 +101,7 @@ func (b *RedisBroker) Publish(ctx context.Context, channel string, payload []byt
 }
 
 // Subscribe keeps one pattern subscription alive until ctx is done.
-func (b *RedisBroker) Subscribe(ctx context.Context, r Receiver) error {
+func (b *redisBroker) Subscribe(ctx context.Context, r Receiver) error {
 	bo := backoff{min: b.opts.ReconnectMin, max: b.opts.ReconnectMax}
 	everUp := false
 	for {
@@ -129,7 +129,7 @@ func (b *RedisBroker) Subscribe(ctx context.Context, r Receiver) error {
 // session runs one subscription: PSUBSCRIBE, report up, deliver until the
 // connection fails or a canary is missed, report down. up tells whether
 // the subscription was established.
-func (b *RedisBroker) session(ctx context.Context, r Receiver, again bool) (up bool, err error) {
+func (b *redisBroker) session(ctx context.Context, r Receiver, again bool) (up bool, err error) {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	ps := b.rdb.PSubscribe(ctx, b.prefix+"*")
@@ -202,7 +202,7 @@ func (b *RedisBroker) session(ctx context.Context, r Receiver, again bool) (up b
 // watchCanary publishes a numbered canary every interval and returns an
 // error when the previous one has not come back by then, or when
 // publishing fails. It returns nil when ctx is done.
-func (b *RedisBroker) watchCanary(ctx context.Context, back *atomic.Uint64) error {
+func (b *redisBroker) watchCanary(ctx context.Context, back *atomic.Uint64) error {
 	t := time.NewTicker(b.opts.CanaryInterval)
 	defer t.Stop()
 	var sent uint64

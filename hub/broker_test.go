@@ -64,7 +64,7 @@ func (r *recorder) got(channel string) []string {
 func TestBrokerContract(t *testing.T) {
 	brokers := map[string]func(t *testing.T) (Broker, Broker){
 		"memory": func(t *testing.T) (Broker, Broker) {
-			b := NewMemoryBroker()
+			b := newMemoryBroker()
 			return b, b
 		},
 		"redis": func(t *testing.T) (Broker, Broker) {
@@ -72,7 +72,7 @@ func TestBrokerContract(t *testing.T) {
 			mk := func(id string) Broker {
 				rdb := redis.NewClient(s.Options())
 				t.Cleanup(func() { rdb.Close() })
-				return NewRedisBroker(RedisBrokerOptions{Client: rdb, Prefix: "t:", NodeID: id, CanaryInterval: 200 * time.Millisecond})
+				return newRedisBroker(redisBrokerOptions{Client: rdb, Prefix: "t:", NodeID: id, CanaryInterval: 200 * time.Millisecond})
 			}
 			return mk("a"), mk("b")
 		},
@@ -160,7 +160,7 @@ func TestRedisBrokerExternalPublish(t *testing.T) {
 	s := testpeer.StartRedis(t)
 	rdb := redis.NewClient(s.Options())
 	defer rdb.Close()
-	b := NewRedisBroker(RedisBrokerOptions{Client: rdb, Prefix: "edge:", CanaryInterval: 200 * time.Millisecond})
+	b := newRedisBroker(redisBrokerOptions{Client: rdb, Prefix: "edge:", CanaryInterval: 200 * time.Millisecond})
 	r := newRecorder(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()

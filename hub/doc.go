@@ -2,7 +2,7 @@
 // PROTOCOL.md).
 //
 // A Node is the hub of one edge process. Publishers reach it through a
-// Broker — MemoryBroker on a single node, RedisBroker (one PSUBSCRIBE per
+// Broker — in memory on a single node, over Redis (one PSUBSCRIBE per
 // node) across nodes — and it fans every message out to the subscribers of
 // its channel on every hub route of the process. Clients are authorised
 // (origin, none/jwt/request auth, channel patterns) before the upgrade;

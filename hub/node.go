@@ -62,7 +62,7 @@ type Node struct {
 	id     string
 	epoch  string // random per NewNode: clients learn that sequences restarted
 	broker Broker
-	redis  *RedisBroker  // nil without Redis
+	redis  *redisBroker  // nil without Redis
 	rdb    *redis.Client // nil without Redis; owned, closed by Close
 	prefix string
 	opts   NodeOptions
@@ -143,20 +143,20 @@ func NewNode(opts NodeOptions) (*Node, error) {
 	case opts.Broker != nil:
 		n.broker = opts.Broker
 	case opts.Redis != nil:
-		ro, err := RedisOptions(opts.Redis.URL)
+		ro, err := redisOptions(opts.Redis.URL)
 		if err != nil {
 			return nil, err
 		}
 		n.rdb = redis.NewClient(ro)
 		n.prefix = opts.Redis.Prefix
-		n.redis = NewRedisBroker(RedisBrokerOptions{
+		n.redis = newRedisBroker(redisBrokerOptions{
 			Client: n.rdb, Prefix: opts.Redis.Prefix, NodeID: opts.NodeID,
 			CanaryInterval: opts.CanaryInterval, Log: n.log,
 			ReconnectMin: opts.ReconnectMin, ReconnectMax: opts.ReconnectMax,
 		})
 		n.broker = n.redis
 	default:
-		n.broker = NewMemoryBroker()
+		n.broker = newMemoryBroker()
 	}
 	if opts.Registerer != nil {
 		if err := n.registerMetrics(opts.Registerer); err != nil {
@@ -166,9 +166,9 @@ func NewNode(opts NodeOptions) (*Node, error) {
 	return n, nil
 }
 
-// RedisOptions parses a redis://, rediss:// or unix:// URL into client
+// redisOptions parses a redis://, rediss:// or unix:// URL into client
 // options with context deadlines honoured.
-func RedisOptions(rawURL string) (*redis.Options, error) {
+func redisOptions(rawURL string) (*redis.Options, error) {
 	o, err := redis.ParseURL(rawURL)
 	if err != nil {
 		return nil, fmt.Errorf("redis url: %w", err)
@@ -519,7 +519,7 @@ func PublishRedis(ctx context.Context, cfg *config.Redis, channel string, payloa
 	if !config.ValidChannel(channel) {
 		return fmt.Errorf("invalid channel name %q", channel)
 	}
-	o, err := RedisOptions(cfg.URL)
+	o, err := redisOptions(cfg.URL)
 	if err != nil {
 		return err
 	}

@@ -9,6 +9,7 @@ import (
 	"os"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"edge/config"
@@ -99,8 +100,9 @@ func redactedURI(u *url.URL) string {
 }
 
 // logFiles are the open access-log destinations of the process, one per
-// path, shared by every site and every generation that names the path.
-// Safe for concurrent use.
+// path, shared by every site and every router that names the path. A file
+// stays open while a router holds it (logHold) and is closed when the last
+// one lets go. Safe for concurrent use.
 type logFiles struct {
 	mu    sync.Mutex
 	files map[string]*logFile // by path; guarded by mu
@@ -109,12 +111,14 @@ type logFiles struct {
 // logFile is an access log destination, reopened on SIGUSR1 for logrotate.
 type logFile struct {
 	path string
+	refs int // guarded by logFiles.mu: opens not yet released
 	mu   sync.Mutex
 	w    io.Writer // guarded by mu
 	f    *os.File  // guarded by mu; nil for stderr
 }
 
-// open returns the access log of site: its destination, opened or shared.
+// open returns the access log al describes, its destination opened or
+// shared; the caller releases it.
 func (fs *logFiles) open(al *config.AccessLog) (*accessLog, error) {
 	fs.mu.Lock()
 	defer fs.mu.Unlock()
@@ -133,7 +137,68 @@ func (fs *logFiles) open(al *config.AccessLog) (*accessLog, error) {
 		}
 		fs.files[al.File] = lf
 	}
+	lf.refs++
 	return &accessLog{file: lf, json: al.Format == "json"}, nil
+}
+
+// release undoes one open of lf, closing the file after the last.
+func (fs *logFiles) release(lf *logFile) {
+	fs.mu.Lock()
+	defer fs.mu.Unlock()
+	if lf.refs--; lf.refs > 0 || fs.files[lf.path] != lf {
+		return // still used, or closed already (Metrics.Close)
+	}
+	delete(fs.files, lf.path)
+	lf.close()
+}
+
+// logHold is one router's hold on the access-log files its sites write.
+// Close lets go of them once the router's last logged request is done,
+// so that a file no router uses any more (a path a reload dropped, the
+// files of a reload that failed) is closed. A request that enters a
+// router after its files were released writes nowhere; a retired router
+// gets none but those that loaded it just before the swap.
+type logHold struct {
+	files  *logFiles
+	held   []*logFile   // static after NewRouter
+	active atomic.Int64 // logged requests in flight
+	closed atomic.Bool
+	once   sync.Once
+}
+
+// open opens al for the router and holds it.
+func (h *logHold) open(al *config.AccessLog) (*accessLog, error) {
+	l, err := h.files.open(al)
+	if err != nil {
+		return nil, err
+	}
+	h.held = append(h.held, l.file)
+	return l, nil
+}
+
+// enter and exit bracket a logged request.
+func (h *logHold) enter() { h.active.Add(1) }
+
+func (h *logHold) exit() {
+	if h.active.Add(-1) == 0 && h.closed.Load() {
+		h.release()
+	}
+}
+
+// close releases the files once no request is in flight.
+func (h *logHold) close() {
+	h.closed.Store(true)
+	if h.active.Load() == 0 {
+		h.release()
+	}
+}
+
+func (h *logHold) release() {
+	h.once.Do(func() {
+		for _, lf := range h.held {
+			h.files.release(lf)
+		}
+	})
 }
 
 // reopen reopens every access log file (after logrotate moved them).

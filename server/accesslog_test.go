@@ -2,6 +2,7 @@ package server
 
 import (
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -179,4 +180,92 @@ func value(c prometheus.Counter) float64 {
 	var m dto.Metric
 	c.Write(&m)
 	return m.GetCounter().GetValue()
+}
+
+// TestRouterCloseReleasesLogs: a router holds its access-log files until
+// Close and its last request in flight; a file no router holds any more
+// (a path a reload dropped, the files of a reload that failed) is closed,
+// one another router still uses stays open.
+func TestRouterCloseReleasesLogs(t *testing.T) {
+	m := NewMetrics(nil)
+	defer m.Close()
+	dir := t.TempDir()
+	os.Mkdir(filepath.Join(dir, "www"), 0o755)
+	path := func(name string) string { return filepath.Join(dir, name+".log") }
+	cfg := func(logs ...string) *config.Config {
+		y := "listen: { http: \"127.0.0.1:0\" }\nadmin: \"\"\nsites:\n"
+		for _, l := range logs {
+			y += fmt.Sprintf("  - hosts: [%s.test]\n    access_log: { file: %s }\n    routes: [{ path: /, static: { root: www } }]\n", l, path(l))
+		}
+		c, err := config.Parse(filepath.Join(dir, "edge.yaml"), []byte(y))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return c
+	}
+	isOpen := func(name string) bool {
+		m.logs.mu.Lock()
+		defer m.logs.mu.Unlock()
+		_, ok := m.logs.files[path(name)]
+		return ok
+	}
+	entered, release := make(chan struct{}), make(chan struct{})
+	build := func(*config.Site, *config.Route) (http.Handler, error) {
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if r.URL.Path == "/block" {
+				close(entered)
+				<-release
+			}
+		}), nil
+	}
+	r1, err := NewRouter(cfg("a", "shared"), build, m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r2, err := NewRouter(cfg("shared", "b"), build, m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// A reload whose router failed to build releases what it opened.
+	fail := 0
+	_, err = NewRouter(cfg("c", "shared", "d"), func(s *config.Site, r *config.Route) (http.Handler, error) {
+		if fail++; fail == 3 {
+			return nil, fmt.Errorf("no")
+		}
+		return build(s, r)
+	}, m)
+	if err == nil {
+		t.Fatal("NewRouter with a failing builder succeeded")
+	}
+	if isOpen("c") || !isOpen("shared") {
+		t.Errorf("after a failed NewRouter: c open %v (want false), shared open %v (want true)", isOpen("c"), isOpen("shared"))
+	}
+
+	// r1 retired while a request is in flight through it.
+	served := make(chan struct{})
+	go func() {
+		defer close(served)
+		r1.ServeHTTP(httptest.NewRecorder(), httptest.NewRequest("GET", "http://a.test/block", nil))
+	}()
+	<-entered
+	r1.Close()
+	if !isOpen("a") {
+		t.Fatal("a.log closed while a request through the retired router is in flight")
+	}
+	close(release)
+	<-served
+	if isOpen("a") {
+		t.Error("a.log still open after the retired router's last request")
+	}
+	if b, _ := os.ReadFile(path("a")); !strings.Contains(string(b), "GET /block") {
+		t.Errorf("a.log = %q, want the in-flight request's line", b)
+	}
+	r1.Close() // idempotent
+	if !isOpen("shared") || !isOpen("b") {
+		t.Error("files of the serving router closed")
+	}
+	r2.Close()
+	if isOpen("shared") || isOpen("b") {
+		t.Error("files open after every router closed")
+	}
 }

@@ -91,11 +91,14 @@ func (m *Metrics) Close() { m.logs.close() }
 type observer struct {
 	m        *Metrics
 	log      *accessLog // nil: no access log
+	hold     *logHold   // the router's, when log is set
 	duration prometheus.Observer
 	requests *prom.Counters[int] // by status code
 }
 
-func (m *Metrics) observer(site *config.Site, route string) (*observer, error) {
+// observer instruments route of site, holding the site's access log in
+// hold.
+func (m *Metrics) observer(site *config.Site, route string, hold *logHold) (*observer, error) {
 	name := "default"
 	if len(site.Hosts) > 0 {
 		name = site.Hosts[0]
@@ -106,9 +109,10 @@ func (m *Metrics) observer(site *config.Site, route string) (*observer, error) {
 	})
 	if al := site.AccessLog; al != nil {
 		var err error
-		if o.log, err = m.logs.open(al); err != nil {
+		if o.log, err = hold.open(al); err != nil {
 			return nil, err
 		}
+		o.hold = hold
 	}
 	return o, nil
 }
@@ -131,6 +135,9 @@ func (o *observer) serve(h http.Handler, w http.ResponseWriter, r *http.Request)
 	start := time.Now()
 	rec := &recorder{ResponseWriter: w}
 	o.m.inflight.Inc()
+	if o.log != nil {
+		o.hold.enter()
+	}
 	defer func() {
 		o.m.inflight.Dec()
 		code := rec.status
@@ -148,6 +155,7 @@ func (o *observer) serve(h http.Handler, w http.ResponseWriter, r *http.Request)
 		if o.log != nil {
 			o.log.write(&entry{r: r, code: code, bytes: rec.bytes, upstream: rec.upstream,
 				upgrade: rec.hijacked, start: start, elapsed: elapsed})
+			o.hold.exit()
 		}
 	}()
 	h.ServeHTTP(rec, r)

@@ -31,6 +31,8 @@ type Router struct {
 	// no default site (site label "default", no access log); nil without
 	// Metrics.
 	nowhere *observer
+	// logs holds the access-log files of the sites until Close.
+	logs *logHold
 	// clients finds the client behind trusted proxies, once per request.
 	clients *clientip.Resolver
 	// bodyTimeout is server.client_body_timeout; 0: none.
@@ -58,9 +60,19 @@ type route struct {
 }
 
 // NewRouter builds the routing table of cfg, calling build for each route.
-// m, when non-nil, counts requests and writes access logs.
-func NewRouter(cfg *config.Config, build Builder, m *Metrics) (*Router, error) {
-	rt := &Router{hosts: config.NewSiteIndex(cfg.Sites), bodyTimeout: cfg.Server.ClientBodyTimeout}
+// m, when non-nil, counts requests and writes access logs; the router then
+// holds its access-log files open until Close.
+func NewRouter(cfg *config.Config, build Builder, m *Metrics) (rt *Router, err error) {
+	rt = &Router{hosts: config.NewSiteIndex(cfg.Sites), bodyTimeout: cfg.Server.ClientBodyTimeout}
+	if m != nil {
+		hold := &logHold{files: &m.logs}
+		rt.logs = hold
+		defer func() {
+			if err != nil {
+				hold.close() // what this router opened, unless another holds it
+			}
+		}()
+	}
 	var trusted []netip.Prefix
 	for _, s := range cfg.Server.TrustedProxies {
 		if p, ok := clientip.ParsePrefix(s); ok { // config validated it
@@ -73,7 +85,7 @@ func NewRouter(cfg *config.Config, build Builder, m *Metrics) (*Router, error) {
 		s := &site{}
 		if m != nil {
 			var err error
-			if s.unmatched, err = m.observer(cs, UnmatchedRoute); err != nil {
+			if s.unmatched, err = m.observer(cs, UnmatchedRoute, rt.logs); err != nil {
 				return nil, err
 			}
 		}
@@ -85,7 +97,7 @@ func NewRouter(cfg *config.Config, build Builder, m *Metrics) (*Router, error) {
 			}
 			r := &route{path: cr.Path, handler: withHeaders(h, cr.Headers)}
 			if m != nil {
-				if r.obs, err = m.observer(cs, cr.Path); err != nil {
+				if r.obs, err = m.observer(cs, cr.Path, rt.logs); err != nil {
 					return nil, err
 				}
 			}
@@ -99,11 +111,22 @@ func NewRouter(cfg *config.Config, build Builder, m *Metrics) (*Router, error) {
 	}
 	if m != nil {
 		var err error
-		if rt.nowhere, err = m.observer(&config.Site{}, UnmatchedRoute); err != nil {
+		if rt.nowhere, err = m.observer(&config.Site{}, UnmatchedRoute, rt.logs); err != nil {
 			return nil, err
 		}
 	}
 	return rt, nil
+}
+
+// Close lets go of the router's access-log files once the requests in
+// flight through it are done; a file no other router uses is then closed.
+// Call it when the router is no longer served: its generation retired, or
+// the reload that built it failed. Close is idempotent and does not wait;
+// without Metrics it does nothing.
+func (rt *Router) Close() {
+	if rt.logs != nil {
+		rt.logs.close()
+	}
 }
 
 // site returns the site for a Host header value (config.SiteIndex: exact

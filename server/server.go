@@ -75,10 +75,11 @@ type Server struct {
 	// limits counts the connections of every listener; Apply sets its caps.
 	limits *connLimits
 
-	mu     sync.Mutex
-	active map[string]*listener // guarded by mu
-	opts   Options              // guarded by mu: of the last Apply
-	wg     sync.WaitGroup       // serving goroutines
+	mu       sync.Mutex
+	active   map[string]*listener             // guarded by mu
+	retiring map[*listener]context.CancelFunc // guarded by mu: draining after Apply retired them; the func ends the drain
+	opts     Options                          // guarded by mu: of the last Apply
+	wg       sync.WaitGroup                   // serving and draining goroutines
 }
 
 type listener struct {
@@ -102,7 +103,8 @@ type listener struct {
 // New returns a Server with no listeners.
 func New(log *slog.Logger) *Server {
 	ctx, cancel := context.WithCancel(context.Background())
-	return &Server{log: log, hijackCtx: ctx, cancelHijack: cancel, limits: newConnLimits(), active: map[string]*listener{}}
+	return &Server{log: log, hijackCtx: ctx, cancelHijack: cancel, limits: newConnLimits(),
+		active: map[string]*listener{}, retiring: map[*listener]context.CancelFunc{}}
 }
 
 // Apply makes the running listeners match specs. New addresses are bound
@@ -111,7 +113,9 @@ func New(log *slog.Logger) *Server {
 // Listeners whose name and address are unchanged keep their socket and get
 // the new handler and TLS settings atomically; in-flight requests and
 // connections continue. Listeners no longer wanted are drained in the
-// background with a deadline of drain.
+// background: they stop accepting at once, their in-flight requests get
+// until drain, then what is left is closed (Shutdown, if sooner, applies
+// its own deadline to them too).
 func (s *Server) Apply(specs []Listener, opts Options, drain time.Duration) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -156,27 +160,37 @@ func (s *Server) Apply(specs []Listener, opts Options, drain time.Duration) erro
 	for name, old := range s.active {
 		if keep[name] == nil {
 			s.log.Info("listener retired", "listener", name, "addr", old.ln.Addr().String())
-			go func() {
-				ctx, cancel := context.WithTimeout(context.Background(), drain)
-				defer cancel()
-				old.srv.Shutdown(ctx)
-			}()
+			s.retire(old, drain)
 			delete(s.active, name)
 		}
 	}
 	for _, l := range fresh {
 		if prev := s.active[l.spec.Name]; prev != nil {
 			// Same name, new address: retire the old socket.
-			go func() {
-				ctx, cancel := context.WithTimeout(context.Background(), drain)
-				defer cancel()
-				prev.srv.Shutdown(ctx)
-			}()
+			s.retire(prev, drain)
 		}
 		s.active[l.spec.Name] = l
 		s.serve(l)
 	}
 	return nil
+}
+
+// retire drains l in a goroutine that Shutdown waits for. Called with mu
+// held.
+func (s *Server) retire(l *listener, drain time.Duration) {
+	ctx, cancel := context.WithTimeout(context.Background(), drain)
+	s.retiring[l] = cancel
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		defer cancel()
+		if l.srv.Shutdown(ctx) != nil {
+			l.srv.Close()
+		}
+		s.mu.Lock()
+		delete(s.retiring, l)
+		s.mu.Unlock()
+	}()
 }
 
 func (s *Server) bind(sp Listener, opts Options) (*listener, error) {
@@ -297,7 +311,9 @@ func (s *Server) Addr(name string) net.Addr {
 }
 
 // Shutdown stops accepting, waits for in-flight requests until ctx is done,
-// then closes what is left, hijacked connections included.
+// then closes what is left, hijacked connections included. Listeners that
+// an Apply retired and that are still draining are part of it: Shutdown
+// returns when every serving and draining goroutine has ended.
 func (s *Server) Shutdown(ctx context.Context) error {
 	s.mu.Lock()
 	ls := make([]*listener, 0, len(s.active))
@@ -305,6 +321,11 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		ls = append(ls, l)
 	}
 	s.active = map[string]*listener{}
+	for _, endDrain := range s.retiring {
+		// Their drain ends with ctx at the latest; s.wg waits for it.
+		stop := context.AfterFunc(ctx, endDrain)
+		defer stop()
+	}
 	s.mu.Unlock()
 
 	var wg sync.WaitGroup

@@ -394,3 +394,57 @@ func TestMaxConnsAcrossListeners(t *testing.T) {
 		t.Errorf("held connection was served %d bytes during shutdown, want it closed", n)
 	}
 }
+
+// TestShutdownEndsRetiredListeners: a listener that an Apply retired (its
+// name dropped, or its address moved) and that is still draining a
+// request is part of Shutdown: when Shutdown returns, within its own
+// deadline and not the longer drain, the retired listener's connection is
+// closed too.
+func TestShutdownEndsRetiredListeners(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		next Listener
+	}{
+		{"name dropped", Listener{Name: "other", Addr: "127.0.0.1:0", Handler: text("ok")}},
+		{"address moved", Listener{Name: "http", Addr: "localhost:0", Handler: text("ok")}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s := New(quietLog())
+			entered := make(chan struct{}, 1)
+			release := make(chan struct{})
+			defer close(release)
+			stuck := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				entered <- struct{}{}
+				<-release // a handler that does not watch its context
+			})
+			if err := s.Apply([]Listener{{Name: "http", Addr: "127.0.0.1:0", Handler: stuck}}, Options{}, time.Minute); err != nil {
+				t.Fatal(err)
+			}
+			c, err := net.Dial("tcp", s.Addr("http").String())
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+			io.WriteString(c, "GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+			<-entered
+			// Retired with a minute to drain.
+			if err := s.Apply([]Listener{tc.next}, Options{}, time.Minute); err != nil {
+				t.Fatal(err)
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+			defer cancel()
+			start := time.Now()
+			s.Shutdown(ctx)
+			if d := time.Since(start); d > 5*time.Second {
+				t.Errorf("Shutdown took %v, want about its 200ms deadline", d)
+			}
+			// Shutdown has returned: the retired listener's connection is
+			// closed already, so this read ends at once, not at the
+			// deadline.
+			c.SetReadDeadline(time.Now().Add(5 * time.Second))
+			if _, err := io.ReadAll(c); err != nil {
+				t.Errorf("retired listener's connection after Shutdown: %v, want it closed", err)
+			}
+		})
+	}
+}

@@ -285,11 +285,18 @@ func (h *Handler) rewrite(pr *httputil.ProxyRequest) {
 	}
 }
 
-// modifyResponse counts the response and takes over 101 responses.
+// modifyResponse counts the response and takes over 101 responses. A
+// response without a Content-Type goes to the client without one, as
+// nginx passes it: net/http would sniff one from the first body write
+// (text/html for "<html>") unless ReverseProxy's flush of the header came
+// first, which depends on timing for streamed bodies.
 func (h *Handler) modifyResponse(res *http.Response) error {
 	st := stateFrom(res.Request.Context())
 	if res.StatusCode == http.StatusSwitchingProtocols {
 		return h.upgrade(st, res)
+	}
+	if _, ok := res.Header["Content-Type"]; !ok && st.w != nil {
+		st.w.Header()["Content-Type"] = nil // present: no sniffing; nil: not written
 	}
 	h.metrics.request(upstreamName(st.upstream), res.StatusCode)
 	return nil

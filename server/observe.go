@@ -99,10 +99,7 @@ type observer struct {
 // observer instruments route of site, holding the site's access log in
 // hold.
 func (m *Metrics) observer(site *config.Site, route string, hold *logHold) (*observer, error) {
-	name := "default"
-	if len(site.Hosts) > 0 {
-		name = site.Hosts[0]
-	}
+	name := site.Name() // the label every package uses for the site
 	o := &observer{m: m, duration: m.duration.WithLabelValues(name, route)}
 	o.requests = prom.NewCounters(m.requests, func(code int) []string {
 		return []string{name, route, strconv.Itoa(code)}

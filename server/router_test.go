@@ -34,10 +34,7 @@ func loadConfig(t *testing.T, yaml string) *config.Config {
 // echoBuilder builds handlers that answer "<first host> <route path> <request path>"
 // and, on POST, the body size they could read.
 func echoBuilder(site *config.Site, r *config.Route) (http.Handler, error) {
-	name := "default"
-	if len(site.Hosts) > 0 {
-		name = site.Hosts[0]
-	}
+	name := site.Name()
 	return http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
 		if req.Method == http.MethodPost {
 			n, err := io.Copy(io.Discard, req.Body)

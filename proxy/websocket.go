@@ -3,19 +3,21 @@ package proxy
 import (
 	"encoding/binary"
 	"math/rand/v2"
+
+	"edge/internal/wsframe"
 )
 
 // frameScanner follows the frame boundaries of one direction of a
-// WebSocket stream (RFC 6455 section 5.2) without buffering it: it reads
-// each frame header and skips the payload by length. The tunnel uses it to
-// put a close frame between two frames, never inside one. Control frames
-// may come between the fragments of a message (section 5.4), so a frame
-// boundary is enough.
+// WebSocket stream (RFC 6455 section 5.2) without buffering it: it
+// collects each frame header (wsframe parses it) and skips the payload by
+// length. The tunnel uses it to put a close frame between two frames,
+// never inside one. Control frames may come between the fragments of a
+// message (section 5.4), so a frame boundary is enough.
 type frameScanner struct {
-	hdr       [14]byte // the header being read
-	hn        int      // header bytes read so far
-	need      int      // header length, known once two bytes are in
-	remaining uint64   // payload bytes left in the current frame
+	hdr       [wsframe.MaxHeaderLen]byte // the header being read
+	hn        int                        // header bytes read so far
+	need      int                        // header length as far as known; 0 before the first byte
+	remaining uint64                     // payload bytes left in the current frame
 }
 
 // atBoundary reports whether the stream is between two frames.
@@ -41,30 +43,16 @@ func (f *frameScanner) scan(b []byte, stop bool) (int, bool) {
 		f.hdr[f.hn] = b[i]
 		f.hn++
 		i++
-		if f.hn == 2 {
-			f.need = 2
-			switch f.hdr[1] & 0x7f {
-			case 126:
-				f.need += 2
-			case 127:
-				f.need += 8
-			}
-			if f.hdr[1]&0x80 != 0 {
-				f.need += 4 // masking key
-			}
-		}
-		if f.hn < 2 || f.hn < f.need {
+		if f.hn < f.need {
 			continue
 		}
-		switch n := f.hdr[1] & 0x7f; n {
-		case 126:
-			f.remaining = uint64(binary.BigEndian.Uint16(f.hdr[2:4]))
-		case 127:
-			f.remaining = binary.BigEndian.Uint64(f.hdr[2:10])
-		default:
-			f.remaining = uint64(n)
+		h, n := wsframe.ParseHeader(f.hdr[:f.hn])
+		if f.hn < n {
+			f.need = n // the length and key bytes are still to come
+			continue
 		}
-		f.hn = 0
+		f.remaining = h.Len
+		f.hn, f.need = 0, 0
 		if f.remaining == 0 && stop {
 			return i, true
 		}
@@ -73,20 +61,15 @@ func (f *frameScanner) scan(b []byte, stop bool) (int, bool) {
 }
 
 // closeGoingAway is the close frame payload: status 1001 and its reason.
-var closeGoingAway = append([]byte{0x03, 0xe9}, "going away"...)
+var closeGoingAway = wsframe.ClosePayload(wsframe.CloseGoingAway, "going away")
 
 // closeFrame returns a close frame with status 1001 "going away". Frames a
 // client sends must be masked (RFC 6455 section 5.3), a server's must not.
 func closeFrame(masked bool) []byte {
-	payload := closeGoingAway
 	if !masked {
-		return append([]byte{0x88, byte(len(payload))}, payload...)
+		return wsframe.Frame(wsframe.OpClose, closeGoingAway)
 	}
 	var key [4]byte
 	binary.LittleEndian.PutUint32(key[:], rand.Uint32())
-	f := append([]byte{0x88, 0x80 | byte(len(payload))}, key[:]...)
-	for i, c := range payload {
-		f = append(f, c^key[i%4])
-	}
-	return f
+	return wsframe.MaskedFrame(wsframe.OpClose, closeGoingAway, key)
 }

@@ -75,8 +75,7 @@ type Proxy struct {
 	// body up to this size is read completely first and sent with a
 	// Content-Length, so that a client that sends its body slowly or not
 	// at all never holds a backend worker; a larger body streams after the
-	// buffered prefix. Default 64KiB (DefaultRequestBuffering); 0 turns
-	// buffering off.
+	// buffered prefix. Default 64KiB; 0 turns buffering off.
 	RequestBuffering *ByteSize `yaml:"request_buffering"`
 	// AllowTrace forwards TRACE requests. Default false: TRACE is answered
 	// 405, as it would echo the client's headers (cookies included) back
@@ -86,18 +85,9 @@ type Proxy struct {
 	// upstream server at a time; more requests wait for one of those or
 	// for a connection to come back to the idle pool. It stops clients
 	// that cancel requests en masse (HTTP/2 rapid reset) from making edge
-	// open connections to the backend without bound. Default 8
-	// (DefaultMaxConcurrentDials).
+	// open connections to the backend without bound. Default 8.
 	MaxConcurrentDials int `yaml:"max_concurrent_dials"`
 }
-
-// Proxy defaults that other packages name.
-const (
-	// DefaultRequestBuffering is proxy.request_buffering's default.
-	DefaultRequestBuffering ByteSize = 64 << 10
-	// DefaultMaxConcurrentDials is proxy.max_concurrent_dials's default.
-	DefaultMaxConcurrentDials = 8
-)
 
 // Upstream is one server of a proxy pool.
 type Upstream struct {
@@ -267,11 +257,11 @@ func (p *Proxy) defaults(c *Config) {
 	setInt(&p.KeepAlive, 64)
 	setInt(&p.Retries, 1)
 	if p.RequestBuffering == nil {
-		b := DefaultRequestBuffering
+		b := ByteSize(64 << 10)
 		p.RequestBuffering = &b
 	}
 	if p.MaxConcurrentDials == 0 {
-		p.MaxConcurrentDials = DefaultMaxConcurrentDials
+		p.MaxConcurrentDials = 8
 	}
 	for i := range p.Upstreams {
 		u := &p.Upstreams[i]

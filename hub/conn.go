@@ -3,6 +3,7 @@ package hub
 import (
 	"errors"
 	"net"
+	"runtime/pprof"
 	"sync"
 	"syscall"
 	"time"
@@ -30,6 +31,41 @@ const (
 	stateClosing                  // close frame queued; nothing more is queued
 	stateDead                     // nothing more is written
 )
+
+// The writer role. At most one goroutine at a time writes to a client's
+// socket (gorilla/websocket's rule: one concurrent writer): the one that
+// holds the writer role. The role moves between goroutines like this:
+//
+//   - send (any goroutine) queues a frame; when no goroutine holds the
+//     role, startWriterLocked takes it and starts a writeLoop goroutine.
+//   - enqueue (the fan-out, channel.publish) queues a frame; when no
+//     goroutine holds the role, the caller takes it and passes the client
+//     to a flushing goroutine (flushClients), which calls flush.
+//   - flush writes the one queued frame with a non-blocking write when it
+//     can and gives the role up; otherwise (socket full, more queued,
+//     closing, TLS) it hands the role to a new writeLoop goroutine.
+//   - writeLoop writes batches until the queue is empty, the close frame
+//     is written or a write fails, and then gives the role up.
+//
+// Invariants:
+//
+//  1. writing is true exactly while a goroutine holds the role, and only
+//     that goroutine writes to nc. Control frames (pong, ping, close) are
+//     queued like data, never written from elsewhere. (serveWebSocket
+//     writes one close frame itself, to a connection it never registered.)
+//  2. The role is taken and given up under mu, and given up only with
+//     the queue empty (or the state dead): a frame queued after that
+//     takes the role anew, so no frame is left behind.
+//  3. The role holds one count on n.wg, added where writing is set
+//     (startWriterLocked, enqueue) and done where it is cleared; a
+//     hand-off from flush to writeLoop passes the count along. The Add
+//     never races n.wg.Wait: the reader role holds its own count until
+//     the state is dead, and nothing is queued once it is.
+//  4. Frames go out whole and in queue order: flush puts what the socket
+//     did not take back at the head of the queue before handing over.
+//  5. The close frame is queued last (closeLocked sets stateClosing, after
+//     which nothing is queued); the goroutine that writes it, or fails to,
+//     closes closeSent, which finish waits for (closeGrace at most).
 
 // client is one WebSocket connection. It has one reader goroutine at a time
 // (readLoop, renewed after each burst of client frames) for its whole life,
@@ -173,6 +209,7 @@ func (c *client) onPing() {
 
 // writeLoop writes queued frames in batches until the queue is empty.
 func (c *client) writeLoop() {
+	pprof.SetGoroutineLabels(writeLabels)
 	defer c.n.wg.Done()
 	for {
 		c.mu.Lock()

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"runtime/pprof"
 	"slices"
 	"sync"
 	"unicode/utf8"
@@ -284,6 +285,7 @@ func (c *client) peerClose(p []byte) error {
 // The reader role (and its count on n.wg) passes from one goroutine to
 // the next; finish ends it.
 func (c *client) readLoop() {
+	pprof.SetGoroutineLabels(readLabels)
 	err := c.wait()
 	if err == nil {
 		err = c.readBurst()

@@ -75,6 +75,42 @@ var diffCases = []diffCase{
 		}},
 	{name: "HEAD answered with a body", reqs: []string{"HEAD /a", "GET /b"}, want: []int{200, 200},
 		serve: respond("HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello")},
+	{name: "request target and headers", reqs: []string{"GET /a%2Fb/c;p?x=%20&y&y=2#f", "GET /d\r\nUser-Agent: ua/1", "GET /e\r\nConnection: X-Secret\r\nX-Secret: 1\r\nX-Kept: 2"},
+		want: []int{200, 200, 200}, serve: respond(okResponse)},
+	{name: "large bodies", reqs: []string{"GET /length", "GET /chunked"}, want: []int{200, 200},
+		serve: func(c net.Conn, req *http.Request) bool {
+			body := strings.Repeat("0123456789abcdef", 20<<10) // 320 KiB
+			if req.URL.Path == "/length" {
+				fmt.Fprintf(c, "HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s", len(body), body)
+				return true
+			}
+			io.WriteString(c, "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
+			for i := 0; i < len(body); i += 10000 {
+				chunk := body[i:min(i+10000, len(body))]
+				fmt.Fprintf(c, "%x\r\n%s\r\n", len(chunk), chunk)
+			}
+			io.WriteString(c, "0\r\n\r\n")
+			return true
+		}},
+	{name: "status line variants", reqs: []string{"GET /no-reason", "GET /599", "GET /c"}, want: []int{200, 599, 200},
+		serve: func(c net.Conn, req *http.Request) bool {
+			switch req.URL.Path {
+			case "/no-reason":
+				io.WriteString(c, "HTTP/1.1 200\r\nContent-Length: 2\r\n\r\nok")
+			case "/599":
+				io.WriteString(c, "HTTP/1.1 599 Whatever\r\nContent-Length: 2\r\n\r\nok")
+			default:
+				io.WriteString(c, okResponse)
+			}
+			return true
+		}},
+	{name: "malformed header line", reqs: []string{"GET /a"}, want: []int{502},
+		serve: respondClose("HTTP/1.1 200 OK\r\nBadLine\r\nContent-Length: 2\r\n\r\nok")},
+	// net/http drops the field ("X-A : b" never reaches the client).
+	{name: "space before colon", reqs: []string{"GET /a"}, want: []int{200},
+		serve: respondClose("HTTP/1.1 200 OK\r\nX-A : b\r\nContent-Length: 2\r\n\r\nok")},
+	{name: "unknown transfer coding", reqs: []string{"GET /a"}, want: []int{502},
+		serve: respondClose("HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\nok")},
 	{name: "OPTIONS", reqs: []string{"OPTIONS /a"}, want: []int{204},
 		serve: respond("HTTP/1.1 204 No Content\r\nAllow: GET, HEAD, OPTIONS\r\n\r\n")},
 	{name: "TRACE allowed", reqs: []string{"TRACE /a"}, want: []int{200},
@@ -255,7 +291,7 @@ func rawExchange(t *testing.T, addr, r string) string {
 	if extra != "" {
 		extra += "\r\n"
 	}
-	fmt.Fprintf(c, "%s %s HTTP/1.1\r\nHost: edge.test\r\nUser-Agent: diff\r\n%sConnection: close\r\n\r\n", method, target, extra)
+	fmt.Fprintf(c, "%s %s HTTP/1.1\r\nHost: edge.test\r\n%sConnection: close\r\n\r\n", method, target, extra)
 	b, err := io.ReadAll(c)
 	if err != nil {
 		t.Fatalf("%s: reading the response: %v (read %q)", firstLine(r), err, clip(string(b)))

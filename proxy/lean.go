@@ -49,7 +49,8 @@ type lean struct {
 }
 
 // maxResponseHeaderBytes bounds a response header (and its 1xx
-// responses), as http.Transport's default MaxResponseHeaderBytes.
+// responses) on both paths: the lean client's and the Transport's
+// MaxResponseHeaderBytes (net/http's default too).
 const maxResponseHeaderBytes = 10 << 20
 
 // newLean returns the lean client of a Handler, or nil when keep-alive is

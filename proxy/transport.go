@@ -153,8 +153,10 @@ func newTransport(cfg *config.Proxy, d *dialer) *http.Transport {
 		DialTLSContext:        d.dialTLS,
 		TLSHandshakeTimeout:   d.handshake,
 		ResponseHeaderTimeout: cfg.ResponseHeaderTimeout,
-		ExpectContinueTimeout: time.Second,
-		IdleConnTimeout:       idleConnTimeout,
+		// The lean client's limit too: one bound for both paths.
+		MaxResponseHeaderBytes: maxResponseHeaderBytes,
+		ExpectContinueTimeout:  time.Second,
+		IdleConnTimeout:        idleConnTimeout,
 		// The client's Accept-Encoding goes upstream unchanged and the
 		// response comes back as the upstream encoded it.
 		DisableCompression: true,

@@ -158,6 +158,8 @@ var diffCases = []diffCase{
 			io.WriteString(c, okResponse)
 			return true
 		}},
+	{name: "response header just within the limit", reqs: []string{"GET /a"}, want: []int{200},
+		serve: respond("HTTP/1.1 200 OK\r\nX-Big: " + strings.Repeat("b", maxResponseHeaderBytes-100) + "\r\nContent-Length: 2\r\n\r\nok")},
 	{name: "large request header", reqs: []string{"GET /a\r\nX-Big: " + strings.Repeat("r", 64<<10)}, want: []int{200},
 		serve: respond(okResponse)},
 	{name: "upstream closes idle connections", reqs: []string{"GET /a", "GET /b", "GET /c"}, want: []int{200, 200, 200},

@@ -76,19 +76,20 @@ func (m *metrics) tunnel(delta float64) {
 	}
 }
 
-// upCollector reports edge_proxy_upstream_up from the live pools at scrape
-// time, so that a server coming back after fail_timeout shows at once.
+// upCollector reports edge_proxy_upstream_up from the live upstream sets at
+// scrape time, so that a server coming back after fail_timeout shows at
+// once.
 // When a reload briefly leaves two sets with the same site, route and
 // server, the newer one is reported.
 type upCollector struct {
 	desc *prometheus.Desc
 
-	mu    sync.Mutex
-	pools map[*upstreams]poolEntry // guarded by mu
-	seq   uint64                   // guarded by mu
+	mu   sync.Mutex
+	sets map[*upstreams]setEntry // guarded by mu
+	seq  uint64                  // guarded by mu
 }
 
-type poolEntry struct {
+type setEntry struct {
 	site, route string
 	seq         uint64
 }
@@ -98,7 +99,7 @@ func newUpCollector() *upCollector {
 		desc: prometheus.NewDesc("edge_proxy_upstream_up",
 			"Whether an upstream server gets traffic (1) or is down by passive or active health checks (0).",
 			[]string{"site", "route", "upstream"}, nil),
-		pools: map[*upstreams]poolEntry{},
+		sets: map[*upstreams]setEntry{},
 	}
 }
 
@@ -106,13 +107,13 @@ func (c *upCollector) add(p *upstreams, site, route string) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.seq++
-	c.pools[p] = poolEntry{site: site, route: route, seq: c.seq}
+	c.sets[p] = setEntry{site: site, route: route, seq: c.seq}
 }
 
 func (c *upCollector) remove(p *upstreams) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	delete(c.pools, p)
+	delete(c.sets, p)
 }
 
 // Describe implements prometheus.Collector.
@@ -127,7 +128,7 @@ func (c *upCollector) Collect(ch chan<- prometheus.Metric) {
 	}
 	c.mu.Lock()
 	vals := map[key]val{}
-	for p, e := range c.pools {
+	for p, e := range c.sets {
 		for _, s := range p.list {
 			k := key{e.site, e.route, s.name}
 			if v, ok := vals[k]; !ok || e.seq > v.seq {

@@ -57,14 +57,16 @@ type authenticator interface {
 
 // newAuthenticator builds the authenticator of a route's auth settings,
 // reading key files now so that a bad file fails the build, not a client.
-func newAuthenticator(a *config.HubAuth) (authenticator, error) {
+// Request mode sends its requests through tr, the node's one auth
+// transport.
+func newAuthenticator(a *config.HubAuth, tr *http.Transport) (authenticator, error) {
 	switch a.Mode {
 	case "", "none":
 		return noAuth{}, nil
 	case "jwt":
 		return newJWTAuth(a)
 	case "request":
-		return newRequestAuth(a), nil
+		return newRequestAuth(a, tr), nil
 	}
 	return nil, fmt.Errorf("unknown auth mode %q", a.Mode)
 }
@@ -222,14 +224,21 @@ const (
 	HeaderPublish = "X-Edge-Publish"
 )
 
-func newRequestAuth(a *config.HubAuth) *requestAuth {
-	tr := &http.Transport{
-		Proxy:                 nil,
-		DialContext:           (&net.Dialer{Timeout: a.Timeout}).DialContext,
-		MaxIdleConnsPerHost:   32,
-		IdleConnTimeout:       90 * time.Second,
-		ResponseHeaderTimeout: a.Timeout,
+// newAuthTransport returns the transport of request-mode auth. It is the
+// node's, not a route's: one built per route configuration would be built
+// again at every reload, and the old one's idle connections would stay
+// open until its idle timeout. Timeouts are the route's auth.timeout, on
+// each request's context.
+func newAuthTransport() *http.Transport {
+	return &http.Transport{
+		Proxy:               nil,
+		DialContext:         (&net.Dialer{}).DialContext,
+		MaxIdleConnsPerHost: 32,
+		IdleConnTimeout:     90 * time.Second,
 	}
+}
+
+func newRequestAuth(a *config.HubAuth, tr *http.Transport) *requestAuth {
 	return &requestAuth{cfg: a, client: &http.Client{
 		Transport: tr,
 		Timeout:   a.Timeout,

@@ -10,12 +10,14 @@ import (
 	"encoding/pem"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -308,4 +310,44 @@ func TestConnectionLimits(t *testing.T) {
 	defer cancel()
 	e.n.Close(ctx)
 	runAuthCases(t, []authCase{{"node closed", u, nil, 503, "shutting down"}})
+}
+
+// TestRequestAuthReloadsKeepConnectionsBounded checks that reloads do not
+// leave connections to the auth backend behind (each reload used to build
+// an http.Transport of its own, whose idle connection stayed open), and
+// that closing the node closes them.
+func TestRequestAuthReloadsKeepConnectionsBounded(t *testing.T) {
+	var open atomic.Int64
+	backend := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.WriteHeader(http.StatusNoContent)
+	}))
+	backend.Config.ConnState = func(_ net.Conn, s http.ConnState) {
+		switch s {
+		case http.StateNew:
+			open.Add(1)
+		case http.StateClosed, http.StateHijacked:
+			open.Add(-1)
+		}
+	}
+	backend.Start()
+	defer backend.Close()
+
+	e := newEnv(t, NodeOptions{}, "")
+	hubYAML := fmt.Sprintf(`{ auth: { mode: request, url: %q } }`, backend.URL+"/auth")
+	u := e.route(t, "/req/", hubYAML, nil)
+	const reloads = 20
+	for i := range reloads {
+		e.n.Route("/req/", parseHub(t, hubYAML), nil)
+		e.n.Retire([]string{"/socket/", "/req/"})
+		if status, body := attempt(t, u, nil); status != http.StatusSwitchingProtocols {
+			t.Fatalf("reload %d: status %d %q", i, status, body)
+		}
+	}
+	if n := open.Load(); n > 2 {
+		t.Errorf("after %d reloads the auth backend has %d open connections, want at most 2", reloads, n)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	e.n.Close(ctx)
+	waitFor(t, 5*time.Second, "auth connections closed with the node", func() bool { return open.Load() == 0 })
 }

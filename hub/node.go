@@ -64,8 +64,12 @@ type Node struct {
 	broker Broker
 	redis  *redisBroker  // nil without Redis
 	rdb    *redis.Client // nil without Redis; owned, closed by Close
-	prefix string
-	opts   NodeOptions
+	// authTransport carries the requests of every request-mode auth route,
+	// whatever the reloads: one pool of connections to the auth backends,
+	// closed by Close. Static after construction.
+	authTransport *http.Transport
+	prefix        string
+	opts          NodeOptions
 
 	// seq numbers messages of every channel (see channel.go).
 	seq atomic.Uint64
@@ -138,6 +142,8 @@ func NewNode(opts NodeOptions) (*Node, error) {
 		opts:     opts,
 		channels: map[string]*channel{},
 		routes:   map[string]*route{},
+
+		authTransport: newAuthTransport(),
 	}
 	switch {
 	case opts.Broker != nil:
@@ -380,7 +386,7 @@ func (n *Node) Route(path string, cfg *config.Hub, siteHosts []string) http.Hand
 	for h := range rt.hosts {
 		hosts = append(hosts, h)
 	}
-	rc, err := compileRoute(cfg, hosts)
+	rc, err := n.compileRoute(cfg, hosts)
 	if err != nil {
 		n.log.Error("hub route configuration not applied", "route", path, "err", err)
 		return rt
@@ -507,6 +513,7 @@ func (n *Node) Close(ctx context.Context) error {
 			}
 			n.rdb.Close()
 		}
+		n.authTransport.CloseIdleConnections()
 		n.log.Info("hub closed", "clients", len(all))
 	})
 	// sync.Once makes concurrent callers wait until the first is done.

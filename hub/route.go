@@ -54,8 +54,8 @@ func (rt *route) config() *routeConfig { return rt.cfg.Load() }
 func (rt *route) queueSize() int { return rt.cfg.Load().hub.QueueSize }
 
 // compileRoute checks and prepares cfg for serving.
-func compileRoute(cfg *config.Hub, hosts []string) (*routeConfig, error) {
-	auth, err := newAuthenticator(&cfg.Auth)
+func (n *Node) compileRoute(cfg *config.Hub, hosts []string) (*routeConfig, error) {
+	auth, err := newAuthenticator(&cfg.Auth, n.authTransport)
 	if err != nil {
 		return nil, err
 	}

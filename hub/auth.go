@@ -61,7 +61,7 @@ type authenticator interface {
 // transport.
 func newAuthenticator(a *config.HubAuth, tr *http.Transport) (authenticator, error) {
 	switch a.Mode {
-	case "", "none":
+	case "none":
 		return noAuth{}, nil
 	case "jwt":
 		return newJWTAuth(a)

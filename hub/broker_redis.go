@@ -15,25 +15,24 @@ import (
 	"edge/config"
 )
 
-// redisBrokerOptions configure a redisBroker.
+// redisBrokerOptions configure a redisBroker. Every field is required:
+// NodeOptions.redisBroker fills them from the node's defaulted options.
 type redisBrokerOptions struct {
-	// Client is the Redis client; required. The broker does not close it.
+	// Client is the Redis client. The broker does not close it.
 	Client *redis.Client
 	// Prefix is put before channel names in Redis: a hub channel "orders"
-	// is the Redis channel "<Prefix>orders". "" means none (then the
-	// subscription covers every Redis channel); edge's configuration
-	// defaults it to "edge:".
+	// is the Redis channel "<Prefix>orders" (config's redis.prefix).
 	Prefix string
-	// NodeID names this subscriber's canary channel. Default "node".
+	// NodeID names this subscriber's canary channel.
 	NodeID string
 	// CanaryInterval is how often a canary is published through Redis; a
 	// canary that has not come back by the next tick marks the
-	// subscription broken. Default 2s.
+	// subscription broken.
 	CanaryInterval time.Duration
 	// ReconnectMin and ReconnectMax bound the jittered exponential delay
-	// between subscription attempts. Defaults 100ms and 5s.
+	// between subscription attempts.
 	ReconnectMin, ReconnectMax time.Duration
-	// Log receives lifecycle messages. Default: discard.
+	// Log receives lifecycle messages.
 	Log *slog.Logger
 }
 
@@ -65,28 +64,12 @@ const canaryInfix = "!canary:"
 
 // newRedisBroker returns a broker over opts.Client. It starts nothing.
 func newRedisBroker(opts redisBrokerOptions) *redisBroker {
-	if opts.NodeID == "" {
-		opts.NodeID = "node"
-	}
-	if opts.CanaryInterval <= 0 {
-		opts.CanaryInterval = 2 * time.Second
-	}
-	if opts.ReconnectMin <= 0 {
-		opts.ReconnectMin = 100 * time.Millisecond
-	}
-	if opts.ReconnectMax <= 0 {
-		opts.ReconnectMax = 5 * time.Second
-	}
-	log := opts.Log
-	if log == nil {
-		log = slog.New(slog.DiscardHandler)
-	}
 	return &redisBroker{
 		rdb:    opts.Client,
 		prefix: opts.Prefix,
 		canary: opts.Prefix + canaryInfix + opts.NodeID,
 		opts:   opts,
-		log:    log,
+		log:    opts.Log,
 	}
 }
 

@@ -13,6 +13,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"edge/config"
 	"edge/internal/testpeer"
 )
 
@@ -72,7 +73,7 @@ func TestBrokerContract(t *testing.T) {
 			mk := func(id string) Broker {
 				rdb := redis.NewClient(s.Options())
 				t.Cleanup(func() { rdb.Close() })
-				return newRedisBroker(redisBrokerOptions{Client: rdb, Prefix: "t:", NodeID: id, CanaryInterval: 200 * time.Millisecond})
+				return newRedisBroker(NodeOptions{NodeID: id, CanaryInterval: 200 * time.Millisecond}.withDefaults().redisBroker(rdb, "t:"))
 			}
 			return mk("a"), mk("b")
 		},
@@ -160,7 +161,7 @@ func TestRedisBrokerExternalPublish(t *testing.T) {
 	s := testpeer.StartRedis(t)
 	rdb := redis.NewClient(s.Options())
 	defer rdb.Close()
-	b := newRedisBroker(redisBrokerOptions{Client: rdb, Prefix: "edge:", CanaryInterval: 200 * time.Millisecond})
+	b := newRedisBroker(NodeOptions{CanaryInterval: 200 * time.Millisecond}.withDefaults().redisBroker(rdb, "edge:"))
 	r := newRecorder(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
@@ -225,4 +226,26 @@ func TestSleepHonoursContext(t *testing.T) {
 			t.Errorf("cancelled sleep took %s, want 1s", got)
 		}
 	})
+}
+
+// TestNodeOptionsDefaultsOnce checks that a node's options are defaulted
+// in one place and that its Redis broker takes them as they are (the
+// broker used to apply the reconnect and canary defaults again, so the
+// node's own options said 0).
+func TestNodeOptionsDefaultsOnce(t *testing.T) {
+	n, err := NewNode(NodeOptions{Redis: &config.Redis{URL: "redis://127.0.0.1:1/0", Prefix: "p:"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer n.rdb.Close()
+	o := n.opts
+	if o.NodeID == "" || o.CanaryInterval != 2*time.Second || o.PresenceTTL != 30*time.Second ||
+		o.ReconnectMin != 100*time.Millisecond || o.ReconnectMax != 5*time.Second || o.SweepInterval != 30*time.Second {
+		t.Errorf("node options %+v: want every default set", o)
+	}
+	b := n.redis.opts
+	if b.NodeID != o.NodeID || b.CanaryInterval != o.CanaryInterval || b.ReconnectMin != o.ReconnectMin ||
+		b.ReconnectMax != o.ReconnectMax || b.Prefix != "p:" || b.Log == nil {
+		t.Errorf("redis broker options %+v, want the node's %+v", b, o)
+	}
 }

@@ -119,24 +119,10 @@ type stats struct {
 // NewNode returns a Node. It checks opts and, with Redis, builds the
 // client, but connects nothing and starts no goroutines.
 func NewNode(opts NodeOptions) (*Node, error) {
-	if opts.Log == nil {
-		opts.Log = slog.New(slog.DiscardHandler)
-	}
-	if opts.NodeID == "" {
-		host, _ := os.Hostname()
-		opts.NodeID = fmt.Sprintf("%s-%d-%s", host, os.Getpid(), randomHex(3))
-	}
-	if opts.CanaryInterval <= 0 {
-		opts.CanaryInterval = 2 * time.Second
-	}
-	if opts.PresenceTTL <= 0 {
-		opts.PresenceTTL = 30 * time.Second
-	}
-	if opts.SweepInterval <= 0 {
-		opts.SweepInterval = 30 * time.Second
-	}
+	opts = opts.withDefaults()
+	opts.Log = opts.Log.With("component", "hub")
 	n := &Node{
-		log:      opts.Log.With("component", "hub"),
+		log:      opts.Log,
 		id:       opts.NodeID,
 		epoch:    randomHex(8),
 		opts:     opts,
@@ -155,11 +141,7 @@ func NewNode(opts NodeOptions) (*Node, error) {
 		}
 		n.rdb = redis.NewClient(ro)
 		n.prefix = opts.Redis.Prefix
-		n.redis = newRedisBroker(redisBrokerOptions{
-			Client: n.rdb, Prefix: opts.Redis.Prefix, NodeID: opts.NodeID,
-			CanaryInterval: opts.CanaryInterval, Log: n.log,
-			ReconnectMin: opts.ReconnectMin, ReconnectMax: opts.ReconnectMax,
-		})
+		n.redis = newRedisBroker(opts.redisBroker(n.rdb, opts.Redis.Prefix))
 		n.broker = n.redis
 	default:
 		n.broker = newMemoryBroker()
@@ -170,6 +152,43 @@ func NewNode(opts NodeOptions) (*Node, error) {
 		}
 	}
 	return n, nil
+}
+
+// withDefaults returns o with every zero field that has a default set:
+// the one place NodeOptions' defaults are written.
+func (o NodeOptions) withDefaults() NodeOptions {
+	if o.Log == nil {
+		o.Log = slog.New(slog.DiscardHandler)
+	}
+	if o.NodeID == "" {
+		host, _ := os.Hostname()
+		o.NodeID = fmt.Sprintf("%s-%d-%s", host, os.Getpid(), randomHex(3))
+	}
+	if o.CanaryInterval <= 0 {
+		o.CanaryInterval = 2 * time.Second
+	}
+	if o.PresenceTTL <= 0 {
+		o.PresenceTTL = 30 * time.Second
+	}
+	if o.ReconnectMin <= 0 {
+		o.ReconnectMin = 100 * time.Millisecond
+	}
+	if o.ReconnectMax <= 0 {
+		o.ReconnectMax = 5 * time.Second
+	}
+	if o.SweepInterval <= 0 {
+		o.SweepInterval = 30 * time.Second
+	}
+	return o
+}
+
+// redisBroker returns the options of the Redis broker of a node with the
+// defaulted options o.
+func (o NodeOptions) redisBroker(rdb *redis.Client, prefix string) redisBrokerOptions {
+	return redisBrokerOptions{
+		Client: rdb, Prefix: prefix, NodeID: o.NodeID, Log: o.Log,
+		CanaryInterval: o.CanaryInterval, ReconnectMin: o.ReconnectMin, ReconnectMax: o.ReconnectMax,
+	}
 }
 
 // redisOptions parses a redis://, rediss:// or unix:// URL into client

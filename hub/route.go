@@ -63,11 +63,9 @@ func (n *Node) compileRoute(cfg *config.Hub, hosts []string) (*routeConfig, erro
 	if err != nil {
 		return nil, err
 	}
-	rc := &routeConfig{hub: cfg, origins: op, auth: auth, history: histLimits{ttl: cfg.History.TTL, maxBytes: int64(cfg.History.MaxBytes)}}
-	if cfg.History.Size != nil {
-		rc.history.size = *cfg.History.Size
-	}
-	return rc, nil
+	// cfg is defaulted (config.Parse, config.Load): History.Size is set.
+	h := histLimits{size: *cfg.History.Size, ttl: cfg.History.TTL, maxBytes: int64(cfg.History.MaxBytes)}
+	return &routeConfig{hub: cfg, origins: op, auth: auth, history: h}, nil
 }
 
 func newRoute(n *Node, path string) *route {

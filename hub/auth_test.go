@@ -351,3 +351,38 @@ func TestRequestAuthReloadsKeepConnectionsBounded(t *testing.T) {
 	e.n.Close(ctx)
 	waitFor(t, 5*time.Second, "auth connections closed with the node", func() bool { return open.Load() == 0 })
 }
+
+// TestRefusalIsTheErrorPage checks that a refused upgrade is edge's one
+// error page (internal/httperr): never cached, never sniffed, plain text,
+// with the reason as its one line.
+func TestRefusalIsTheErrorPage(t *testing.T) {
+	e := newEnv(t, NodeOptions{}, `{ origins: ["https://good.example"] }`)
+	for _, tc := range []struct {
+		name   string
+		header http.Header
+		status int
+		reason string
+	}{
+		{"not a WebSocket", nil, http.StatusUpgradeRequired, "this is a WebSocket endpoint"},
+		{"origin", http.Header{"Origin": {"https://evil.example"}, "Connection": {"Upgrade"}, "Upgrade": {"websocket"},
+			"Sec-Websocket-Version": {"13"}, "Sec-Websocket-Key": {"dGhlIHNhbXBsZSBub25jZQ=="}}, http.StatusForbidden, "origin not allowed"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			req, _ := http.NewRequest(http.MethodGet, e.http+"/socket/", nil)
+			for k, v := range tc.header {
+				req.Header[k] = v
+			}
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			body, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			h := resp.Header
+			if resp.StatusCode != tc.status || h.Get("Cache-Control") != "no-store" || h.Get("X-Content-Type-Options") != "nosniff" ||
+				h.Get("Content-Type") != "text/plain; charset=utf-8" || !strings.HasPrefix(string(body), tc.reason) {
+				t.Errorf("refusal: %d %v %q, want %d with the error page's headers and %q", resp.StatusCode, h, body, tc.status, tc.reason)
+			}
+		})
+	}
+}

@@ -3,7 +3,6 @@ package hub
 import (
 	"bufio"
 	"fmt"
-	"io"
 	"net"
 	"net/http"
 	"strings"
@@ -15,6 +14,7 @@ import (
 
 	"edge/config"
 	"edge/internal/clientip"
+	"edge/internal/httperr"
 )
 
 // route is the handler of one hub route path. Its configuration is swapped
@@ -110,12 +110,10 @@ func (rt *route) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 }
 
 // writeRefusal answers a request that may not connect: a real status and a
-// one-line reason, never a 200 and never a silent close.
+// one-line reason, never a 200 and never a silent close. The page is
+// edge's one error page (httperr) with the reason as its text.
 func writeRefusal(w http.ResponseWriter, status int, reason string) {
 	h := w.Header()
-	h.Set("Content-Type", "text/plain; charset=utf-8")
-	h.Set("X-Content-Type-Options", "nosniff")
-	h.Set("Cache-Control", "no-store")
 	if status == http.StatusUnauthorized {
 		h.Set("WWW-Authenticate", `Bearer realm="edge hub"`)
 	}
@@ -123,8 +121,7 @@ func writeRefusal(w http.ResponseWriter, status int, reason string) {
 		h.Set("Upgrade", "websocket")
 		h.Set("Connection", "Upgrade")
 	}
-	w.WriteHeader(status)
-	io.WriteString(w, strings.ReplaceAll(reason, "\n", " ")+"\n")
+	httperr.Text(w, status, reason)
 }
 
 // refuse answers a refused upgrade and counts it under why, the label an

@@ -12,6 +12,7 @@ import (
 	"net/http"
 	"os"
 	"strconv"
+	"strings"
 	"syscall"
 )
 
@@ -22,6 +23,13 @@ const StatusClientClosed = 499
 // Error writes a small plain-text error page that leaks nothing. The
 // response is never cached and never sniffed.
 func Error(w http.ResponseWriter, code int) {
+	Text(w, code, strconv.Itoa(code)+" "+http.StatusText(code))
+}
+
+// Text writes Error's page with text, made one line, as its body: for the
+// handlers whose clients are told why (the hub's refusals, PROTOCOL.md).
+// text must leak nothing.
+func Text(w http.ResponseWriter, code int, text string) {
 	h := w.Header()
 	h.Del("Content-Length")
 	h.Del("Content-Encoding")
@@ -31,7 +39,7 @@ func Error(w http.ResponseWriter, code int) {
 	h.Set("X-Content-Type-Options", "nosniff")
 	h.Set("Cache-Control", "no-store")
 	w.WriteHeader(code)
-	w.Write([]byte(strconv.Itoa(code) + " " + http.StatusText(code) + "\n"))
+	io.WriteString(w, strings.ReplaceAll(text, "\n", " ")+"\n")
 }
 
 // StatusNoter is implemented by response writers that record a status for

@@ -219,8 +219,9 @@ const (
 	// HeaderSub names the subject (user id) of the connection, for
 	// presence.
 	HeaderSub = "X-Edge-Sub"
-	// HeaderPublish, when "true" or "1", lets the connection publish (with
-	// allow_publish on the route).
+	// HeaderPublish, when "true", "1" or "yes" (any case, spaces
+	// trimmed), lets the connection publish (with allow_publish on the
+	// route).
 	HeaderPublish = "X-Edge-Publish"
 )
 

@@ -12,11 +12,12 @@ import (
 // queues a frame for (client.enqueue), and a few flushing goroutines,
 // flushChunk clients each, write those frames with non-blocking writes.
 // Only a client whose socket is full, that has more than one frame waiting
-// or that is closing gets a writeLoop goroutine, as before. This
-// saves starting and ending a goroutine per delivery (about a tenth of the
-// hub's CPU at 10,000 subscribers × 10 messages/s) and still never waits on
-// a client. A connection that is not a plain socket (TLS: client.sock is
-// nil) cannot be written to without blocking: it always gets a writeLoop.
+// or that is closing gets a writeLoop goroutine (conn.go describes how the
+// writer role passes between them). This saves starting and ending a
+// goroutine per delivery (about a tenth of the hub's CPU at 10,000
+// subscribers × 10 messages/s) and still never waits on a client. A
+// connection that is not a plain socket (TLS: client.sock is nil) cannot
+// be written to without blocking: it always gets a writeLoop.
 
 // flushChunk is how many clients one flushing goroutine writes to.
 const flushChunk = 256

@@ -221,13 +221,16 @@ const allowedMethods = "GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS"
 // refuse returns the status of a request that must not reach an upstream,
 // or 0. CONNECT would make edge an open tunnel. TRACE makes the backend
 // echo the request back, the client's cookies and the headers edge adds
-// included (cross-site tracing), unless the route allows it. An Upgrade
-// value that is not printable ASCII would be copied into a 101.
+// included (cross-site tracing), unless the route allows it. Both are
+// matched in any case: methods are case-sensitive on the wire, but
+// frameworks (Symfony, Laravel) upper-case them, so "trace" is a TRACE to
+// them. An Upgrade value that is not printable ASCII would be copied into
+// a 101.
 func (h *Handler) refuse(r *http.Request) int {
 	switch {
-	case r.Method == http.MethodConnect:
+	case strings.EqualFold(r.Method, http.MethodConnect):
 		return http.StatusMethodNotAllowed
-	case r.Method == http.MethodTrace && !h.cfg.AllowTrace:
+	case strings.EqualFold(r.Method, http.MethodTrace) && !h.cfg.AllowTrace:
 		return http.StatusMethodNotAllowed
 	}
 	if httpguts.HeaderValuesContainsToken(r.Header["Connection"], "upgrade") {

@@ -72,10 +72,22 @@ func (cl *connLimits) releaseIPLocked(ip netip.Addr) {
 }
 
 // waitSlot blocks until a connection fits under max and takes the slot.
-// It reports false, taking nothing, when done is closed first.
+// It reports false, taking nothing, when done is closed first, or was
+// closed when a slot freed: a closing listener admits nothing more (a
+// select with both ready would pick at random, and Shutdown frees slots
+// just after it closes the listeners).
 func (cl *connLimits) waitSlot(done <-chan struct{}) bool {
 	cl.mu.Lock()
-	for cl.max > 0 && cl.open >= cl.max {
+	for {
+		select {
+		case <-done:
+			cl.mu.Unlock()
+			return false
+		default:
+		}
+		if cl.max <= 0 || cl.open < cl.max {
+			break
+		}
 		if cl.freed == nil {
 			cl.freed = make(chan struct{})
 		}

@@ -448,3 +448,23 @@ func TestShutdownEndsRetiredListeners(t *testing.T) {
 		})
 	}
 }
+
+// TestWaitSlotClosedListener: a listener being closed admits no
+// connection, even when a slot is free by then (Shutdown closes the
+// listeners, then idle connections, which frees slots): a connection
+// waiting for a slot at shutdown is closed, never served.
+func TestWaitSlotClosedListener(t *testing.T) {
+	cl := newConnLimits()
+	cl.set(1, 0)
+	done := make(chan struct{})
+	close(done)
+	if cl.waitSlot(done) {
+		t.Error("waitSlot on a closed listener took the free slot")
+	}
+	if cl.open != 0 {
+		t.Fatalf("open = %d after a refused wait, want 0", cl.open)
+	}
+	if !cl.waitSlot(make(chan struct{})) {
+		t.Error("waitSlot on an open listener refused the free slot")
+	}
+}

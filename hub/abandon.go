@@ -8,6 +8,16 @@ package hub
 // for again, and the next reload's Route calls start a fresh set of
 // default-origin hosts.
 func (n *Node) Abandon(keep []string) {
+	// No router served the routes it drops, so they have no clients;
+	// marking them retired refuses any request that still finds one.
+	n.endReload(keep, false)
+}
+
+// endReload ends a reload's staging: it starts a new generation of
+// default-origin hosts, applies (commit) or drops the configurations
+// staged by Route, forgets the routes whose path is not in keep, marking
+// them retired, and returns them.
+func (n *Node) endReload(keep []string, commit bool) []*route {
 	want := make(map[string]bool, len(keep))
 	for _, p := range keep {
 		want[p] = true
@@ -16,19 +26,21 @@ func (n *Node) Abandon(keep []string) {
 	n.mu.Lock()
 	n.gen++
 	for p, rt := range n.routes {
-		rt.pending = nil
-		if !want[p] {
+		switch {
+		case !want[p]:
 			delete(n.routes, p)
 			gone = append(gone, rt)
+		case commit && rt.pending != nil:
+			rt.cfg.Store(rt.pending)
 		}
+		rt.pending = nil
 	}
 	n.updateRetentionLocked()
 	n.mu.Unlock()
-	// No router served these routes, so they have no clients; marking
-	// them retired refuses any request that still finds one.
 	for _, rt := range gone {
 		rt.mu.Lock()
 		rt.retired = true
 		rt.mu.Unlock()
 	}
+	return gone
 }

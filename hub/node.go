@@ -424,29 +424,7 @@ func (n *Node) Route(path string, cfg *config.Hub, siteHosts []string) http.Hand
 // path is not in keep, forgetting those routes. Call it once a reload has
 // installed the new routes (and after the first configuration too).
 func (n *Node) Retire(keep []string) {
-	want := map[string]bool{}
-	for _, p := range keep {
-		want[p] = true
-	}
-	var gone []*route
-	n.mu.Lock()
-	n.gen++
-	for p, rt := range n.routes {
-		switch {
-		case !want[p]:
-			delete(n.routes, p)
-			gone = append(gone, rt)
-		case rt.pending != nil:
-			rt.cfg.Store(rt.pending)
-			rt.pending = nil
-		}
-	}
-	n.updateRetentionLocked()
-	n.mu.Unlock()
-	for _, rt := range gone {
-		rt.mu.Lock()
-		rt.retired = true
-		rt.mu.Unlock()
+	for _, rt := range n.endReload(keep, true) {
 		cs := rt.snapshot()
 		n.log.Info("hub route retired", "route", rt.path, "clients", len(cs))
 		for _, c := range cs {

@@ -100,8 +100,11 @@ func HostName(host string) string {
 }
 
 // canonicalHost is HostName without formatting an IP address: name is the
-// canonical name, or addr is valid for an IP address.
+// canonical name, or addr is valid for an IP address. It runs on every
+// request and handshake, and allocates nothing for a name already in
+// canonical form.
 func canonicalHost(h string) (name string, addr netip.Addr) {
+	colon := false // h holds a colon after the port is cut: maybe IPv6
 	if strings.HasPrefix(h, "[") {
 		// "[v6]" or "[v6]:port"
 		if end := strings.IndexByte(h, ']'); end > 0 {
@@ -111,20 +114,28 @@ func canonicalHost(h string) (name string, addr netip.Addr) {
 			// Not an address: kept bracketed, it matches no site's host.
 			return strings.ToLower(h[:end+1]), netip.Addr{}
 		}
-	} else if i := strings.IndexByte(h, ':'); i >= 0 && strings.IndexByte(h[i+1:], ':') < 0 {
-		h = h[:i] // "name:port"; more than one colon is a bare IPv6 address
-	}
-	h = strings.TrimRight(h, ".")
-	if !isASCII(h) {
-		// RFC 5891: compare internationalised names as A-labels. A name
-		// idna refuses is compared as it came (it matches nothing a valid
-		// configuration holds).
-		if a, err := idna.Lookup.ToASCII(h); err == nil {
-			h = strings.TrimRight(a, ".") // idna maps "。" to "."
+	} else if i := strings.IndexByte(h, ':'); i >= 0 {
+		if strings.IndexByte(h[i+1:], ':') < 0 {
+			h = h[:i] // "name:port"
+		} else {
+			colon = true // more than one: a bare IPv6 address
 		}
 	}
-	h = strings.ToLower(h) // no allocation when already lower case
-	if mayBeIP(h) {
+	for len(h) > 0 && h[len(h)-1] == '.' {
+		h = h[:len(h)-1]
+	}
+	upper := false
+	for i := 0; i < len(h); i++ { // one pass, as strings.ToLower's own check
+		c := h[i]
+		if c >= 0x80 {
+			return unicodeHost(h), netip.Addr{}
+		}
+		upper = upper || ('A' <= c && c <= 'Z')
+	}
+	if upper {
+		h = strings.ToLower(h)
+	}
+	if colon || digitsAndDots(h) {
 		if a, err := netip.ParseAddr(h); err == nil {
 			return "", a.Unmap()
 		}
@@ -132,21 +143,23 @@ func canonicalHost(h string) (name string, addr netip.Addr) {
 	return h, netip.Addr{}
 }
 
-func isASCII(s string) bool {
-	for i := 0; i < len(s); i++ {
-		if s[i] >= 0x80 {
-			return false
-		}
+// unicodeHost is the canonical form of a name with non-ASCII bytes. RFC
+// 5891: internationalised names compare as their A-labels. A name idna
+// refuses is compared lower-cased: it matches nothing a valid
+// configuration holds. Lower-casing comes first, so that the result is a
+// fixed point (idna refuses some upper-case letters whose lower case it
+// takes).
+func unicodeHost(h string) string {
+	h = strings.ToLower(h)
+	if a, err := idna.Lookup.ToASCII(h); err == nil {
+		return strings.ToLower(strings.TrimRight(a, ".")) // idna maps "。" to "."
 	}
-	return true
+	return h
 }
 
-// mayBeIP reports whether h has only the characters of an IP address
-// (with a colon, or digits and dots), so that names skip the parse.
-func mayBeIP(h string) bool {
-	if strings.IndexByte(h, ':') >= 0 {
-		return true
-	}
+// digitsAndDots reports whether h has only the characters of an IPv4
+// address, so that names skip the parse.
+func digitsAndDots(h string) bool {
 	for i := 0; i < len(h); i++ {
 		if c := h[i]; c != '.' && (c < '0' || c > '9') {
 			return false

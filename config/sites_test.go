@@ -93,6 +93,13 @@ func TestHostName(t *testing.T) {
 			t.Errorf("HostName(%q) = %q, want %q", tc.in, got, tc.want)
 		}
 	}
+	// The canonical form is a fixed point ("Ӏ": idna refuses it, takes
+	// its lower case; found by FuzzSiteMatch).
+	for _, h := range []string{"Ӏ", "Ӏ.example.test.", "[Foo]:80", "a..", "a:b:c", "\xff"} {
+		if c := HostName(h); HostName(c) != c {
+			t.Errorf("HostName(%q) = %q, but HostName(%q) = %q", h, c, c, HostName(c))
+		}
+	}
 }
 
 func TestSiteIndexNoAlloc(t *testing.T) {

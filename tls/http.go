@@ -47,10 +47,9 @@ func (m *Manager) Secure(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.TLS != nil {
 			s := m.snap.Load()
-			host := requestHost(r)
-			if si := s.site(host); si != nil {
+			if si := s.site(r.Host); si != nil {
 				v := si.hsts
-				if si.hstsLocal != v && s.isLocal(host) {
+				if si.hstsLocal != v && s.isLocal(requestHost(r)) {
 					v = si.hstsLocal
 				}
 				if v != "" {

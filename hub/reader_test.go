@@ -79,19 +79,17 @@ func unmaskedFrame(fin bool, op byte, payload []byte) []byte {
 
 // readFrameHeader reads one frame header from br.
 func readFrameHeader(br *bufio.Reader) (wsframe.Header, error) {
-	var b [wsframe.MaxHeaderLen]byte
-	k := 0
-	for {
-		h, n := wsframe.ParseHeader(b[:k])
-		if k >= n {
-			return h, nil
-		}
-		m, err := io.ReadFull(br, b[k:n])
-		k += m
-		if err != nil {
-			return h, err
-		}
+	b, err := br.Peek(2)
+	if err != nil {
+		return wsframe.Header{}, err
 	}
+	h, n := wsframe.ParseHeader(b)
+	if b, err = br.Peek(n); err != nil {
+		return h, err
+	}
+	h, _ = wsframe.ParseHeader(b)
+	br.Discard(n)
+	return h, nil
 }
 
 func textMsg(s string) []byte { return clientFrame(true, wsframe.OpText, []byte(s)) }

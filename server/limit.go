@@ -25,6 +25,9 @@ type connLimits struct {
 	// freed is closed (and cleared) when a slot frees up or the caps
 	// change while an Accept waits. Guarded by mu; nil when none waits.
 	freed chan struct{}
+	// stopped is set by stop when the Server shuts down: from then on no
+	// waiting connection is admitted, whichever listener it waits on.
+	stopped bool // guarded by mu
 }
 
 func newConnLimits() *connLimits {
@@ -36,6 +39,16 @@ func (cl *connLimits) set(max, perIP int) {
 	cl.mu.Lock()
 	defer cl.mu.Unlock()
 	cl.max, cl.perIP = max, perIP
+	cl.wakeLocked()
+}
+
+// stop admits no more waiting connections. The Server's listeners shut
+// down in parallel, and one of them closing its idle connections frees
+// slots that a listener not yet closed would otherwise hand out.
+func (cl *connLimits) stop() {
+	cl.mu.Lock()
+	defer cl.mu.Unlock()
+	cl.stopped = true
 	cl.wakeLocked()
 }
 
@@ -84,6 +97,10 @@ func (cl *connLimits) waitSlot(done <-chan struct{}) bool {
 			cl.mu.Unlock()
 			return false
 		default:
+		}
+		if cl.stopped {
+			cl.mu.Unlock()
+			return false
 		}
 		if cl.max <= 0 || cl.open < cl.max {
 			break

@@ -327,6 +327,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		defer stop()
 	}
 	s.mu.Unlock()
+	s.limits.stop()
 
 	var wg sync.WaitGroup
 	errs := make([]error, len(ls))

@@ -84,8 +84,8 @@ func origin(o string) http.Header { return http.Header{"Origin": {o}} }
 
 func TestOriginCheck(t *testing.T) {
 	e := newEnv(t, NodeOptions{}, "")
-	site := e.route(t, "/site/", "", []string{"dash.example.com", "*.apps.example.com"})
-	explicit := e.route(t, "/explicit/", `{ origins: ["https://dash.example.com", "https://*.example.org"] }`, []string{"dash.example.com"})
+	site := e.route(t, "/site/", "", []string{"dash.example.com", "*.apps.example.com", "Bücher.example."})
+	explicit := e.route(t, "/explicit/", `{ origins: ["https://dash.example.com", "https://*.example.org", "https://Bücher.example"] }`, []string{"dash.example.com"})
 	anyOrigin := e.route(t, "/any/", `{ origins: ["*"] }`, nil)
 	host := strings.TrimPrefix(e.srv.URL, "http://")
 	runAuthCases(t, []authCase{
@@ -94,6 +94,9 @@ func TestOriginCheck(t *testing.T) {
 		{"site host http", site, origin("http://dash.example.com"), 101, ""},
 		{"site wildcard", site, origin("https://x.apps.example.com"), 101, ""},
 		{"wildcard needs a label", site, origin("https://apps.example.com"), 403, "origin not allowed"},
+		// Browsers serialise an Origin's host in punycode; the site's
+		// hosts match as the router matches them (config.SiteIndex).
+		{"site IDN host as browsers send it", site, origin("https://xn--bcher-kva.example"), 101, ""},
 		{"foreign origin", site, origin("https://evil.example"), 403, "origin not allowed"},
 		{"bad scheme", site, origin("ftp://dash.example.com"), 403, "origin not allowed"},
 		{"null origin", site, origin("null"), 403, "origin not allowed"},
@@ -105,6 +108,7 @@ func TestOriginCheck(t *testing.T) {
 		{"explicit other port", explicit, origin("https://dash.example.com:444"), 403, "origin not allowed"},
 		{"explicit other scheme", explicit, origin("http://dash.example.com"), 403, "origin not allowed"},
 		{"explicit wildcard", explicit, origin("https://a.b.example.org"), 101, ""},
+		{"explicit IDN as browsers send it", explicit, origin("https://xn--bcher-kva.example"), 101, ""},
 		{"any", anyOrigin, origin("https://evil.example"), 101, ""},
 	})
 }

@@ -2,10 +2,11 @@ package hub
 
 import (
 	"fmt"
-	"net"
 	"net/http"
 	"net/url"
 	"strings"
+
+	"edge/config"
 )
 
 // originPolicy decides which Origin headers may connect. A request
@@ -16,19 +17,20 @@ type originPolicy struct {
 	// Explicit origins, normalised to scheme://host:port; a host may start
 	// with "*." to match subdomains.
 	origins []string
-	// Default policy: the site's hosts over http or https on any port;
-	// none (the default site) means the request's own host.
+	// Default policy: the site's hosts over http or https on any port,
+	// matched as the router matches them (config.SiteIndex); nil sites
+	// (the default site) means the request's own host.
 	siteDefault bool
-	hosts       []string
+	sites       *config.SiteIndex
 }
 
 func newOriginPolicy(origins, hosts []string) (originPolicy, error) {
 	if len(origins) == 0 {
-		lower := make([]string, len(hosts))
-		for i, h := range hosts {
-			lower[i] = strings.ToLower(strings.TrimSuffix(h, "."))
+		p := originPolicy{siteDefault: true}
+		if len(hosts) > 0 {
+			p.sites = config.NewSiteIndex([]config.Site{{Hosts: hosts}})
 		}
-		return originPolicy{siteDefault: true, hosts: lower}, nil
+		return p, nil
 	}
 	var p originPolicy
 	for _, o := range origins {
@@ -45,18 +47,23 @@ func newOriginPolicy(origins, hosts []string) (originPolicy, error) {
 	return p, nil
 }
 
-// normalOrigin returns scheme://host:port in lower case, with the default
-// port written out.
+// normalOrigin returns scheme://host:port with the host in config's
+// canonical form (config.HostName: lower case, punycode, no trailing dot)
+// and the default port written out.
 func normalOrigin(o string) (string, bool) {
 	u, err := url.Parse(strings.ToLower(strings.TrimSuffix(o, "/")))
 	if err != nil || u.Host == "" || (u.Scheme != "http" && u.Scheme != "https") {
+		return "", false
+	}
+	host := config.HostName(u.Hostname())
+	if host == "" {
 		return "", false
 	}
 	port := u.Port()
 	if port == "" {
 		port = map[string]string{"http": "80", "https": "443"}[u.Scheme]
 	}
-	return u.Scheme + "://" + strings.TrimSuffix(u.Hostname(), ".") + ":" + port, true
+	return u.Scheme + "://" + host + ":" + port, true
 }
 
 func (p *originPolicy) allow(r *http.Request) bool {
@@ -74,15 +81,11 @@ func (p *originPolicy) allow(r *http.Request) bool {
 		if scheme != "http" && scheme != "https" {
 			return false
 		}
-		if len(p.hosts) == 0 {
-			return host == requestHost(r)
+		if p.sites == nil {
+			return host == config.HostName(r.Host)
 		}
-		for _, h := range p.hosts {
-			if hostMatch(h, host) {
-				return true
-			}
-		}
-		return false
+		_, ok := p.sites.Lookup(host)
+		return ok
 	}
 	for _, want := range p.origins {
 		if originMatch(want, n) {
@@ -92,8 +95,8 @@ func (p *originPolicy) allow(r *http.Request) bool {
 	return false
 }
 
-// hostMatch matches a host against a name or a "*.example.com" wildcard
-// (one or more labels before example.com).
+// hostMatch matches a canonical host against a name or a "*.example.com"
+// wildcard (one or more labels before example.com) of an explicit origin.
 func hostMatch(pattern, host string) bool {
 	if suffix, ok := strings.CutPrefix(pattern, "*"); ok {
 		return strings.HasSuffix(host, suffix) && len(host) > len(suffix)
@@ -113,12 +116,4 @@ func originMatch(want, got string) bool {
 		return false
 	}
 	return hostMatch(wrest[:wi], grest[:gi])
-}
-
-func requestHost(r *http.Request) string {
-	h := r.Host
-	if host, _, err := net.SplitHostPort(h); err == nil {
-		h = host
-	}
-	return strings.ToLower(strings.TrimSuffix(strings.Trim(h, "[]"), "."))
 }

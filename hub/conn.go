@@ -109,6 +109,40 @@ type client struct {
 	expiry *time.Timer
 }
 
+// start sets up a registered connection and starts its reader.
+func (c *client) start(cfg *routeConfig, channels []string) {
+	h := cfg.hub
+	c.maxMessage = int(h.MaxMessageSize)
+	c.nc.SetReadDeadline(time.Now().Add(h.IdleTimeout))
+	if !c.raw {
+		c.send(controlFrame(welcomeMsg{Type: "welcome", Epoch: c.n.epoch, Protocol: 1}), false)
+	}
+	for _, name := range channels {
+		if c.subscribed(name) != nil {
+			continue
+		}
+		req := c.request(cfg, nil)
+		req.ack = !c.raw
+		c.join(name, req)
+	}
+	c.mu.Lock()
+	if c.state == stateOpen {
+		c.ping = time.AfterFunc(h.PingInterval, c.onPing)
+		if c.grant.exp != 0 {
+			// PROTOCOL.md: closed once exp passes, not at the next ping.
+			c.expiry = time.AfterFunc(time.Until(time.Unix(c.grant.exp, 0)), c.onExpiry)
+		}
+	}
+	c.mu.Unlock()
+	go c.readLoop()
+}
+
+// onExpiry runs on the expiry timer, at the token's exp.
+func (c *client) onExpiry() {
+	c.n.stats.expired.Add(1)
+	c.closeWith(wsframe.ClosePolicy, "token expired")
+}
+
 // send queues a frame for the writer without ever blocking. When bounded
 // and the queue is full, the client is closed as a slow consumer.
 func (c *client) send(f []byte, bounded bool) {
@@ -195,6 +229,9 @@ func (c *client) touch() {
 	}
 	c.mu.Unlock()
 }
+
+// pingFrame is a server ping with no payload.
+var pingFrame = wsframe.Frame(wsframe.OpPing, nil)
 
 // onPing runs on the ping timer: it sends a ping frame.
 func (c *client) onPing() {
@@ -337,40 +374,3 @@ func (c *client) finish(err error) {
 	c.n.stats.conns.Add(-1)
 	c.n.wg.Done()
 }
-
-// start sets up a registered connection and starts its reader.
-func (c *client) start(cfg *routeConfig, channels []string) {
-	h := cfg.hub
-	c.maxMessage = int(h.MaxMessageSize)
-	c.nc.SetReadDeadline(time.Now().Add(h.IdleTimeout))
-	if !c.raw {
-		c.send(controlFrame(welcomeMsg{Type: "welcome", Epoch: c.n.epoch, Protocol: 1}), false)
-	}
-	for _, name := range channels {
-		if c.subscribed(name) != nil {
-			continue
-		}
-		req := c.request(cfg, nil)
-		req.ack = !c.raw
-		c.join(name, req)
-	}
-	c.mu.Lock()
-	if c.state == stateOpen {
-		c.ping = time.AfterFunc(h.PingInterval, c.onPing)
-		if c.grant.exp != 0 {
-			// PROTOCOL.md: closed once exp passes, not at the next ping.
-			c.expiry = time.AfterFunc(time.Until(time.Unix(c.grant.exp, 0)), c.onExpiry)
-		}
-	}
-	c.mu.Unlock()
-	go c.readLoop()
-}
-
-// onExpiry runs on the expiry timer, at the token's exp.
-func (c *client) onExpiry() {
-	c.n.stats.expired.Add(1)
-	c.closeWith(wsframe.ClosePolicy, "token expired")
-}
-
-// pingFrame is a server ping with no payload.
-var pingFrame = wsframe.Frame(wsframe.OpPing, nil)

@@ -4,8 +4,12 @@ import (
 	"time"
 )
 
-// Defaults written once, here. Field comments and config.example.yaml name
-// the same values.
+// Defaults are written once, in this package and nowhere else: the
+// top-level and server ones here, each block's own in its file's defaults
+// method (Static.defaults, Proxy.defaults, Hub.defaults, TLS.defaults),
+// all applied by applyDefaults. Handler packages take a defaulted
+// configuration and refuse one that is not. Field comments and
+// config.example.yaml name the same values.
 const (
 	DefaultHTTP              = ":80"
 	DefaultHTTPS             = ":443"

@@ -13,6 +13,7 @@ import (
 	"os"
 	"os/exec"
 	"runtime"
+	"runtime/pprof"
 	"strconv"
 	"strings"
 	"sync"
@@ -39,7 +40,15 @@ func TestMain(m *testing.M) {
 // /_mem with the process's memory after a GC. mode "edge" is this package's
 // Handler, "edge-wss" the same behind TLS with HTTP/2 on (as edge serves
 // HTTPS); "stock" is a bare httputil.ReverseProxy, for comparison.
+//
+// With EDGE_BENCH_HEAPPROFILE=path the child samples every allocation and
+// /_mem writes a heap profile (inuse_space, after the GCs) to path, for
+// `go tool pprof -sample_index=inuse_space`.
 func runChild(mode, upstream string) {
+	profile := os.Getenv("EDGE_BENCH_HEAPPROFILE")
+	if profile != "" {
+		runtime.MemProfileRate = 1
+	}
 	var proxy http.Handler
 	switch mode {
 	case "edge", "edge-wss":
@@ -64,6 +73,12 @@ func runChild(mode, upstream string) {
 		runtime.GC()
 		var ms runtime.MemStats
 		runtime.ReadMemStats(&ms)
+		if profile != "" {
+			if f, err := os.Create(profile); err == nil {
+				pprof.Lookup("heap").WriteTo(f, 0)
+				f.Close()
+			}
+		}
 		json.NewEncoder(w).Encode(map[string]uint64{
 			"heap_inuse": ms.HeapInuse, "stack_inuse": ms.StackInuse,
 			"goroutines": uint64(runtime.NumGoroutine()), "rss": rss(os.Getpid()),

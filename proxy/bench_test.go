@@ -214,6 +214,7 @@ func measureTunnels(b *testing.B, mode, upstream string, n int) (heapStack, rssP
 	for err := range errs {
 		b.Fatal(err)
 	}
+	time.Sleep(2*parkAfter + 300*time.Millisecond) // idle: parked
 	after := mem()
 	for _, c := range conns {
 		c.Close()

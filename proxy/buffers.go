@@ -13,6 +13,10 @@ const bigBuf = 32 << 10
 // net/http shares its own buffer pools.
 var bufPool = sync.Pool{New: func() any { b := make([]byte, bigBuf); return &b }}
 
+// smallPool holds *[]byte of smallBuf bytes, the buffers tunnel
+// directions read into until a read fills one.
+var smallPool = sync.Pool{New: func() any { b := make([]byte, smallBuf); return &b }}
+
 // bufferPool adapts bufPool to httputil.BufferPool. The *[]byte that
 // carried a buffer out of bufPool goes to holders, to carry the next one
 // back in: Put then allocates nothing.

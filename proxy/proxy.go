@@ -25,6 +25,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"net/http/httputil"
 	"net/netip"
@@ -172,6 +173,7 @@ type reqState struct {
 	logged   bool       // err was logged with its upstream
 	buffered bool       // the whole body was read before the upstream was contacted
 	tunnel   bool       // upgraded: the tunnel now owns server.active
+	upConn   net.Conn   // the connection an upgrade request went out on
 }
 
 type stateKey struct{}
@@ -374,7 +376,7 @@ func (h *Handler) upgrade(st *reqState, res *http.Response) error {
 	ws := strings.EqualFold(resUp, "websocket")
 	t := newTunnel(tunnelSpec{
 		set: h.tunnels, log: h.log, upstream: s.name,
-		client: conn, pre: pre, backend: backend,
+		client: conn, pre: pre, backend: backend, upConn: st.upConn,
 		ws: ws, idle: h.tunnelIdle,
 		onEnd: func() {
 			s.active.Add(-1)

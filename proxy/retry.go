@@ -5,6 +5,7 @@ import (
 	"errors"
 	"io"
 	"net/http"
+	"net/http/httptrace"
 	"sync/atomic"
 	"time"
 
@@ -101,7 +102,10 @@ func (b *retryTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 // POST) would cost the backend a connection each.
 func (b *retryTransport) transportTrip(req *http.Request) (*http.Response, error) {
 	if upgradeType(req.Header) != "" {
-		return b.transport.RoundTrip(req)
+		// The tunnel parks on the connection's socket while idle.
+		st := stateFrom(req.Context())
+		trace := &httptrace.ClientTrace{GotConn: func(i httptrace.GotConnInfo) { st.upConn = i.Conn }}
+		return b.transport.RoundTrip(req.WithContext(httptrace.WithClientTrace(req.Context(), trace)))
 	}
 	ctx := req.Context()
 	if err := ctx.Err(); err != nil {

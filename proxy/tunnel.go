@@ -6,16 +6,24 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"os"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 )
 
 const (
-	// smallBuf is what an idle tunnel direction holds while it waits for
-	// data: enough for a typical WebSocket message in one read. A read
-	// that fills it switches to a pooled bigBuf until the source drains.
+	// smallBuf is the pooled buffer a tunnel direction reads into while
+	// data flows: enough for a typical WebSocket message in one read. A
+	// read that fills it switches to a pooled bigBuf until the source
+	// drains.
 	smallBuf = 1 << 10
+	// parkAfter is how long a direction waits for more data before it
+	// parks: its buffers go back to the pools, its goroutine ends, and the
+	// poller waits for its socket instead. It spares a busy stream a park
+	// and a new goroutine on every short pause.
+	parkAfter = 100 * time.Millisecond
 	// goAwayLinger bounds how long a tunnel waits for its peers to answer
 	// the close frames of CloseTunnels before its connections are closed.
 	goAwayLinger = 3 * time.Second
@@ -37,8 +45,9 @@ func mono() int64 { return int64(time.Since(epoch)) }
 // the tunnels opened before a reload too. The zero value is an empty set
 // ready to use. Safe for concurrent use.
 type Tunnels struct {
-	mu  sync.Mutex
-	set map[*tunnel]struct{} // guarded by mu
+	mu   sync.Mutex
+	set  map[*tunnel]struct{} // guarded by mu
+	poll poller               // waits for the sockets of idle tunnels
 }
 
 func (ts *Tunnels) add(t *tunnel) {
@@ -126,7 +135,8 @@ type tunnel struct {
 	pipes [2]pipe // toUpstream, toClient
 
 	last      atomic.Int64 // mono() of the last traffic either way
-	running   atomic.Int32 // copy goroutines still running
+	open      atomic.Int32 // pipes not ended yet, running or parked
+	closed    atomic.Bool  // set in closeOnce, before the connections are closed
 	closeOnce sync.Once
 	reason    string // written once in closeOnce
 
@@ -139,15 +149,21 @@ const (
 	toClient   = 1
 )
 
-// pipe is one direction of a tunnel. Its copy goroutine owns the buffers;
-// CloseAll meets it under mu.
+// pipe is one direction of a tunnel. It either runs, in a copy goroutine
+// that owns pre and the buffers, or is parked in the poller, with no
+// goroutine and no buffer; CloseAll meets it under mu.
 type pipe struct {
 	t      *tunnel
 	src    io.Reader
 	dst    io.Writer
 	masked bool   // frames written to dst must be masked (towards the upstream)
 	pre    []byte // bytes read before the tunnel started, sent first
-	small  [smallBuf]byte
+	// Static after newTunnel: the connection whose read deadline bounds
+	// src's reads, and its socket; both nil when src cannot park.
+	conn net.Conn
+	raw  syscall.RawConn
+	id   uint64 // park id while parked, else 0; guarded by the poller's mu
+	gen  uint64 // the poller's epoll instance the socket was added to; guarded by the poller's mu
 
 	mu        sync.Mutex // held while writing to dst; guards what follows
 	n         int64      // bytes read from src
@@ -164,6 +180,7 @@ type tunnelSpec struct {
 	client   net.Conn     // the hijacked client connection
 	pre      []byte       // bytes the client sent before the 101, sent upstream first
 	backend  io.ReadWriteCloser
+	upConn   net.Conn      // the connection under backend, from the Transport; nil if unknown
 	ws       bool          // WebSocket: frames are followed for CloseAll
 	idle     time.Duration // 0: no idle timeout
 	onEnd    func()        // called once when the tunnel has ended
@@ -174,13 +191,44 @@ func newTunnel(s tunnelSpec) *tunnel {
 		idle: s.idle, onEnd: s.onEnd, started: time.Now(), done: make(chan struct{})}
 	t.pipes[toUpstream] = pipe{t: t, src: s.client, dst: s.backend, masked: true, pre: s.pre}
 	t.pipes[toClient] = pipe{t: t, src: s.backend, dst: s.client}
+	if pollerSupported {
+		if raw := socketOf(s.client); raw != nil {
+			t.pipes[toUpstream].conn, t.pipes[toUpstream].raw = s.client, raw
+		}
+		if raw := socketOf(s.upConn); raw != nil {
+			t.pipes[toClient].conn, t.pipes[toClient].raw = s.upConn, raw
+		}
+	}
 	return t
+}
+
+// socketOf returns the socket under c, through TLS and wrappers that have
+// NetConn as tls.Conn has, or nil. Parking relies on what every such layer
+// does: a read returns what the layer has buffered before it reads below,
+// and a read deadline passes down to the socket.
+func socketOf(c net.Conn) syscall.RawConn {
+	for range 8 {
+		if c == nil {
+			return nil
+		}
+		if sc, ok := c.(syscall.Conn); ok {
+			if raw, err := sc.SyscallConn(); err == nil {
+				return raw
+			}
+		}
+		u, ok := c.(interface{ NetConn() net.Conn })
+		if !ok {
+			return nil
+		}
+		c = u.NetConn()
+	}
+	return nil
 }
 
 // run starts the tunnel's two copy goroutines; it ends by itself.
 func (t *tunnel) run() {
 	t.ts.add(t)
-	t.running.Store(2)
+	t.open.Store(2)
 	if t.idle > 0 {
 		t.last.Store(mono())
 		t.timerMu.Lock()
@@ -191,8 +239,13 @@ func (t *tunnel) run() {
 	go t.copy(&t.pipes[toClient])
 }
 
+// copy runs p until it parks or ends. The poller calls it again for a
+// parked pipe whose socket became readable.
 func (t *tunnel) copy(p *pipe) {
-	err := p.run()
+	parked, err := p.run()
+	if parked {
+		return // the poller or close has it now
+	}
 	if errors.Is(err, io.EOF) {
 		// Pass the half-close on and keep copying the other way.
 		p.mu.Lock()
@@ -207,11 +260,16 @@ func (t *tunnel) copy(p *pipe) {
 			t.log.Debug("tunnel copy failed", "upstream", t.upstream, "remote_addr", t.client.RemoteAddr().String(), "err", err)
 		}
 	}
-	if t.running.Add(-1) == 0 {
+	t.pipeDone()
+}
+
+func (t *tunnel) pipeDone() {
+	if t.open.Add(-1) == 0 {
 		t.finish()
 	}
 }
 
+// finish runs once, when the last pipe has ended.
 func (t *tunnel) finish() {
 	t.close("closed")
 	t.ts.remove(t)
@@ -223,9 +281,11 @@ func (t *tunnel) finish() {
 }
 
 // close ends the tunnel: both connections are closed, which ends the copy
-// goroutines. The first reason given is kept.
+// goroutines, and parked pipes are taken back from the poller and end
+// here. The first reason given is kept.
 func (t *tunnel) close(reason string) {
 	t.closeOnce.Do(func() {
+		t.closed.Store(true)
 		t.reason = reason
 		t.timerMu.Lock()
 		if t.timer != nil {
@@ -236,6 +296,11 @@ func (t *tunnel) close(reason string) {
 		t.client.Close()
 		t.backend.Close()
 	})
+	for i := range t.pipes {
+		if t.ts.poll.unpark(&t.pipes[i]) {
+			t.pipeDone()
+		}
+	}
 }
 
 func (t *tunnel) touch() {
@@ -276,41 +341,81 @@ func (t *tunnel) goAway() {
 	<-t.done
 }
 
-// run copies src to dst until src ends or a write fails. An idle
-// direction holds only its small buffer.
-func (p *pipe) run() error {
+// run copies src to dst until src ends or a write fails, or until src
+// has been quiet for parkAfter and p is parked: then it returns true.
+// Buffers come from the pools and go back before p parks.
+//
+// The read deadline makes parking safe over TLS and buffered readers: a
+// read that times out has returned everything buffered above the socket
+// (a partial TLS record aside, whose rest will make the socket readable),
+// and a timeout loses no data (crypto/tls treats it as temporary).
+func (p *pipe) run() (parked bool, err error) {
 	if len(p.pre) > 0 {
 		if err := p.write(p.pre); err != nil {
-			return err
+			return false, err
 		}
 		p.pre = nil
 	}
-	buf := p.small[:]
+	small := smallPool.Get().(*[]byte)
+	buf := *small
 	var big *[]byte
 	defer func() {
+		if small != nil {
+			smallPool.Put(small)
+		}
 		if big != nil {
 			bufPool.Put(big)
 		}
 	}()
+	canPark := p.raw != nil
+	armed, got := false, false // a deadline is set; data came since
 	for {
+		if canPark && !armed {
+			if p.conn.SetReadDeadline(time.Now().Add(parkAfter)) != nil {
+				canPark = false
+			}
+			armed, got = canPark, false
+		}
 		n, err := p.src.Read(buf)
 		if n > 0 {
+			got = true
 			p.t.touch()
 			if werr := p.write(buf[:n]); werr != nil {
-				return werr
+				return false, werr
 			}
 			switch {
 			case n == len(buf) && big == nil:
 				big = bufPool.Get().(*[]byte) // more is likely waiting
 				buf = *big
 			case n < len(buf) && big != nil:
-				bufPool.Put(big) // drained: wait on the small buffer again
-				big, buf = nil, p.small[:]
+				bufPool.Put(big) // drained: back to the small buffer
+				big, buf = nil, *small
 			}
 		}
-		if err != nil {
-			return err
+		if err == nil {
+			continue
 		}
+		if !canPark || !errors.Is(err, os.ErrDeadlineExceeded) {
+			return false, err
+		}
+		armed = false
+		if got {
+			continue // not quiet for parkAfter yet
+		}
+		if big != nil {
+			bufPool.Put(big)
+			big, buf = nil, *small
+		}
+		smallPool.Put(small)
+		small = nil
+		if p.t.ts.poll.park(p) {
+			return true, nil
+		}
+		// Closing, or epoll failed: read on without deadlines.
+		canPark = false
+		p.conn.SetReadDeadline(time.Time{})
+		small = smallPool.Get().(*[]byte)
+		buf = *small
 	}
 }
 

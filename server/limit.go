@@ -188,6 +188,10 @@ func (c *limitedConn) Close() error {
 	return err
 }
 
+// NetConn returns the accepted connection, as tls.Conn.NetConn does: an
+// idle proxied WebSocket waits on its socket without a goroutine.
+func (c *limitedConn) NetConn() net.Conn { return c.Conn }
+
 // ReadFrom keeps sendfile(2) for static files: without it the wrapper
 // would hide the TCP connection's ReaderFrom.
 func (c *limitedConn) ReadFrom(r io.Reader) (int64, error) { return io.Copy(c.Conn, r) }

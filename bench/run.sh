@@ -7,7 +7,7 @@
 #   bench/run.sh -profile 10s static-1k   CPU profile of edge alone
 #   bench/run.sh -h                   flags and scenario names
 #
-# Installs nginx, caddy and wrk from apt when missing, builds bin/edge when
+# Installs nginx, caddy, wrk and h2load from apt when missing, builds bin/edge when
 # missing (make bench builds it first) and the bench tools, then runs
 # bench/cmd/benchrun. The report goes to stdout and bench/results/<date>.txt.
 set -euo pipefail
@@ -17,7 +17,7 @@ repo=$(dirname "$here")
 cd "$repo"
 
 . bench/lib.sh
-install_missing nginx:nginx caddy:caddy wrk:wrk taskset:util-linux openssl:openssl
+install_missing nginx:nginx caddy:caddy wrk:wrk h2load:nghttp2-client taskset:util-linux openssl:openssl
 # The Debian packages start system services on :80; the benchmark does
 # not need them (it runs its own instances on 127.0.0.1:2xxxx).
 

@@ -95,6 +95,10 @@ func scenarios(h *harness) []*scenario {
 			measure: func(h *harness, t *target) (result, error) {
 				return h.wrk(t, 64, fmt.Sprintf("https://127.0.0.1:%d/proxy/1k", t.httpsPort))
 			}},
+		h2Scenario(h, "h2-static-1k", "1 KiB file over HTTP/2 (TLS 1.3)", "/static/1k.bin", 32, 10),
+		h2Scenario(h, "h2-static-1k-c100", "1 KiB file over HTTP/2 (TLS 1.3), one stream per connection", "/static/1k.bin", 100, 1),
+		h2Scenario(h, "h2-proxy-1k", "HTTP/2 proxy to a Go backend answering 1 KiB", "/proxy/1k", 32, 10),
+		h2Scenario(h, "h2-proxy-1k-c100", "HTTP/2 proxy to a Go backend answering 1 KiB, one stream per connection", "/proxy/1k", 100, 1),
 		{name: "ws-echo", metrics: rateMetrics("msg/s"),
 			what: fmt.Sprintf("WebSocket echo over wss through the proxy, %d connections, 64 B messages, one in flight each: wsload -d%s", h.wsConns, h.dur),
 			measure: func(h *harness, t *target) (result, error) {

@@ -240,7 +240,8 @@ func (l *tlsListener) handshake(raw net.Conn) {
 	if l.timeout > 0 {
 		raw.SetDeadline(time.Now().Add(l.timeout))
 	}
-	tc := cryptotls.Server(raw, l.config)
+	bc := newBatchConn(raw)
+	tc := cryptotls.Server(bc, l.config)
 	if err := tc.Handshake(); err != nil {
 		var re cryptotls.RecordHeaderError
 		if errors.As(err, &re) && re.Conn != nil && looksLikeHTTP(re.RecordHeader) {
@@ -258,6 +259,8 @@ func (l *tlsListener) handshake(raw net.Conn) {
 	var c net.Conn = tc
 	if st := tc.ConnectionState(); st.NegotiatedProtocol != "h2" {
 		c = newGuardConn(tc, &st)
+	} else {
+		bc.batch()
 	}
 	select {
 	case l.ready <- c:

@@ -1,0 +1,187 @@
+package server
+
+import (
+	"net"
+	"os"
+	"sync"
+	"syscall"
+	"time"
+)
+
+// batchConn sits under the TLS layer of an HTTPS connection. Until batch
+// is called it passes everything through. After it, writes are queued and
+// a writer goroutine sends everything queued since its last write with one
+// write(2).
+//
+// Why: Go's HTTP/2 server flushes after every frame it writes when its
+// queue is momentarily empty, which under load is about two write(2)
+// calls per request (measured: 1.89 per 1 KiB response at 32 connections
+// × 10 streams), each a TLS record and a syscall. With the writer
+// goroutine, frames that handlers finish while a write is in progress
+// leave together. No timer is involved: a lone frame is written as soon as
+// the writer runs.
+//
+// Backpressure is kept: Write blocks while more than batchMax bytes wait.
+// A write error (the peer is gone, the write deadline passed) is returned
+// by every later Write.
+type batchConn struct {
+	net.Conn
+
+	mu       sync.Mutex
+	drained  sync.Cond // signalled when the writer has taken or written the queue
+	batching bool
+	queue    []byte // written by Write, taken by the writer
+	spare    []byte // the writer's last buffer, reused
+	writing  bool   // a writer goroutine runs
+	err      error  // the first write error
+	closed   bool
+	deadline time.Time // the write deadline last set
+}
+
+// batchMax bounds the bytes a connection queues: twice an HTTP/2 frame of
+// the default maximum size, so that a streaming response still meets TCP
+// backpressure early.
+const batchMax = 32 << 10
+
+func newBatchConn(c net.Conn) *batchConn {
+	b := &batchConn{Conn: c}
+	b.drained.L = &b.mu
+	return b
+}
+
+// batch turns batching on. Called once the TLS handshake is done and the
+// connection speaks HTTP/2.
+func (c *batchConn) batch() {
+	c.mu.Lock()
+	c.batching = true
+	c.mu.Unlock()
+}
+
+func (c *batchConn) Write(p []byte) (int, error) {
+	c.mu.Lock()
+	if !c.batching {
+		c.mu.Unlock()
+		return c.Conn.Write(p)
+	}
+	if err := c.waitRoom(); err != nil {
+		c.mu.Unlock()
+		return 0, err
+	}
+	switch {
+	case c.err != nil:
+		err := c.err
+		c.mu.Unlock()
+		return 0, err
+	case c.closed:
+		c.mu.Unlock()
+		return 0, net.ErrClosed
+	}
+	c.queue = append(c.queue, p...)
+	if !c.writing {
+		c.writing = true
+		go c.writer()
+	}
+	c.mu.Unlock()
+	return len(p), nil
+}
+
+// waitRoom waits, with c.mu held, until the queue has room, the
+// connection failed or closed, or the write deadline passed.
+func (c *batchConn) waitRoom() error {
+	if c.err != nil || c.closed || len(c.queue) < batchMax {
+		return nil
+	}
+	if !c.deadline.IsZero() {
+		d := time.Until(c.deadline)
+		if d <= 0 {
+			return os.ErrDeadlineExceeded
+		}
+		t := time.AfterFunc(d, func() {
+			c.mu.Lock()
+			c.drained.Broadcast()
+			c.mu.Unlock()
+		})
+		defer t.Stop()
+	}
+	for c.err == nil && !c.closed && len(c.queue) >= batchMax {
+		if !c.deadline.IsZero() && !time.Now().Before(c.deadline) {
+			return os.ErrDeadlineExceeded
+		}
+		c.drained.Wait()
+	}
+	return nil
+}
+
+// SetWriteDeadline also bounds a Write waiting for room in the queue.
+func (c *batchConn) SetWriteDeadline(t time.Time) error {
+	c.mu.Lock()
+	c.deadline = t
+	c.drained.Broadcast()
+	c.mu.Unlock()
+	return c.Conn.SetWriteDeadline(t)
+}
+
+func (c *batchConn) SetDeadline(t time.Time) error {
+	c.mu.Lock()
+	c.deadline = t
+	c.drained.Broadcast()
+	c.mu.Unlock()
+	return c.Conn.SetDeadline(t)
+}
+
+// writer writes the queue until it is empty, then ends. It is started by
+// the Write that finds no writer running, so it has an exit whenever the
+// queue drains or a write fails.
+func (c *batchConn) writer() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for len(c.queue) > 0 && c.err == nil {
+		b := c.queue
+		c.queue = c.spare[:0]
+		c.mu.Unlock()
+		_, err := c.Conn.Write(b)
+		c.mu.Lock()
+		if cap(b) <= 2*batchMax {
+			c.spare = b[:0]
+		}
+		if err != nil {
+			c.err = err
+		}
+		c.drained.Broadcast()
+	}
+	c.writing = false
+	if c.spare != nil && len(c.queue) == 0 {
+		// An idle connection keeps no buffer.
+		c.spare, c.queue = nil, nil
+	}
+	c.drained.Broadcast()
+}
+
+// closeLinger bounds how long Close waits for queued bytes (a GOAWAY, a
+// close_notify alert) to leave before it closes anyway.
+const closeLinger = time.Second
+
+// Close sends what is queued (waiting at most closeLinger for a peer that
+// does not read) and closes the connection.
+func (c *batchConn) Close() error {
+	c.mu.Lock()
+	c.closed = true
+	if c.writing {
+		c.Conn.SetWriteDeadline(time.Now().Add(closeLinger))
+		for c.writing {
+			c.drained.Wait()
+		}
+	}
+	c.drained.Broadcast()
+	c.mu.Unlock()
+	return c.Conn.Close()
+}
+
+// SyscallConn exposes the socket for reads (waiting for readability). It
+// must not be written to directly once batching is on.
+func (c *batchConn) SyscallConn() (syscall.RawConn, error) {
+	if sc, ok := c.Conn.(syscall.Conn); ok {
+		return sc.SyscallConn()
+	}
+	return nil, syscall.EINVAL
+}

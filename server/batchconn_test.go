@@ -1,0 +1,157 @@
+package server
+
+import (
+	"bytes"
+	"errors"
+	"io"
+	"net"
+	"os"
+	"testing"
+	"time"
+)
+
+// tcpPair returns both ends of a loopback TCP connection; the server end is
+// wrapped in a batching batchConn.
+func tcpPair(t *testing.T) (*batchConn, net.Conn) {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	peer, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := ln.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := newBatchConn(c)
+	b.batch()
+	t.Cleanup(func() { b.Close(); peer.Close() })
+	return b, peer
+}
+
+// Many small writes, as the HTTP/2 server makes them, arrive complete and in
+// order, and the connection's writer goroutine ends once the queue drains.
+func TestBatchConnKeepsOrder(t *testing.T) {
+	b, peer := tcpPair(t)
+	var want bytes.Buffer
+	got := make(chan []byte)
+	go func() {
+		all, _ := io.ReadAll(peer)
+		got <- all
+	}()
+	for i := range 20000 {
+		frame := bytes.Repeat([]byte{byte(i)}, 1+i%300)
+		want.Write(frame)
+		if n, err := b.Write(frame); err != nil || n != len(frame) {
+			t.Fatalf("write %d: %d, %v", i, n, err)
+		}
+	}
+	if err := b.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if all := <-got; !bytes.Equal(all, want.Bytes()) {
+		t.Fatalf("peer read %d bytes, want %d in order", len(all), want.Len())
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.writing {
+		t.Fatal("writer goroutine still running after Close")
+	}
+}
+
+// Close sends what is still queued (a GOAWAY, a close_notify alert) before
+// it closes.
+func TestBatchConnCloseFlushes(t *testing.T) {
+	b, peer := tcpPair(t)
+	msg := bytes.Repeat([]byte("goaway"), 5000)
+	b.Write(msg)
+	b.Close()
+	peer.SetReadDeadline(time.Now().Add(5 * time.Second))
+	all, err := io.ReadAll(peer)
+	if err != nil || !bytes.Equal(all, msg) {
+		t.Fatalf("peer read %d bytes (%v), want %d then EOF", len(all), err, len(msg))
+	}
+}
+
+// A peer that stops reading meets backpressure: Write blocks once the
+// queue is full, and a write deadline ends the wait. Close then returns
+// within its linger time although the peer never reads.
+func TestBatchConnPeerNotReading(t *testing.T) {
+	b, _ := tcpPair(t)
+	b.SetWriteDeadline(time.Now().Add(300 * time.Millisecond))
+	chunk := make([]byte, 16<<10)
+	var written int
+	start := time.Now()
+	var err error
+	for time.Since(start) < 10*time.Second {
+		var n int
+		if n, err = b.Write(chunk); err != nil {
+			break
+		}
+		written += n
+	}
+	if !errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatalf("after %d bytes: %v, want a deadline error", written, err)
+	}
+	if d := time.Since(start); d > 3*time.Second {
+		t.Fatalf("the write deadline ended the wait after %v", d)
+	}
+	b.SetWriteDeadline(time.Time{})
+	start = time.Now()
+	b.Close()
+	if d := time.Since(start); d > closeLinger+2*time.Second {
+		t.Fatalf("Close took %v with a peer that does not read", d)
+	}
+}
+
+// A peer that is gone makes the next writes fail instead of queueing
+// without end.
+func TestBatchConnPeerGone(t *testing.T) {
+	b, peer := tcpPair(t)
+	peer.(*net.TCPConn).SetLinger(0)
+	peer.Close()
+	chunk := make([]byte, 4<<10)
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		if _, err := b.Write(chunk); err != nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("writes to a reset connection kept succeeding")
+		}
+	}
+}
+
+// Before batch (the TLS handshake, HTTP/1.1 connections) writes go straight
+// to the socket.
+func TestBatchConnPassThrough(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	peer, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer peer.Close()
+	c, err := ln.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := newBatchConn(c)
+	defer b.Close()
+	b.Write([]byte("hello"))
+	if b.writing || len(b.queue) != 0 {
+		t.Fatal("a write before batch was queued")
+	}
+	buf := make([]byte, 5)
+	peer.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if _, err := io.ReadFull(peer, buf); err != nil || string(buf) != "hello" {
+		t.Fatalf("read %q, %v", buf, err)
+	}
+}

@@ -185,3 +185,6 @@ func (c *batchConn) SyscallConn() (syscall.RawConn, error) {
 	}
 	return nil, syscall.EINVAL
 }
+
+// NetConn returns the wrapped connection, as tls.Conn.NetConn does.
+func (c *batchConn) NetConn() net.Conn { return c.Conn }

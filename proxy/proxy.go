@@ -14,9 +14,10 @@
 // buffering and the blame for client body failures (body.go: they answer
 // 400/408/413 or are abandoned as 499, and never count against an
 // upstream), a cap on concurrent dials per server, and its own
-// handling of 101 responses, so that tunnels have an idle timeout, cost
-// little memory while idle, outlive the Handler and the HTTP server's
-// timeouts, and can be closed with a WebSocket 1001 at shutdown.
+// handling of 101 responses, so that tunnels have an idle timeout, hold
+// no goroutine or buffer while idle (tunnel.go, park_linux.go), outlive
+// the Handler and the HTTP server's timeouts, and can be closed with a
+// WebSocket 1001 at shutdown.
 package proxy
 
 import (

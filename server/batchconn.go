@@ -30,10 +30,9 @@ type batchConn struct {
 	mu       sync.Mutex
 	drained  sync.Cond // signalled when the writer has taken or written the queue
 	batching bool
-	queue    []byte // written by Write, taken by the writer
-	spare    []byte // the writer's last buffer, reused
-	writing  bool   // a writer goroutine runs
-	err      error  // the first write error
+	queue    *[]byte // written by Write, taken by the writer; from batchPool, nil while idle
+	writing  bool    // a writer goroutine runs
+	err      error   // the first write error
 	closed   bool
 	deadline time.Time // the write deadline last set
 }
@@ -42,6 +41,18 @@ type batchConn struct {
 // the default maximum size, so that a streaming response still meets TCP
 // backpressure early.
 const batchMax = 32 << 10
+
+// batchPool holds queue buffers, so that an idle connection holds none and
+// a busy one does not grow a new one for every batch.
+var batchPool = sync.Pool{New: func() any { b := make([]byte, 0, batchMax); return &b }}
+
+// queued is the number of bytes waiting, with c.mu held.
+func (c *batchConn) queued() int {
+	if c.queue == nil {
+		return 0
+	}
+	return len(*c.queue)
+}
 
 func newBatchConn(c net.Conn) *batchConn {
 	b := &batchConn{Conn: c}
@@ -76,7 +87,10 @@ func (c *batchConn) Write(p []byte) (int, error) {
 		c.mu.Unlock()
 		return 0, net.ErrClosed
 	}
-	c.queue = append(c.queue, p...)
+	if c.queue == nil {
+		c.queue = batchPool.Get().(*[]byte)
+	}
+	*c.queue = append(*c.queue, p...)
 	if !c.writing {
 		c.writing = true
 		go c.writer()
@@ -88,7 +102,7 @@ func (c *batchConn) Write(p []byte) (int, error) {
 // waitRoom waits, with c.mu held, until the queue has room, the
 // connection failed or closed, or the write deadline passed.
 func (c *batchConn) waitRoom() error {
-	if c.err != nil || c.closed || len(c.queue) < batchMax {
+	if c.err != nil || c.closed || c.queued() < batchMax {
 		return nil
 	}
 	if !c.deadline.IsZero() {
@@ -103,7 +117,7 @@ func (c *batchConn) waitRoom() error {
 		})
 		defer t.Stop()
 	}
-	for c.err == nil && !c.closed && len(c.queue) >= batchMax {
+	for c.err == nil && !c.closed && c.queued() >= batchMax {
 		if !c.deadline.IsZero() && !time.Now().Before(c.deadline) {
 			return os.ErrDeadlineExceeded
 		}
@@ -135,14 +149,15 @@ func (c *batchConn) SetDeadline(t time.Time) error {
 func (c *batchConn) writer() {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	for len(c.queue) > 0 && c.err == nil {
+	for c.queue != nil && c.err == nil {
 		b := c.queue
-		c.queue = c.spare[:0]
+		c.queue = nil
 		c.mu.Unlock()
-		_, err := c.Conn.Write(b)
+		_, err := c.Conn.Write(*b)
 		c.mu.Lock()
-		if cap(b) <= 2*batchMax {
-			c.spare = b[:0]
+		if cap(*b) <= 2*batchMax {
+			*b = (*b)[:0]
+			batchPool.Put(b)
 		}
 		if err != nil {
 			c.err = err
@@ -150,10 +165,6 @@ func (c *batchConn) writer() {
 		c.drained.Broadcast()
 	}
 	c.writing = false
-	if c.spare != nil && len(c.queue) == 0 {
-		// An idle connection keeps no buffer.
-		c.spare, c.queue = nil, nil
-	}
 	c.drained.Broadcast()
 }
 

@@ -146,7 +146,7 @@ func TestBatchConnPassThrough(t *testing.T) {
 	b := newBatchConn(c)
 	defer b.Close()
 	b.Write([]byte("hello"))
-	if b.writing || len(b.queue) != 0 {
+	if b.writing || b.queued() != 0 {
 		t.Fatal("a write before batch was queued")
 	}
 	buf := make([]byte, 5)

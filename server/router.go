@@ -206,7 +206,9 @@ func (rt *Router) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		s.unmatched.observe(answer(http.StatusNotFound), w, r)
 		return
 	}
-	if r.Body != nil && r.Body != http.NoBody {
+	// ContentLength 0: no body (HTTP/2 gives even a GET without DATA frames
+	// a Body, which enforces the length itself).
+	if r.Body != nil && r.Body != http.NoBody && r.ContentLength != 0 {
 		if rtt.maxBody > 0 && r.ContentLength > rtt.maxBody {
 			// Say no before reading anything (nginx client_max_body_size).
 			w.Header().Set("Connection", "close")

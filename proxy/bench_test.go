@@ -29,6 +29,7 @@ import (
 // BenchmarkIdleTunnelMemory, so that the memory it measures is the
 // proxy's alone.
 func TestMain(m *testing.M) {
+	parkAfter = 100 * time.Millisecond // tests and the benchmark's child wait for parked tunnels
 	if mode := os.Getenv("EDGE_PROXY_CHILD"); mode != "" {
 		runChild(mode, os.Getenv("EDGE_PROXY_UPSTREAM"))
 		return

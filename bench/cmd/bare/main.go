@@ -4,6 +4,12 @@
 // from the standard library's defaults only: http.FileServer,
 // httputil.ReverseProxy and crypto/tls. The gap between bare and edge is
 // what edge's own features cost (or save).
+//
+// With BARE_STATIC=memory, files under /static/ are read into memory at
+// their first request and answered with just Content-Type and
+// Content-Length: the least any net/http server can do per request, so
+// that the bare column shows the ceiling of Go's HTTP/1 and HTTP/2
+// servers themselves (bench/README.md, HTTP/2).
 package main
 
 import (
@@ -13,6 +19,10 @@ import (
 	"net/http"
 	"net/http/httputil"
 	"net/url"
+	"os"
+	"path/filepath"
+	"strconv"
+	"sync"
 	"time"
 )
 
@@ -40,7 +50,11 @@ func main() {
 		Transport: transport,
 	}
 	mux := http.NewServeMux()
-	mux.Handle("/static/", http.FileServer(http.Dir(*root)))
+	if os.Getenv("BARE_STATIC") == "memory" {
+		mux.Handle("/static/", memoryFiles(*root))
+	} else {
+		mux.Handle("/static/", http.FileServer(http.Dir(*root)))
+	}
 	mux.Handle("/", proxy)
 
 	newServer := func(addr string) *http.Server {
@@ -60,4 +74,28 @@ func main() {
 		errc <- s.ListenAndServeTLS(*certFile, *keyFile)
 	}()
 	log.Fatal(<-errc)
+}
+
+// memoryFiles serves ROOT/path from memory, reading each file once.
+func memoryFiles(root string) http.Handler {
+	var mu sync.Mutex
+	files := map[string][]byte{}
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		b, ok := files[r.URL.Path]
+		if !ok {
+			var err error
+			if b, err = os.ReadFile(filepath.Join(root, filepath.Clean("/"+r.URL.Path))); err != nil {
+				mu.Unlock()
+				http.NotFound(w, r)
+				return
+			}
+			files[r.URL.Path] = b
+		}
+		mu.Unlock()
+		h := w.Header()
+		h["Content-Type"] = []string{"application/octet-stream"}
+		h["Content-Length"] = []string{strconv.Itoa(len(b))}
+		w.Write(b)
+	})
 }

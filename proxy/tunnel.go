@@ -27,10 +27,12 @@ const (
 // parkAfter is how long a direction waits for more data before it parks:
 // its buffers go back to the pools, its goroutine ends, and the poller
 // waits for its socket instead. A busy direction pays one read-deadline
-// wakeup per parkAfter, and a stream with pauses shorter than it (a feed
-// at 2 msg/s) never parks; 1 s keeps both small. A variable so that tests
-// need not wait a second.
-var parkAfter = time.Second
+// wakeup per parkAfter. Short, because RSS follows the peak: with 1 s,
+// the goroutines of a burst of new connections overlapped and 5,000 idle
+// wss connections cost 29.0 KiB each instead of 21.3 (bench/run.sh
+// ws-idle-mem), while ws-echo per core moved by 3%, within noise. A
+// variable so that tests can shorten it.
+var parkAfter = 100 * time.Millisecond
 
 // epoch anchors mono, a cheap monotonic clock for tunnel activity.
 var epoch = time.Now()

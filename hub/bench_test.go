@@ -241,6 +241,43 @@ func hubFanout(b *testing.B, n int) *fanout {
 	return f
 }
 
+// hubFanoutTLS subscribes n raw readers to a hub over wss, behind edge's
+// server (front "edge": sealed fan-out) or httptest's TLS server (a
+// writeLoop per delivery). The readers decrypt in the measured process:
+// compare the two fronts with each other, not with plain ws.
+func hubFanoutTLS(b *testing.B, n int, front string) *fanout {
+	e := newTLSEnv(b, front, `{ ping_interval: 1h, idle_timeout: 2h, queue_size: 100000 }`)
+	f := &fanout{}
+	for range n {
+		c := e.dial(b, "bench", 0)
+		c.SetReadDeadline(time.Time{})
+		f.readers = append(f.readers, &frameReader{r: bufio.NewReader(c.UnderlyingConn())})
+	}
+	payload := []byte(`{"price":123.45,"country":"DE","product":"widget"}`)
+	f.publish = func(int) { e.n.Publish(context.Background(), "bench", payload) }
+	d0 := e.n.stats.direct.Load()
+	f0 := e.n.stats.written.Load()
+	f.close = func() {
+		if w := e.n.stats.written.Load() - f0; w > 0 {
+			b.ReportMetric(float64(e.n.stats.direct.Load()-d0)/float64(w), "direct/frame")
+		}
+	}
+	return f
+}
+
+// BenchmarkFanoutTLS publishes at 10 messages per second to 1,000 wss
+// subscribers behind edge's server and behind httptest's TLS server, and
+// to 1,000 plain ws subscribers: CPU per delivery and latency of each.
+//
+//	go test -run '^$' -bench FanoutTLS -benchtime 50x ./hub/
+func BenchmarkFanoutTLS(b *testing.B) {
+	const n = 1000
+	b.Run("ws", func(b *testing.B) { runFanout(b, hubFanout(b, n), 100*time.Millisecond) })
+	for _, front := range tlsFronts {
+		b.Run("wss-"+front, func(b *testing.B) { runFanout(b, hubFanoutTLS(b, n, front), 100*time.Millisecond) })
+	}
+}
+
 // bareFanout is the anchor: the same frames written by one loop, one
 // write(2) per delivery, no hub at all.
 func bareFanout(b *testing.B, n int) *fanout {

@@ -79,7 +79,10 @@ type client struct {
 	nc    net.Conn // frames are written (conn.go, flush.go) and read (reader.go) here
 	// sock is nc's socket for the fan-out's non-blocking writes (flush.go);
 	// nil when nc is not a plain socket (TLS).
-	sock    syscall.RawConn
+	sock syscall.RawConn
+	// sealer is the connection under nc's TLS layer when it can send a
+	// sealed frame without blocking (flush.go); nil otherwise.
+	sealer  sealer
 	ip      string
 	grant   *grant
 	raw     bool   // bare payloads (route raw: true at connect)

@@ -15,9 +15,11 @@ import (
 // or that is closing gets a writeLoop goroutine (conn.go describes how the
 // writer role passes between them). This saves starting and ending a
 // goroutine per delivery (about a tenth of the hub's CPU at 10,000
-// subscribers × 10 messages/s) and still never waits on a client. A
-// connection that is not a plain socket (TLS: client.sock is nil) cannot
-// be written to without blocking: it always gets a writeLoop.
+// subscribers × 10 messages/s) and still never waits on a client. Over
+// TLS the frame is sealed by the flushing goroutine into the buffer of the
+// connection under the TLS layer (edge's server provides one: a sealer),
+// which sends the records with the same kind of non-blocking write; a
+// TLS connection without one always gets a writeLoop.
 
 // flushChunk is how many clients one flushing goroutine writes to.
 const flushChunk = 256
@@ -71,6 +73,9 @@ func (c *client) enqueue(f []byte) bool {
 // writeLoop goroutine. The caller holds the role (enqueue).
 func (c *client) flush(w *rawWriter) {
 	c.mu.Lock()
+	if c.sealer != nil && c.state == stateOpen && len(c.queue) == 1 {
+		c.flushSealed()
+	}
 	if c.sock != nil && c.state == stateOpen && len(c.queue) == 1 {
 		f := c.queue[0]
 		c.queue[0] = nil
@@ -83,6 +88,7 @@ func (c *client) flush(w *rawWriter) {
 		}
 		if n == len(f) && ok {
 			c.n.stats.written.Add(1)
+			c.n.stats.direct.Add(1)
 		} else {
 			// The rest goes first; writeLoop waits for the socket or
 			// meets the error.
@@ -98,6 +104,60 @@ func (c *client) flush(w *rawWriter) {
 	}
 	c.mu.Unlock()
 	go c.writeLoop() // takes over the role and its count on n.wg
+}
+
+// flushSealed sends c's one queued frame through its sealer, with c.mu
+// held (and released meanwhile). If the sealer has bytes of an earlier
+// write still waiting, or the write fails, the frame goes back to the
+// queue for the writeLoop that flush then starts (which meets the error).
+func (c *client) flushSealed() {
+	f := c.queue[0]
+	c.queue[0] = nil
+	c.queue = c.queue[:0]
+	c.mu.Unlock()
+	sent, err := c.sealer.TryWrite(func() error {
+		_, err := c.nc.Write(f)
+		return err
+	})
+	c.mu.Lock()
+	if sent && err == nil {
+		c.n.stats.writes.Add(1)
+		c.n.stats.written.Add(1)
+		c.n.stats.direct.Add(1)
+		return
+	}
+	c.queue = append([][]byte{f}, c.queue...)
+}
+
+// sealer is the connection under a TLS layer that can send sealed records
+// without blocking: edge's server wraps every HTTPS connection in one.
+// BatchWrites switches it to queued writes (reporting false if it cannot);
+// TryWrite then calls write (a Write through the TLS layer) only when
+// nothing is waiting, and sends the records with a non-blocking write,
+// leaving the rest to its own writer. It never blocks on the peer.
+type sealer interface {
+	BatchWrites() bool
+	TryWrite(write func() error) (sent bool, err error)
+}
+
+// sealerOf finds the sealer under nc's TLS layer, through wrappers that
+// have NetConn as tls.Conn has, and switches it to queued writes; nil if
+// there is none.
+func sealerOf(nc net.Conn) sealer {
+	for range 4 {
+		if s, ok := nc.(sealer); ok {
+			if s.BatchWrites() {
+				return s
+			}
+			return nil
+		}
+		u, ok := nc.(interface{ NetConn() net.Conn })
+		if !ok {
+			return nil
+		}
+		nc = u.NetConn()
+	}
+	return nil
 }
 
 // rawWriter makes non-blocking writes through syscall.RawConn. One serves

@@ -108,6 +108,7 @@ type stats struct {
 	published  atomic.Uint64 // messages delivered by the broker to this node
 	written    atomic.Uint64 // frames written to clients
 	writes     atomic.Uint64 // write calls that carried them (coalescing: written/writes)
+	direct     atomic.Uint64 // frames a flushing goroutine wrote without starting a writeLoop (flush.go)
 	dropped    atomic.Uint64 // frames discarded (slow or dead clients)
 	droppedBy  [numDropReasons]atomic.Uint64
 	slow       atomic.Uint64 // clients closed because their queue was full

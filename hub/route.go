@@ -200,6 +200,9 @@ func (rt *route) serveWebSocket(w http.ResponseWriter, r *http.Request) {
 	// left to the garbage collector.
 	c := &client{n: rt.n, route: rt, nc: ws.UnderlyingConn(), ip: ip, grant: g, raw: cfg.hub.Raw}
 	c.sock = socketOf(c.nc)
+	if c.sock == nil {
+		c.sealer = sealerOf(c.nc)
+	}
 	c.rd.setEarly(tap.early)
 	if cfg.hub.PresenceSubs {
 		c.subject = g.sub

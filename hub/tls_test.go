@@ -4,6 +4,8 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -14,22 +16,30 @@ import (
 	"time"
 
 	"github.com/gorilla/websocket"
+
+	"edge/server"
 )
 
-// Over TLS a client's socket is a *tls.Conn, not a plain socket: the
-// fan-out cannot write to it without blocking (client.sock is nil), so
+// Over TLS a client's socket is a *tls.Conn, not a plain socket. Behind
+// edge's own HTTPS listener (server package) the connection under the TLS
+// layer is a sealer: the fan-out seals a frame into its buffer and sends it
+// without blocking (flush.go). Behind any other TLS front (httptest here)
 // every delivery goes through the writer role's hand-off to a writeLoop
-// goroutine (conn.go, flush.go). The browser test covers that path with
-// one client; these tests put many wss clients on it at once.
+// goroutine (conn.go). The browser test covers one client; these tests put
+// many wss clients on both paths at once.
 
-// tlsEnv is a Node behind an httptest TLS server.
+// tlsFronts are the TLS servers the hub's TLS tests run behind.
+var tlsFronts = []string{"edge", "httptest"}
+
+// tlsEnv is a Node behind a TLS server: edge's server package, or
+// httptest's.
 type tlsEnv struct {
 	n   *Node
 	wss string // wss://…/socket/
 	d   *websocket.Dialer
 }
 
-func newTLSEnv(t *testing.T, hubYAML string) *tlsEnv {
+func newTLSEnv(t testing.TB, front, hubYAML string) *tlsEnv {
 	t.Helper()
 	n, err := NewNode(NodeOptions{})
 	if err != nil {
@@ -39,12 +49,24 @@ func newTLSEnv(t *testing.T, hubYAML string) *tlsEnv {
 	mux.Handle("/socket/", n.Route("/socket/", parseHub(t, hubYAML), nil))
 	srv := httptest.NewTLSServer(mux)
 	t.Cleanup(srv.Close)
+	url := srv.URL
+	if front == "edge" {
+		s := server.New(slog.New(slog.NewTextHandler(io.Discard, nil)))
+		t.Cleanup(func() { s.Shutdown(context.Background()) })
+		conf := srv.TLS.Clone()
+		conf.NextProtos = []string{"h2", "http/1.1"}
+		if err := s.Apply([]server.Listener{{Name: "https", Addr: "127.0.0.1:0", TLS: conf, Handler: mux}},
+			server.Options{}, time.Second); err != nil {
+			t.Fatal(err)
+		}
+		url = "https://" + s.Addr("https").String()
+	}
 	runNode(t, n)
 	waitFor(t, 10*time.Second, "node healthy", func() bool { return n.Healthy() == nil })
 	tr := srv.Client().Transport.(*http.Transport)
 	return &tlsEnv{
 		n:   n,
-		wss: "wss" + strings.TrimPrefix(srv.URL, "https") + "/socket/",
+		wss: "wss" + strings.TrimPrefix(url, "https") + "/socket/",
 		d:   &websocket.Dialer{TLSClientConfig: tr.TLSClientConfig, HandshakeTimeout: 5 * time.Second},
 	}
 }
@@ -52,7 +74,7 @@ func newTLSEnv(t *testing.T, hubYAML string) *tlsEnv {
 // dial opens a wss connection subscribed to channel, with the socket's
 // receive buffer set to rcvbuf bytes when not 0, and reads the welcome and
 // the subscription's acknowledgement.
-func (e *tlsEnv) dial(t *testing.T, channel string, rcvbuf int) *websocket.Conn {
+func (e *tlsEnv) dial(t testing.TB, channel string, rcvbuf int) *websocket.Conn {
 	t.Helper()
 	d := *e.d
 	if rcvbuf > 0 {
@@ -83,8 +105,9 @@ func (e *tlsEnv) publish(t *testing.T, channel, payload string) {
 	}
 }
 
-// plainSockets counts the hub's clients that have a plain socket.
-func (e *tlsEnv) plainSockets() (clients, plain int) {
+// sockets counts the hub's clients, those with a plain socket and those
+// with a sealer.
+func (e *tlsEnv) sockets() (clients, plain, sealed int) {
 	e.n.mu.RLock()
 	rt := e.n.routes["/socket/"]
 	e.n.mu.RUnlock()
@@ -93,8 +116,25 @@ func (e *tlsEnv) plainSockets() (clients, plain int) {
 		if c.sock != nil {
 			plain++
 		}
+		if c.sealer != nil {
+			sealed++
+		}
 	}
-	return clients, plain
+	return clients, plain, sealed
+}
+
+// checkSockets fails t unless every one of want clients is on the path
+// front gives it: a sealer behind edge's server, neither behind httptest.
+func (e *tlsEnv) checkSockets(t *testing.T, front string, want int) {
+	t.Helper()
+	clients, plain, sealed := e.sockets()
+	wantSealed := 0
+	if front == "edge" {
+		wantSealed = want
+	}
+	if clients != want || plain != 0 || sealed != wantSealed {
+		t.Fatalf("%d clients, %d with a plain socket, %d with a sealer: want %d, 0, %d", clients, plain, sealed, want, wantSealed)
+	}
 }
 
 // dataMsg is a data message of the TLS tests: i counts the messages
@@ -150,21 +190,25 @@ func readInOrderProgress(c *websocket.Conn, first, last int, d time.Duration, pr
 // reading is dropped as slow (1013, queue_full) while the others get
 // every message in order, and that publishing never waits for it.
 func TestTLSSlowClientDropped(t *testing.T) {
+	for _, front := range tlsFronts {
+		t.Run(front, func(t *testing.T) { testTLSSlowClientDropped(t, front) })
+	}
+}
+
+func testTLSSlowClientDropped(t *testing.T, front string) {
 	const (
 		queue = 32
 		round = 8 // messages published before the fast clients catch up
 		msgs  = 400
 	)
-	e := newTLSEnv(t, fmt.Sprintf(`{ queue_size: %d }`, queue))
+	e := newTLSEnv(t, front, fmt.Sprintf(`{ queue_size: %d }`, queue))
 	const fast = 4
 	var cs []*websocket.Conn
 	for range fast {
 		cs = append(cs, e.dial(t, "tls", 0))
 	}
 	slow := e.dial(t, "tls", 4096) // never read again
-	if clients, plain := e.plainSockets(); clients != fast+1 || plain != 0 {
-		t.Fatalf("%d clients, %d with a plain socket: want %d, none (TLS)", clients, plain, fast+1)
-	}
+	e.checkSockets(t, front, fast+1)
 
 	// Enough bytes to fill the slow client's socket buffers on both sides
 	// and then its queue. Publishing goes in rounds that the fast clients
@@ -218,7 +262,13 @@ func TestTLSSlowClientDropped(t *testing.T) {
 // server pings, client pings (pong replies) and closing handshakes of
 // other clients interleave with the deliveries.
 func TestTLSOrderUnderPingsAndCloses(t *testing.T) {
-	e := newTLSEnv(t, `{ ping_interval: 5ms, idle_timeout: 30s, queue_size: 4096 }`)
+	for _, front := range tlsFronts {
+		t.Run(front, func(t *testing.T) { testTLSOrderUnderPingsAndCloses(t, front) })
+	}
+}
+
+func testTLSOrderUnderPingsAndCloses(t *testing.T, front string) {
+	e := newTLSEnv(t, front, `{ ping_interval: 5ms, idle_timeout: 30s, queue_size: 4096 }`)
 	const (
 		readers = 4
 		msgs    = 5000
@@ -228,6 +278,7 @@ func TestTLSOrderUnderPingsAndCloses(t *testing.T) {
 	for range readers {
 		cs = append(cs, e.dial(t, "order", 0))
 	}
+	e.checkSockets(t, front, readers)
 	var wg sync.WaitGroup
 	errs := make(chan error, 2*readers+1)
 	for _, c := range cs {
@@ -312,5 +363,40 @@ func churn(e *tlsEnv) error {
 			return fmt.Errorf("churn close: %v, want the 1000 echoed", err)
 		}
 		return nil
+	}
+}
+
+// TestTLSSealedFanout checks that behind edge's server a wss delivery to a
+// client that keeps up is written by the flushing goroutine itself (sealed
+// and sent without blocking), as over plain ws, and behind another TLS
+// front by a writeLoop; every message arrives in order either way.
+func TestTLSSealedFanout(t *testing.T) {
+	for _, front := range tlsFronts {
+		t.Run(front, func(t *testing.T) {
+			e := newTLSEnv(t, front, `{}`)
+			const clients, msgs = 8, 200
+			var cs []*websocket.Conn
+			for range clients {
+				cs = append(cs, e.dial(t, "sealed", 0))
+			}
+			e.checkSockets(t, front, clients)
+			direct0 := e.n.stats.direct.Load()
+			for i := range msgs {
+				e.publish(t, "sealed", fmt.Sprintf(`{"i":%d}`, i))
+				for _, c := range cs { // paced: every client has it before the next
+					if err := readInOrder(c, i, i, 10*time.Second); err != nil {
+						t.Fatalf("message %d: %v", i, err)
+					}
+				}
+			}
+			direct := e.n.stats.direct.Load() - direct0
+			switch {
+			case front == "edge" && direct < clients*msgs*9/10:
+				t.Errorf("%d of %d deliveries written directly, want at least 90%%", direct, clients*msgs)
+			case front != "edge" && direct != 0:
+				t.Errorf("%d deliveries written directly without a sealer, want 0", direct)
+			}
+			t.Logf("%s: %d of %d deliveries written by the flushing goroutine", front, direct, clients*msgs)
+		})
 	}
 }

@@ -35,6 +35,10 @@ type batchConn struct {
 	err      error   // the first write error
 	closed   bool
 	deadline time.Time // the write deadline last set
+	// holding is set during TryWrite's write: queued records wait for
+	// its non-blocking send instead of starting the writer.
+	holding bool
+	raw     syscall.RawConn // the socket, for TryWrite; nil if not one
 }
 
 // batchMax bounds the bytes a connection queues: twice an HTTP/2 frame of
@@ -74,9 +78,11 @@ func (c *batchConn) Write(p []byte) (int, error) {
 		c.mu.Unlock()
 		return c.Conn.Write(p)
 	}
-	if err := c.waitRoom(); err != nil {
-		c.mu.Unlock()
-		return 0, err
+	if !c.holding { // TryWrite's own records never wait: it checked the queue was empty
+		if err := c.waitRoom(); err != nil {
+			c.mu.Unlock()
+			return 0, err
+		}
 	}
 	switch {
 	case c.err != nil:
@@ -91,12 +97,82 @@ func (c *batchConn) Write(p []byte) (int, error) {
 		c.queue = batchPool.Get().(*[]byte)
 	}
 	*c.queue = append(*c.queue, p...)
-	if !c.writing {
+	if !c.writing && !c.holding {
 		c.writing = true
 		go c.writer()
 	}
 	c.mu.Unlock()
 	return len(p), nil
+}
+
+// BatchWrites turns batching on for a connection that the hub took over
+// (a WebSocket over TLS), so that its fan-out can use TryWrite. It reports
+// false when the connection is not over a socket.
+func (c *batchConn) BatchWrites() bool {
+	sc, ok := c.Conn.(syscall.Conn)
+	if !ok {
+		return false
+	}
+	raw, err := sc.SyscallConn()
+	if err != nil {
+		return false
+	}
+	c.mu.Lock()
+	c.raw, c.batching = raw, true
+	c.mu.Unlock()
+	return true
+}
+
+// TryWrite is the hub's fan-out over TLS without a goroutine per
+// delivery: when nothing is queued (the peer keeps up), it calls write,
+// which seals a frame through the TLS layer into the queue, and sends the
+// records with one non-blocking write(2). Records the socket does not take
+// at once are left to the writer goroutine, in order. When bytes are
+// still queued it reports false without calling write: the caller then
+// writes the blocking way (its own goroutine). BatchWrites must have been
+// called. Never blocks on the peer.
+func (c *batchConn) TryWrite(write func() error) (bool, error) {
+	c.mu.Lock()
+	if c.raw == nil || c.writing || c.holding || c.queued() > 0 || c.err != nil || c.closed {
+		c.mu.Unlock()
+		return false, nil
+	}
+	c.holding = true
+	c.mu.Unlock()
+	err := write()
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.holding = false
+	if c.queue == nil || c.writing || c.err != nil {
+		return true, err
+	}
+	c.sendLocked()
+	if len(*c.queue) == 0 {
+		batchPool.Put(c.queue)
+		c.queue = nil
+		return true, err
+	}
+	c.writing = true
+	go c.writer()
+	return true, err
+}
+
+// sendLocked writes what of the queue the socket takes without blocking
+// and drops it from the queue. Errors are left for the writer to meet.
+func (c *batchConn) sendLocked() {
+	q := *c.queue
+	var n int
+	c.raw.Write(func(fd uintptr) bool {
+		for {
+			m, err := syscall.Write(int(fd), q)
+			if err == syscall.EINTR {
+				continue
+			}
+			n = max(m, 0)
+			return true // never wait: that is the writer's job
+		}
+	})
+	*c.queue = q[:copy(q, q[n:])]
 }
 
 // waitRoom waits, with c.mu held, until the queue has room, the

@@ -155,3 +155,64 @@ func TestBatchConnPassThrough(t *testing.T) {
 		t.Fatalf("read %q, %v", buf, err)
 	}
 }
+
+// tryPair is tcpPair with the hub's switch (BatchWrites) instead of batch.
+func tryPair(t *testing.T) (*batchConn, net.Conn) {
+	t.Helper()
+	b, peer := tcpPair(t)
+	b.mu.Lock()
+	b.batching = false
+	b.mu.Unlock()
+	if !b.BatchWrites() {
+		t.Fatal("BatchWrites on a TCP connection reported false")
+	}
+	return b, peer
+}
+
+// The hub's fan-out over TLS: TryWrite sends at once when nothing waits,
+// and never blocks on a peer that stops reading. Once bytes wait, it
+// declines without calling write, and the caller writes the blocking way;
+// the peer still receives everything in order.
+func TestBatchConnTryWrite(t *testing.T) {
+	b, peer := tryPair(t)
+	var want bytes.Buffer
+	frame := func(i int) []byte { return bytes.Repeat([]byte{byte(i)}, 4000) }
+
+	sent, declined := 0, 0
+	start := time.Now()
+	for i := 0; declined == 0; i++ {
+		if time.Since(start) > 10*time.Second {
+			t.Fatal("TryWrite kept accepting with a peer that does not read")
+		}
+		f := frame(i)
+		ok, err := b.TryWrite(func() error {
+			_, err := b.Write(f)
+			return err
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !ok {
+			declined++
+			// The caller's blocking path: a plain Write, queued behind.
+			if _, err := b.Write(f); err != nil {
+				t.Fatal(err)
+			}
+		} else {
+			sent++
+		}
+		want.Write(f)
+	}
+	if d := time.Since(start); d > 5*time.Second {
+		t.Fatalf("TryWrite took %v in all: it waited for the peer", d)
+	}
+	if sent == 0 {
+		t.Fatal("no TryWrite was sent at once")
+	}
+	peer.SetReadDeadline(time.Now().Add(10 * time.Second))
+	got := make([]byte, want.Len())
+	if _, err := io.ReadFull(peer, got); err != nil || !bytes.Equal(got, want.Bytes()) {
+		t.Fatalf("peer read %v: bytes out of order or missing", err)
+	}
+	t.Logf("%d frames sent at once before the socket filled", sent)
+}

@@ -8,9 +8,16 @@ package main
 import (
 	"bufio"
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
 	"flag"
 	"fmt"
 	"io"
+	"math/big"
 	"net"
 	"net/http"
 	"os"
@@ -119,6 +126,9 @@ func runBench(args []string) error {
 	}
 	raiseNofile()
 	if b.dir, err = os.MkdirTemp("", "edge-hubbench-"); err != nil {
+		return err
+	}
+	if err := writeCert(b.dir); err != nil {
 		return err
 	}
 	if err := b.startRedis(); err != nil {
@@ -373,7 +383,7 @@ func (b *bench) measure(sc *scenario, s *server) (result, error) {
 	t0, cpu0, rcpu0 := time.Now(), cpuSeconds(pid), cpuSeconds(b.redis.Process.Pid)
 	c0b, c0t := sysinfo.CPUStat("cpu" + loadCore)
 	var prof chan error
-	if b.profileDir != "" && s.name == "edge" {
+	if b.profileDir != "" && strings.HasPrefix(s.name, "edge") {
 		prof = make(chan error, 1)
 		go func() { prof <- b.profile(sc, s, sc.dur) }()
 	}
@@ -461,4 +471,34 @@ func parseResult(line string) result {
 		}
 	}
 	return r
+}
+
+// writeCert writes a self-signed ECDSA P-256 certificate for 127.0.0.1 and
+// its key to dir/cert.pem and dir/key.pem, for edge-wss.
+func writeCert(dir string) error {
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return err
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(1),
+		Subject:      pkix.Name{CommonName: "hubload"},
+		NotBefore:    time.Now().Add(-time.Hour),
+		NotAfter:     time.Now().Add(24 * time.Hour),
+		IPAddresses:  []net.IP{net.IPv4(127, 0, 0, 1)},
+		KeyUsage:     x509.KeyUsageDigitalSignature,
+		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		return err
+	}
+	kb, err := x509.MarshalPKCS8PrivateKey(key)
+	if err != nil {
+		return err
+	}
+	if err := os.WriteFile(filepath.Join(dir, "cert.pem"), pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o644); err != nil {
+		return err
+	}
+	return os.WriteFile(filepath.Join(dir, "key.pem"), pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: kb}), 0o600)
 }

@@ -15,6 +15,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"crypto/tls"
 	"encoding/binary"
 	"errors"
 	"flag"
@@ -26,6 +27,7 @@ import (
 	"os"
 	"runtime"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -160,8 +162,10 @@ func newDialer(n int) *websocket.Dialer {
 			return d.DialContext(ctx, network, addr)
 		},
 		HandshakeTimeout: 15 * time.Second,
-		ReadBufferSize:   1024,
-		WriteBufferSize:  512,
+		// wss to the benchmark's own certificate on loopback.
+		TLSClientConfig: &tls.Config{InsecureSkipVerify: true},
+		ReadBufferSize:  1024,
+		WriteBufferSize: 512,
 	}
 }
 
@@ -289,10 +293,20 @@ func (st *loadStats) percentile(p float64) float64 {
 // conn is one subscribed connection, detached from Go's network poller:
 // the receiver reads its file descriptor directly.
 type conn struct {
-	fd   int
-	left []byte // an incomplete frame from the previous read
-	got  int64  // deliveries received
+	fd   int      // -1 over TLS
+	tc   net.Conn // the TLS connection (wss), read by a goroutine of its own; nil on ws
+	left []byte   // an incomplete frame from the previous read
+	got  int64    // deliveries received
 	dead bool
+}
+
+// write sends a client frame (pong, close) on c.
+func (c *conn) write(b []byte) {
+	if c.tc != nil {
+		c.tc.Write(b)
+		return
+	}
+	syscall.Write(c.fd, b)
 }
 
 // detach takes the socket of c out of Go's poller (a dup of it stays
@@ -335,6 +349,7 @@ type receiver struct {
 	centrifugo bool
 	waitMs     int          // epoll_wait timeout: 0 spins
 	busy       atomic.Int64 // ns spent reading and parsing
+	tlsMu      sync.Mutex   // serialises readTLS goroutines' parsing (stats are not safe for concurrent use)
 	st         *loadStats
 	stop       atomic.Bool
 	done       chan struct{}
@@ -347,6 +362,12 @@ func newReceiver(ws []*websocket.Conn, centrifugo bool) (*receiver, error) {
 	}
 	rc := &receiver{epfd: epfd, centrifugo: centrifugo, st: &loadStats{}, done: make(chan struct{})}
 	for _, c := range ws {
+		if tc, ok := c.UnderlyingConn().(*tls.Conn); ok {
+			// wss: the bytes are TLS records, so each connection is read
+			// through crypto/tls by its own goroutine (readTLS).
+			rc.all = append(rc.all, &conn{fd: -1, tc: tc})
+			continue
+		}
 		fd, err := detach(c)
 		if err != nil {
 			return nil, fmt.Errorf("detach: %w", err)
@@ -368,6 +389,11 @@ func newReceiver(ws []*websocket.Conn, centrifugo bool) (*receiver, error) {
 // run reads until stop is set (checked every 50 ms at least).
 func (rc *receiver) run() {
 	defer close(rc.done)
+	for _, c := range rc.all {
+		if c.tc != nil {
+			go rc.readTLS(c)
+		}
+	}
 	events := make([]syscall.EpollEvent, 512)
 	buf := make([]byte, 256<<10)
 	for !rc.stop.Load() {
@@ -425,9 +451,53 @@ func (rc *receiver) read(c *conn, buf []byte) {
 
 func (rc *receiver) end(c *conn, why string) {
 	c.dead = true
-	syscall.EpollCtl(rc.epfd, syscall.EPOLL_CTL_DEL, c.fd, nil)
-	syscall.Close(c.fd)
+	if c.tc != nil {
+		c.tc.Close()
+	} else {
+		syscall.EpollCtl(rc.epfd, syscall.EPOLL_CTL_DEL, c.fd, nil)
+		syscall.Close(c.fd)
+	}
 	rc.st.ended(why)
+}
+
+// readTLS reads a wss connection until it ends or the process does. Frames
+// are parsed under rc.tlsMu, one connection at a time, as the epoll loop
+// parses the plain ones.
+func (rc *receiver) readTLS(c *conn) {
+	buf := make([]byte, 64<<10)
+	for {
+		k := copy(buf, c.left)
+		n, err := c.tc.Read(buf[k:])
+		rc.tlsMu.Lock()
+		if n <= 0 {
+			if !c.dead {
+				why := "connection closed by the server without a close frame"
+				if err != nil {
+					why = "read: " + err.Error()
+				}
+				rc.end(c, why)
+			}
+			rc.tlsMu.Unlock()
+			return
+		}
+		t := time.Now()
+		data := buf[:k+n]
+		used, why := rc.parse(c, data, t.UnixNano())
+		switch {
+		case why != "":
+			rc.end(c, why)
+		case len(data)-used > len(buf)/2:
+			rc.end(c, "frame larger than the read buffer")
+		default:
+			c.left = append(c.left[:0], data[used:]...)
+		}
+		rc.busy.Add(int64(time.Since(t)))
+		dead := c.dead
+		rc.tlsMu.Unlock()
+		if dead {
+			return
+		}
+	}
 }
 
 var marker = []byte(`"bt":`)
@@ -470,7 +540,7 @@ func (rc *receiver) parse(c *conn, data []byte, now int64) (int, string) {
 		switch b0 & 0x0f {
 		case 0x0, 0x1, 0x2: // continuation, text, binary
 			if rc.centrifugo && len(p) == 2 && p[0] == '{' && p[1] == '}' {
-				syscall.Write(c.fd, clientFrame(0x1, p)) // Centrifugo's ping: answer {}
+				c.write(clientFrame(0x1, p)) // Centrifugo's ping: answer {}
 				continue
 			}
 			for {
@@ -495,10 +565,10 @@ func (rc *receiver) parse(c *conn, data []byte, now int64) (int, string) {
 				code = int(binary.BigEndian.Uint16(p))
 				p = p[2:]
 			}
-			syscall.Write(c.fd, clientFrame(0x8, nil))
+			c.write(clientFrame(0x8, nil))
 			return start, fmt.Sprintf("closed by the server: %d %s", code, p)
 		case 0x9:
-			syscall.Write(c.fd, clientFrame(0xA, p))
+			c.write(clientFrame(0xA, p))
 		}
 	}
 	return start, ""

@@ -31,6 +31,7 @@ const (
 const (
 	edgePort       = 21800
 	edgeAdminPort  = 21880
+	edgeTLSPort    = 21843
 	barePort       = 21801
 	centrifugoPort = 21802
 )
@@ -57,41 +58,8 @@ type server struct {
 
 func (b *bench) servers(names []string) ([]*server, error) {
 	all := map[string]*server{
-		"edge": {
-			name:       "edge",
-			proto:      "edge",
-			url:        fmt.Sprintf("ws://127.0.0.1:%d/socket/?channel=bench", edgePort),
-			metricsURL: fmt.Sprintf("http://127.0.0.1:%d/metrics", edgeAdminPort),
-			ports:      []int{edgePort, edgeAdminPort},
-			argv: func(b *bench) ([]string, error) {
-				cfg := filepath.Join(b.dir, "edge.yaml")
-				if err := os.WriteFile(cfg, []byte(b.edgeConfig()), 0o644); err != nil {
-					return nil, err
-				}
-				return []string{b.edgeBin, "run", "-config", cfg}, nil
-			},
-			env: b.edgeEnv,
-			ready: func(c *http.Client) error {
-				var st struct {
-					Healthy bool   `json:"healthy"`
-					Health  string `json:"health"`
-				}
-				if err := getJSON(c, fmt.Sprintf("http://127.0.0.1:%d/hub/stats", edgeAdminPort), &st); err != nil {
-					return err
-				}
-				if !st.Healthy {
-					return fmt.Errorf("hub not healthy: %s", st.Health)
-				}
-				return nil
-			},
-			stats: func(c *http.Client) map[string]float64 {
-				var st map[string]any
-				if getJSON(c, fmt.Sprintf("http://127.0.0.1:%d/hub/stats", edgeAdminPort), &st) != nil {
-					return nil
-				}
-				return numbers(st, "written", "writes", "dropped", "slow_clients", "gaps", "published", "broker_lost")
-			},
-		},
+		"edge":     b.edgeServer("edge", fmt.Sprintf("ws://127.0.0.1:%d/socket/?channel=bench", edgePort), false),
+		"edge-wss": b.edgeServer("edge-wss", fmt.Sprintf("wss://127.0.0.1:%d/socket/?channel=bench", edgeTLSPort), true),
 		"bare": {
 			name:       "bare",
 			proto:      "bare",
@@ -137,7 +105,7 @@ func (b *bench) servers(names []string) ([]*server, error) {
 	for _, n := range names {
 		s, ok := all[n]
 		if !ok {
-			return nil, fmt.Errorf("unknown server %q (have edge, bare, centrifugo)", n)
+			return nil, fmt.Errorf("unknown server %q (have edge, edge-wss, bare, centrifugo)", n)
 		}
 		if n == "centrifugo" && b.centrifugoBin == "" {
 			continue
@@ -147,17 +115,67 @@ func (b *bench) servers(names []string) ([]*server, error) {
 	return out, nil
 }
 
+// edgeServer is edge with one hub route, its clients on plain ws or, with
+// tls, on wss (edge-wss: the same hub behind edge's HTTPS listener).
+func (b *bench) edgeServer(name, url string, tls bool) *server {
+	return &server{
+		name:       name,
+		proto:      "edge",
+		url:        url,
+		metricsURL: fmt.Sprintf("http://127.0.0.1:%d/metrics", edgeAdminPort),
+		ports:      []int{edgePort, edgeTLSPort, edgeAdminPort},
+		argv: func(b *bench) ([]string, error) {
+			cfg := filepath.Join(b.dir, "edge.yaml")
+			if err := os.WriteFile(cfg, []byte(b.edgeConfig(tls)), 0o644); err != nil {
+				return nil, err
+			}
+			return []string{b.edgeBin, "run", "-config", cfg}, nil
+		},
+		env: b.edgeEnv,
+		ready: func(c *http.Client) error {
+			var st struct {
+				Healthy bool   `json:"healthy"`
+				Health  string `json:"health"`
+			}
+			if err := getJSON(c, fmt.Sprintf("http://127.0.0.1:%d/hub/stats", edgeAdminPort), &st); err != nil {
+				return err
+			}
+			if !st.Healthy {
+				return fmt.Errorf("hub not healthy: %s", st.Health)
+			}
+			return nil
+		},
+		stats: func(c *http.Client) map[string]float64 {
+			var st map[string]any
+			if getJSON(c, fmt.Sprintf("http://127.0.0.1:%d/hub/stats", edgeAdminPort), &st) != nil {
+				return nil
+			}
+			return numbers(st, "written", "writes", "dropped", "slow_clients", "gaps", "published", "broker_lost")
+		},
+	}
+}
+
 // edgeConfig is edge with one hub route on Redis. Pings are pushed past
 // the run (the bare server sends none): the figures are about fan-out.
-func (b *bench) edgeConfig() string {
+func (b *bench) edgeConfig(tls bool) string {
+	https, site := "", ""
+	if tls {
+		// A certificate made for the run (writeCert); the load does not
+		// verify it.
+		https = fmt.Sprintf("\n  https: \"127.0.0.1:%d\"", edgeTLSPort)
+		site = fmt.Sprintf("\n    tls: { cert: %s, key: %s }\n    http_redirect: false\n    hsts: { enabled: false }",
+			filepath.Join(b.dir, "cert.pem"), filepath.Join(b.dir, "key.pem"))
+	}
 	return fmt.Sprintf(`# edge for the hub benchmark (rendered by hubload bench)
 listen:
-  http: "127.0.0.1:%d"
+  http: "127.0.0.1:%d"%s
 admin: "127.0.0.1:%d"
 server:
   pprof: true
 log:
   level: warn
+tls:
+  storage: %s
 redis:
   url: "redis://%s/0"
 sites:
@@ -168,8 +186,8 @@ sites:
           origins: ["*"]
           queue_size: %d
           ping_interval: 5m
-          idle_timeout: 10m
-`, edgePort, edgeAdminPort, b.redisAddr, b.queueSize)
+          idle_timeout: 10m%s
+`, edgePort, https, edgeAdminPort, filepath.Join(b.dir, "edge-storage"), b.redisAddr, b.queueSize, site)
 }
 
 // centrifugoConfig is Centrifugo v6 with its Redis engine, anonymous

@@ -202,20 +202,33 @@ func (c *batchConn) waitRoom() error {
 	return nil
 }
 
-// SetWriteDeadline also bounds a Write waiting for room in the queue.
+// SetWriteDeadline bounds Write. Once batching, it bounds only a Write
+// waiting for room in the queue and is not passed to the socket: the TLS
+// layer sets a deadline of now right after queueing its close_notify ("any
+// later write fails"), which on the socket would also cut the writer off
+// before the queued close frame and close_notify leave. The writer's own
+// writes are bounded by Close's linger instead.
 func (c *batchConn) SetWriteDeadline(t time.Time) error {
 	c.mu.Lock()
 	c.deadline = t
+	batching := c.batching
 	c.drained.Broadcast()
 	c.mu.Unlock()
+	if batching {
+		return nil
+	}
 	return c.Conn.SetWriteDeadline(t)
 }
 
 func (c *batchConn) SetDeadline(t time.Time) error {
 	c.mu.Lock()
 	c.deadline = t
+	batching := c.batching
 	c.drained.Broadcast()
 	c.mu.Unlock()
+	if batching {
+		return c.Conn.SetReadDeadline(t)
+	}
 	return c.Conn.SetDeadline(t)
 }
 

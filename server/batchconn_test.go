@@ -6,6 +6,7 @@ import (
 	"io"
 	"net"
 	"os"
+	"sync"
 	"testing"
 	"time"
 )
@@ -215,4 +216,61 @@ func TestBatchConnTryWrite(t *testing.T) {
 		t.Fatalf("peer read %v: bytes out of order or missing", err)
 	}
 	t.Logf("%d frames sent at once before the socket filled", sent)
+}
+
+// crypto/tls's Close queues close_notify and then sets a write deadline of
+// now, so that later writes fail. That deadline must not reach the socket
+// while queued bytes (a WebSocket close frame, a GOAWAY) are still being
+// written: the peer would see the connection end without them.
+func TestBatchConnDeadlineNowKeepsQueuedBytes(t *testing.T) {
+	b, peer := tcpPair(t)
+	// Fill the socket buffers and the queue while the peer does not read,
+	// so that the writer is blocked in write(2).
+	var accepted bytes.Buffer
+	var mu sync.Mutex
+	go func() {
+		chunk := make([]byte, 8<<10)
+		for i := 0; ; i++ {
+			for k := range chunk {
+				chunk[k] = byte(i)
+			}
+			mu.Lock()
+			_, err := b.Write(chunk)
+			if err == nil {
+				accepted.Write(chunk)
+			}
+			mu.Unlock()
+			if err != nil {
+				return
+			}
+		}
+	}()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		b.mu.Lock()
+		full := b.queued() >= batchMax
+		b.mu.Unlock()
+		if full {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the queue never filled")
+		}
+		time.Sleep(time.Millisecond)
+	}
+	b.SetWriteDeadline(time.Now())    // as tls.Conn.Close does after close_notify
+	time.Sleep(20 * time.Millisecond) // a deadline on the socket would fail the blocked write(2) now
+	got := make(chan []byte)
+	go func() {
+		peer.SetReadDeadline(time.Now().Add(10 * time.Second))
+		all, _ := io.ReadAll(peer)
+		got <- all
+	}()
+	b.Close()
+	all := <-got
+	mu.Lock()
+	defer mu.Unlock()
+	if !bytes.Equal(all, accepted.Bytes()) {
+		t.Fatalf("peer read %d of the %d bytes Write accepted", len(all), accepted.Len())
+	}
 }

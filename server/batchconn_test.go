@@ -2,13 +2,23 @@ package server
 
 import (
 	"bytes"
+	cryptotls "crypto/tls"
 	"errors"
 	"io"
 	"net"
+	"net/http"
 	"os"
+	"runtime"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
+
+	"golang.org/x/net/http2"
+	"golang.org/x/net/http2/hpack"
+
+	"edge/config"
+	"edge/internal/testutil"
 )
 
 // tcpPair returns both ends of a loopback TCP connection; the server end is
@@ -273,4 +283,83 @@ func TestBatchConnDeadlineNowKeepsQueuedBytes(t *testing.T) {
 	if !bytes.Equal(all, accepted.Bytes()) {
 		t.Fatalf("peer read %d of the %d bytes Write accepted", len(all), accepted.Len())
 	}
+}
+
+// An HTTP/2 client that opens many streams for large responses, grants
+// the server every flow-control window, and then never reads: the
+// server's writes back up. The batching queue stays bounded, the
+// connection holds no more than a few windows' worth, other clients are
+// served meanwhile, and closing the attacker's connection frees it all.
+func TestHostileHTTP2ClientNeverReads(t *testing.T) {
+	big := bytes.Repeat([]byte("x"), 256<<10)
+	var done atomic.Int64 // big responses written in full by their handler
+	build := func(*config.Site, *config.Route) (http.Handler, error) {
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if r.URL.Path == "/big" {
+				if _, err := w.Write(big); err == nil {
+					done.Add(1)
+				}
+				return
+			}
+			io.WriteString(w, "ok")
+		}), nil
+	}
+	sconf, cconf := selfSigned(t)
+	addr := edgeListener(t, plainYAML, build, nil, Options{}, sconf)
+	mustGet200TLS(t, cconf, addr)
+	runtime.GC()
+	var m0 runtime.MemStats
+	runtime.ReadMemStats(&m0)
+	g0 := runtime.NumGoroutine()
+
+	cc := cconf.Clone()
+	cc.NextProtos = []string{"h2"}
+	raw, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw.(*net.TCPConn).SetReadBuffer(4 << 10)
+	c := cryptotls.Client(raw, cc)
+	if err := c.Handshake(); err != nil {
+		t.Fatal(err)
+	}
+	io.WriteString(c, http2.ClientPreface)
+	fr := http2.NewFramer(c, c)
+	fr.WriteSettings(http2.Setting{ID: http2.SettingInitialWindowSize, Val: 1<<31 - 1})
+	fr.WriteWindowUpdate(0, 1<<31-1-65535)
+	const streams = 100
+	for i := range streams {
+		var block bytes.Buffer
+		enc := hpack.NewEncoder(&block)
+		for _, f := range [][2]string{{":method", "GET"}, {":scheme", "https"}, {":authority", "x"}, {":path", "/big"}} {
+			enc.WriteField(hpack.HeaderField{Name: f[0], Value: f[1]})
+		}
+		fr.WriteHeaders(http2.HeadersFrameParam{StreamID: uint32(2*i + 1), BlockFragment: block.Bytes(), EndHeaders: true, EndStream: true})
+	}
+	// 100 × 256 KiB asked for, nothing read. Others are still served.
+	start := time.Now()
+	for range 5 {
+		mustGet200TLS(t, cconf, addr)
+	}
+	if d := time.Since(start); d > 3*time.Second {
+		t.Errorf("5 requests of another client took %v while the attacker's writes were stuck", d)
+	}
+	// Unbounded buffering would take every response at once and let all
+	// handlers finish; bounded, they wait for the attacker to read.
+	for deadline := time.Now().Add(300 * time.Millisecond); time.Now().Before(deadline); {
+		if done.Load() == streams {
+			t.Fatalf("all %d handlers wrote 256 KiB to a client that reads nothing: buffers are not bounded", streams)
+		}
+		runtime.Gosched()
+	}
+	runtime.GC()
+	var m1 runtime.MemStats
+	runtime.ReadMemStats(&m1)
+	grown := int64(m1.HeapAlloc) - int64(m0.HeapAlloc)
+	t.Logf("heap grew %d KiB with %d stuck streams of 256 KiB; %d handlers finished", grown>>10, streams, done.Load())
+	if grown > 2<<20 {
+		t.Errorf("heap grew %d KiB while the attacker read nothing: buffers are not bounded", grown>>10)
+	}
+	c.Close()
+	testutil.WaitFor(t, 10*time.Second, "the attacker's goroutines end", func() bool { return runtime.NumGoroutine() <= g0+2 })
 }

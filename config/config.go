@@ -173,10 +173,13 @@ type Route struct {
 	Headers *Headers `yaml:"headers"`
 
 	// Static serves files; Proxy passes requests to upstreams; Hub is a
-	// WebSocket broadcast endpoint. Exactly one is set.
-	Static *Static `yaml:"static"`
-	Proxy  *Proxy  `yaml:"proxy"`
-	Hub    *Hub    `yaml:"hub"`
+	// WebSocket broadcast endpoint; Redirect and Respond answer with a
+	// redirect or a fixed response. Exactly one is set.
+	Static   *Static   `yaml:"static"`
+	Proxy    *Proxy    `yaml:"proxy"`
+	Hub      *Hub      `yaml:"hub"`
+	Redirect *Redirect `yaml:"redirect"`
+	Respond  *Respond  `yaml:"respond"`
 }
 
 // Headers edits request headers (before the handler) and response headers.

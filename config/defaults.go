@@ -86,6 +86,12 @@ func (c *Config) applyDefaults() {
 			if r.Hub != nil {
 				r.Hub.defaults(c)
 			}
+			if r.Redirect != nil {
+				r.Redirect.defaults()
+			}
+			if r.Respond != nil {
+				r.Respond.defaults()
+			}
 		}
 	}
 }

@@ -285,13 +285,13 @@ func (v *validator) route(rp string, r *Route, s Site) {
 		v.errf(rp+".path", "path %q is not clean (no //, . or .. segments)", r.Path)
 	}
 	n := 0
-	for _, set := range []bool{r.Static != nil, r.Proxy != nil, r.Hub != nil} {
+	for _, set := range []bool{r.Static != nil, r.Proxy != nil, r.Hub != nil, r.Redirect != nil, r.Respond != nil} {
 		if set {
 			n++
 		}
 	}
 	if n != 1 {
-		v.errf(rp, "a route needs exactly one handler of static, proxy or hub (found %d)", n)
+		v.errf(rp, "a route needs exactly one handler of static, proxy, hub, redirect or respond (found %d)", n)
 	}
 	if r.MaxBodySize != nil && *r.MaxBodySize < 0 {
 		v.errf(rp+".max_body_size", "must not be negative")
@@ -304,6 +304,12 @@ func (v *validator) route(rp string, r *Route, s Site) {
 	}
 	if r.Hub != nil {
 		v.hub(rp+".hub", r.Hub)
+	}
+	if r.Redirect != nil {
+		v.redirect(rp+".redirect", r.Redirect)
+	}
+	if r.Respond != nil {
+		v.respond(rp+".respond", r.Respond)
 	}
 }
 

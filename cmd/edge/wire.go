@@ -7,6 +7,7 @@ import (
 
 	"edge/config"
 	"edge/proxy"
+	"edge/respond"
 	"edge/server"
 	"edge/static"
 	edgetls "edge/tls"
@@ -69,6 +70,10 @@ func (b *builder) route(site *config.Site, r *config.Route) (http.Handler, error
 		// stays configured stay connected across reloads.
 		h = b.a.node.Route(r.Path, r.Hub, site.Hosts)
 		b.gen.hubKeys = append(b.gen.hubKeys, r.Path)
+	case r.Redirect != nil:
+		h = respond.Redirect(r.Redirect)
+	case r.Respond != nil:
+		h = respond.Fixed(r.Respond)
 	default:
 		err = fmt.Errorf("route has no handler")
 	}

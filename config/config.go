@@ -147,6 +147,10 @@ type Site struct {
 	// trailing-slash path included; the default site's log also holds the
 	// requests for hosts no site has. Default off.
 	AccessLog *AccessLog `yaml:"access_log"`
+	// Access and BasicAuth guard every route of the site that has none of
+	// its own (nginx allow/deny and auth_basic at server level).
+	Access    Access     `yaml:"access"`
+	BasicAuth *BasicAuth `yaml:"basic_auth"`
 	// Routes are matched by longest path prefix, as nginx locations.
 	Routes []Route `yaml:"routes"`
 }
@@ -171,6 +175,10 @@ type Route struct {
 	MaxBodySize *ByteSize `yaml:"max_body_size"`
 	// Headers adds or removes request and response headers.
 	Headers *Headers `yaml:"headers"`
+	// Access (allow/deny rules, 403) and BasicAuth (401) guard the route;
+	// each replaces the site's.
+	Access    Access     `yaml:"access"`
+	BasicAuth *BasicAuth `yaml:"basic_auth"`
 
 	// Static serves files; Proxy passes requests to upstreams; Hub is a
 	// WebSocket broadcast endpoint; Redirect and Respond answer with a

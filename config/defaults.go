@@ -72,8 +72,14 @@ func (c *Config) applyDefaults() {
 				site.AccessLog.File = c.resolve(site.AccessLog.File)
 			}
 		}
+		if site.BasicAuth != nil {
+			site.BasicAuth.defaults(c)
+		}
 		for j := range site.Routes {
 			r := &site.Routes[j]
+			if r.BasicAuth != nil {
+				r.BasicAuth.defaults(c)
+			}
 			if r.MaxBodySize == nil {
 				r.MaxBodySize = &s.MaxBodySize
 			}

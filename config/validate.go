@@ -258,6 +258,10 @@ func (v *validator) sites() {
 		if len(s.Routes) == 0 {
 			v.errf(sp+".routes", "a site needs at least one route")
 		}
+		v.access(sp+".access", s.Access)
+		if s.BasicAuth != nil {
+			v.basicAuth(sp+".basic_auth", s.BasicAuth)
+		}
 		paths := map[string]string{}
 		for j := range s.Routes {
 			rp := fmt.Sprintf("%s.routes[%d]", sp, j)
@@ -304,6 +308,10 @@ func (v *validator) route(rp string, r *Route, s Site) {
 	}
 	if r.Hub != nil {
 		v.hub(rp+".hub", r.Hub)
+	}
+	v.access(rp+".access", r.Access)
+	if r.BasicAuth != nil {
+		v.basicAuth(rp+".basic_auth", r.BasicAuth)
 	}
 	if r.Redirect != nil {
 		v.redirect(rp+".redirect", r.Redirect)

@@ -2,10 +2,15 @@ package main
 
 import (
 	"fmt"
+	"io"
 	"net/http"
+	"net/http/httptest"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
+
+	"golang.org/x/crypto/bcrypt"
 )
 
 // TestRedirectAndRespondRoutes runs edge with nginx's `return` idioms as
@@ -68,5 +73,69 @@ sites:
 		if !strings.Contains(errOut, want) {
 			t.Errorf("validate output lacks %q:\n%s", want, errOut)
 		}
+	}
+}
+
+// TestAccessAndBasicAuthRoutes: nginx's allow/deny and auth_basic in front
+// of a backend. A denied or unauthenticated request gets 403 or 401 and
+// never reaches the backend; the right password does.
+func TestAccessAndBasicAuthRoutes(t *testing.T) {
+	var reached atomic.Int64
+	backend := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		reached.Add(1)
+		io.WriteString(w, "admin page")
+	}))
+	defer backend.Close()
+	dir := t.TempDir()
+	hash, _ := bcrypt.GenerateFromPassword([]byte("open sesame"), bcrypt.MinCost)
+	writeFile(t, dir, "users", "ops:"+string(hash)+"\n")
+	httpAddr, adminAddr := freePort(t), freePort(t)
+	cfg := writeFile(t, dir, "edge.yaml", fmt.Sprintf(`
+listen: { http: "%s" }
+admin: "%s"
+sites:
+  - routes:
+      - path: /admin/
+        proxy: { upstreams: ["%s"] }
+        basic_auth: { users_file: users, realm: Ops }
+      - path: /internal/
+        proxy: { upstreams: ["%s"] }
+        access: ["allow 192.0.2.0/24", "deny all"]
+      - path: /
+        respond: { body: public }
+`, httpAddr, adminAddr, backend.URL, backend.URL))
+	p := startEdgeAt(t, dir, cfg)
+	p.waitHTTP("http://"+adminAddr+"/healthz", 20*time.Second)
+
+	get := func(path string, auth bool, pass string) (int, string, http.Header) {
+		req, _ := http.NewRequest("GET", "http://"+httpAddr+path, nil)
+		if auth {
+			req.SetBasicAuth("ops", pass)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b), resp.Header
+	}
+	if code, _, h := get("/admin/", false, ""); code != 401 || h.Get("WWW-Authenticate") != `Basic realm="Ops", charset="UTF-8"` {
+		t.Errorf("no credentials: %d %q", code, h.Get("WWW-Authenticate"))
+	}
+	if code, _, _ := get("/admin/", true, "wrong"); code != 401 {
+		t.Errorf("wrong password: %d", code)
+	}
+	if code, _, _ := get("/internal/", false, ""); code != 403 {
+		t.Errorf("127.0.0.1 on a route for 192.0.2.0/24: %d, want 403", code)
+	}
+	if n := reached.Load(); n != 0 {
+		t.Fatalf("the backend saw %d refused requests", n)
+	}
+	if code, body, _ := get("/admin/", true, "open sesame"); code != 200 || body != "admin page" {
+		t.Errorf("right password: %d %q", code, body)
+	}
+	if code, body, _ := get("/", false, ""); code != 200 || body != "public" {
+		t.Errorf("public route: %d %q", code, body)
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/http"
 
+	"edge/access"
 	"edge/config"
 	"edge/proxy"
 	"edge/respond"
@@ -80,6 +81,7 @@ func (b *builder) route(site *config.Site, r *config.Route) (http.Handler, error
 	if err != nil {
 		return nil, err
 	}
+	h = access.Guard(h, site, r)
 	b.built[r] = h
 	return h, nil
 }

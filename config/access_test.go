@@ -31,3 +31,27 @@ sites:
 		}
 	}
 }
+
+func TestLimitErrors(t *testing.T) {
+	_, err := Parse("t.yaml", []byte(`
+listen: { http: "127.0.0.1:0" }
+sites:
+  - routes:
+      - { path: /a, respond: { body: x }, limit: { rate: 10/h } }
+      - { path: /b, respond: { body: x }, limit: { burst: 3 } }
+      - { path: /c, respond: { body: x }, limit: { rate: 5/s, key: cookie, status: 200 } }
+`))
+	if err == nil {
+		t.Fatal("bad limits accepted")
+	}
+	for _, want := range []string{
+		`sites[0].routes[0].limit.rate: rate "10/h": want N/s or N/m`,
+		`sites[0].routes[1].limit: a limit needs a rate, connections or both`,
+		`sites[0].routes[2].limit.key: key "cookie": want client_ip or header:NAME`,
+		`sites[0].routes[2].limit.status: status 200: want 400–599`,
+	} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("error lacks %q:\n%v", want, err)
+		}
+	}
+}

@@ -179,6 +179,8 @@ type Route struct {
 	// each replaces the site's.
 	Access    Access     `yaml:"access"`
 	BasicAuth *BasicAuth `yaml:"basic_auth"`
+	// Limit caps each client's request rate and requests in progress.
+	Limit *Limit `yaml:"limit"`
 
 	// Static serves files; Proxy passes requests to upstreams; Hub is a
 	// WebSocket broadcast endpoint; Redirect and Respond answer with a

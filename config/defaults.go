@@ -80,6 +80,9 @@ func (c *Config) applyDefaults() {
 			if r.BasicAuth != nil {
 				r.BasicAuth.defaults(c)
 			}
+			if r.Limit != nil {
+				r.Limit.defaults()
+			}
 			if r.MaxBodySize == nil {
 				r.MaxBodySize = &s.MaxBodySize
 			}

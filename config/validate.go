@@ -310,6 +310,9 @@ func (v *validator) route(rp string, r *Route, s Site) {
 		v.hub(rp+".hub", r.Hub)
 	}
 	v.access(rp+".access", r.Access)
+	if r.Limit != nil {
+		v.limit(rp+".limit", r.Limit)
+	}
 	if r.BasicAuth != nil {
 		v.basicAuth(rp+".basic_auth", r.BasicAuth)
 	}

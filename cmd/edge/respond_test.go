@@ -139,3 +139,38 @@ sites:
 		t.Errorf("public route: %d %q", code, body)
 	}
 }
+
+// TestLimitRoute: nginx's limit_req on an API route: the burst passes,
+// then 429 with Retry-After, and other routes are not limited.
+func TestLimitRoute(t *testing.T) {
+	httpAddr, adminAddr := freePort(t), freePort(t)
+	p := startEdge(t, fmt.Sprintf(`
+listen: { http: "%s" }
+admin: "%s"
+sites:
+  - routes:
+      - path: /api/
+        respond: { body: data }
+        limit: { rate: 1/m, burst: 2 }
+      - path: /
+        respond: { body: page }
+`, httpAddr, adminAddr))
+	p.waitHTTP("http://"+adminAddr+"/healthz", 20*time.Second)
+	c := &http.Client{Timeout: 10 * time.Second}
+	for i := range 3 {
+		if code, _ := httpGet(t, c, "http://"+httpAddr+"/api/x"); code != 200 {
+			t.Fatalf("request %d of the burst: %d", i+1, code)
+		}
+	}
+	resp, err := c.Get("http://" + httpAddr + "/api/x")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 429 || resp.Header.Get("Retry-After") == "" {
+		t.Errorf("over the burst: %d Retry-After %q, want 429 with Retry-After", resp.StatusCode, resp.Header.Get("Retry-After"))
+	}
+	if code, body := httpGet(t, c, "http://"+httpAddr+"/"); code != 200 || body != "page" {
+		t.Errorf("unlimited route: %d %q", code, body)
+	}
+}

@@ -81,7 +81,9 @@ func (b *builder) route(site *config.Site, r *config.Route) (http.Handler, error
 	if err != nil {
 		return nil, err
 	}
-	h = access.Guard(h, site, r)
+	// Refused clients are counted against their limit first, as nginx's
+	// limit_req runs before its access phase.
+	h = access.Limit(access.Guard(h, site, r), r.Limit)
 	b.built[r] = h
 	return h, nil
 }

@@ -55,3 +55,27 @@ sites:
 		}
 	}
 }
+
+func TestErrorPagesErrors(t *testing.T) {
+	dir := t.TempDir()
+	_, err := Parse(dir+"/t.yaml", []byte(`
+listen: { http: "127.0.0.1:0" }
+sites:
+  - error_pages: { "200": /e/ok.html, "502": /api/50x.html, "404": errors.html }
+    routes:
+      - { path: /e/, static: { root: . } }
+      - { path: /api/, respond: { body: x } }
+`))
+	if err == nil {
+		t.Fatal("bad error pages accepted")
+	}
+	for _, want := range []string{
+		`sites[0].error_pages.200: status "200": want 400–599`,
+		`sites[0].error_pages.502: page "/api/50x.html" is not under a static route of this site`,
+		`sites[0].error_pages.404: page "errors.html" must be a path starting with /`,
+	} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("error lacks %q:\n%v", want, err)
+		}
+	}
+}

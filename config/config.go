@@ -147,6 +147,13 @@ type Site struct {
 	// trailing-slash path included; the default site's log also holds the
 	// requests for hosts no site has. Default off.
 	AccessLog *AccessLog `yaml:"access_log"`
+	// ErrorPages answers edge's own error responses (a 502 when every
+	// upstream is down, a 404 of no route, a 403 of an access rule…) with a
+	// file of the site's static routes, keeping the status: nginx's
+	// error_page. An upstream's own error responses pass through, as
+	// nginx without proxy_intercept_errors.
+	// Keys are statuses ("502"), values paths.
+	ErrorPages map[string]string `yaml:"error_pages"`
 	// Access and BasicAuth guard every route of the site that has none of
 	// its own (nginx allow/deny and auth_basic at server level).
 	Access    Access     `yaml:"access"`

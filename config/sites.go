@@ -3,6 +3,7 @@ package config
 import (
 	"net/netip"
 	"sort"
+	"strconv"
 	"strings"
 
 	"golang.org/x/net/idna"
@@ -166,4 +167,33 @@ func digitsAndDots(h string) bool {
 		}
 	}
 	return h != ""
+}
+
+// RouteFor returns the route that serves path in s, by longest prefix as
+// the router matches ("/static/" serves "/static/x"; "/api" serves "/api"
+// and "/api/v1"), or nil.
+func (s *Site) RouteFor(path string) *Route {
+	var best *Route
+	for i := range s.Routes {
+		r := &s.Routes[i]
+		p := r.Path
+		match := strings.HasSuffix(p, "/") && strings.HasPrefix(path, p) ||
+			path == p || strings.HasPrefix(path, p+"/")
+		if match && (best == nil || len(p) > len(best.Path)) {
+			best = r
+		}
+	}
+	return best
+}
+
+// ErrorPagesByCode returns ErrorPages keyed by status (config.Parse has
+// checked the keys).
+func (s *Site) ErrorPagesByCode() map[int]string {
+	m := make(map[int]string, len(s.ErrorPages))
+	for k, v := range s.ErrorPages {
+		if code, err := strconv.Atoi(k); err == nil {
+			m[code] = v
+		}
+	}
+	return m
 }

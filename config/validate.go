@@ -8,6 +8,7 @@ import (
 	"net/url"
 	"os"
 	"path"
+	"path/filepath"
 	"reflect"
 	"regexp"
 	"strconv"
@@ -258,6 +259,7 @@ func (v *validator) sites() {
 		if len(s.Routes) == 0 {
 			v.errf(sp+".routes", "a site needs at least one route")
 		}
+		v.errorPages(sp+".error_pages", s)
 		v.access(sp+".access", s.Access)
 		if s.BasicAuth != nil {
 			v.basicAuth(sp+".basic_auth", s.BasicAuth)
@@ -328,5 +330,31 @@ func (v *validator) httpURL(path, s string) {
 	u, err := url.Parse(s)
 	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
 		v.errf(path, "invalid URL %q: want http:// or https://", s)
+	}
+}
+
+// errorPages checks that each page is an error status and a path one of
+// the site's static routes serves.
+func (v *validator) errorPages(p string, s Site) {
+	for key, page := range s.ErrorPages {
+		cp := p + "." + key
+		if code, err := strconv.Atoi(key); err != nil || code < 400 || code > 599 {
+			v.errf(cp, "status %q: want 400–599", key)
+		}
+		r := s.RouteFor(page)
+		switch {
+		case !strings.HasPrefix(page, "/"):
+			v.errf(cp, "page %q must be a path starting with /", page)
+		case r == nil || r.Static == nil:
+			v.errf(cp, "page %q is not under a static route of this site", page)
+		default:
+			file := filepath.Join(r.Static.Root, filepath.FromSlash(page))
+			if r.Static.Alias != "" {
+				file = filepath.Join(r.Static.Alias, filepath.FromSlash(strings.TrimPrefix(page, r.Path)))
+			}
+			if _, err := os.Stat(file); err != nil {
+				v.warnf(cp, "page file %s: %v; until it exists, edge's own error text is sent (with the status)", file, unwrapPathErr(err))
+			}
+		}
 	}
 }

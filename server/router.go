@@ -41,6 +41,7 @@ type Router struct {
 
 type site struct {
 	routes []*route // longest path first
+	pages  *pages   // error_pages; nil without
 	// unmatched records the requests the site answers without a route:
 	// no route matches (404) or the path is refused (400). Route label
 	// UnmatchedRoute; nil without Metrics.
@@ -107,6 +108,7 @@ func NewRouter(cfg *config.Config, build Builder, m *Metrics) (rt *Router, err e
 			s.routes = append(s.routes, r)
 		}
 		sort.SliceStable(s.routes, func(a, b int) bool { return len(s.routes[a].path) > len(s.routes[b].path) })
+		s.pages = newPages(cs, s.routes)
 		rt.sites = append(rt.sites, s)
 	}
 	if m != nil {
@@ -180,6 +182,9 @@ func (rt *Router) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if s == nil {
 		rt.nowhere.observe(answer(http.StatusNotFound), w, r)
 		return
+	}
+	if s.pages != nil {
+		w = &pageWriter{ResponseWriter: w, p: s.pages, r: r}
 	}
 	p, ok := cleanPath(r.URL.Path)
 	if !ok {

@@ -174,3 +174,78 @@ sites:
 		t.Errorf("unlimited route: %d %q", code, body)
 	}
 }
+
+// TestErrorPages: nginx's error_page. edge's own errors (a dead upstream's
+// 502, a 404 of no route, an access rule's 403) are answered with the
+// site's files and their original status, never cached; an upstream's own
+// error response passes through; a page whose file is gone still keeps
+// the status.
+func TestErrorPages(t *testing.T) {
+	backend := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.WriteHeader(404)
+		io.WriteString(w, "the app's own 404")
+	}))
+	defer backend.Close()
+	dir := t.TempDir()
+	writeFile(t, dir, "www/errors/50x.html", "<h1>We'll be right back</h1>")
+	writeFile(t, dir, "www/errors/404.html", "<h1>Not here</h1>")
+	httpAddr, adminAddr, dead := freePort(t), freePort(t), freePort(t)
+	cfg := writeFile(t, dir, "edge.yaml", fmt.Sprintf(`
+listen: { http: "%s" }
+admin: "%s"
+sites:
+  - error_pages: { 502: /errors/50x.html, 404: /errors/404.html, 403: /errors/403.html }
+    routes:
+      - path: /errors/
+        static: { root: www }
+      - path: /api/
+        proxy: { upstreams: ["http://%s"], max_fails: 0 }
+      - path: /app/
+        proxy: { upstreams: ["%s"] }
+      - path: /admin/
+        respond: { body: x }
+        access: ["deny all"]
+`, httpAddr, adminAddr, dead, backend.URL))
+	p := startEdgeAt(t, dir, cfg)
+	p.waitHTTP("http://"+adminAddr+"/healthz", 20*time.Second)
+
+	do := func(method, path string, hdr map[string]string) (int, string, http.Header) {
+		req, _ := http.NewRequest(method, "http://"+httpAddr+path, nil)
+		for k, v := range hdr {
+			req.Header.Set(k, v)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b), resp.Header
+	}
+	code, body, h := do("GET", "/api/orders", nil)
+	if code != 502 || body != "<h1>We'll be right back</h1>" {
+		t.Errorf("dead upstream: %d %q, want 502 with the site's page", code, body)
+	}
+	if h.Get("Cache-Control") != "no-store" || h.Get("Etag") != "" || !strings.HasPrefix(h.Get("Content-Type"), "text/html") {
+		t.Errorf("page headers: Cache-Control %q, ETag %q, Content-Type %q", h.Get("Cache-Control"), h.Get("Etag"), h.Get("Content-Type"))
+	}
+	if code, body, _ := do("HEAD", "/api/orders", nil); code != 502 || body != "" {
+		t.Errorf("HEAD: %d %q", code, body)
+	}
+	// The page's own validators must not turn the error into a 304.
+	if code, _, _ := do("GET", "/nowhere", map[string]string{"If-None-Match": "*", "Range": "bytes=0-3"}); code != 404 {
+		t.Errorf("conditional request for a missing path: %d, want 404", code)
+	}
+	if code, body, _ := do("GET", "/nowhere", nil); code != 404 || body != "<h1>Not here</h1>" {
+		t.Errorf("no route: %d %q", code, body)
+	}
+	if code, body, _ := do("GET", "/app/x", nil); code != 404 || body != "the app's own 404" {
+		t.Errorf("upstream's own 404: %d %q, want it passed through", code, body)
+	}
+	if code, body, _ := do("GET", "/admin/", nil); code != 403 || strings.Contains(body, "<h1>") {
+		t.Errorf("403 whose page file is gone: %d %q, want 403 with edge's text", code, body)
+	}
+	if code, body, _ := do("GET", "/errors/404.html", nil); code != 200 || body != "<h1>Not here</h1>" {
+		t.Errorf("the page itself: %d %q", code, body)
+	}
+}

@@ -30,6 +30,9 @@ func Error(w http.ResponseWriter, code int) {
 // handlers whose clients are told why (the hub's refusals, PROTOCOL.md).
 // text must leak nothing.
 func Text(w http.ResponseWriter, code int, text string) {
+	if servedPage(w, code) {
+		return
+	}
 	h := w.Header()
 	h.Del("Content-Length")
 	h.Del("Content-Encoding")
@@ -40,6 +43,29 @@ func Text(w http.ResponseWriter, code int, text string) {
 	h.Set("Cache-Control", "no-store")
 	w.WriteHeader(code)
 	io.WriteString(w, strings.ReplaceAll(text, "\n", " ")+"\n")
+}
+
+// ErrorPager is implemented by response writers that answer some errors
+// with a page of the site's own (error_pages). ServeErrorPage writes the
+// page for code through w, with code as its status, and reports whether
+// it did.
+type ErrorPager interface {
+	ServeErrorPage(w http.ResponseWriter, code int) bool
+}
+
+// servedPage asks the first ErrorPager in w's Unwrap chain to answer code.
+func servedPage(w http.ResponseWriter, code int) bool {
+	for u := w; u != nil; {
+		if p, ok := u.(ErrorPager); ok {
+			return p.ServeErrorPage(w, code)
+		}
+		next, ok := u.(interface{ Unwrap() http.ResponseWriter })
+		if !ok {
+			return false
+		}
+		u = next.Unwrap()
+	}
+	return false
 }
 
 // StatusNoter is implemented by response writers that record a status for

@@ -79,3 +79,33 @@ sites:
 		}
 	}
 }
+
+func TestRewriteErrors(t *testing.T) {
+	_, err := Parse("t.yaml", []byte(`
+listen: { http: "127.0.0.1:0" }
+sites:
+  - routes:
+      - path: /
+        respond: { body: x }
+        rewrite:
+          - { match: '^/(a', to: /b }
+          - { match: '^/(a)$', to: 'b$1' }
+          - { match: '^/(a)$', to: '/b/$2' }
+          - { match: '^/(a)$', to: '/b/${name}' }
+          - { match: '^/(a)$', to: '/b', redirect: 200 }
+`))
+	if err == nil {
+		t.Fatal("bad rewrites accepted")
+	}
+	for _, want := range []string{
+		`sites[0].routes[0].rewrite[0].match: invalid regular expression "^/(a"`,
+		`sites[0].routes[0].rewrite[1].to: an internal rewrite needs a path starting with /`,
+		`sites[0].routes[0].rewrite[2].to: $2: match has 1 groups`,
+		`sites[0].routes[0].rewrite[3].to: ${name}: match has no group of that name`,
+		`sites[0].routes[0].rewrite[4].redirect: redirect 200: want 301, 302, 303, 307 or 308`,
+	} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("error lacks %q:\n%v", want, err)
+		}
+	}
+}

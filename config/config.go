@@ -188,6 +188,8 @@ type Route struct {
 	BasicAuth *BasicAuth `yaml:"basic_auth"`
 	// Limit caps each client's request rate and requests in progress.
 	Limit *Limit `yaml:"limit"`
+	// Rewrite changes the path (or redirects) before the handler runs.
+	Rewrite []Rewrite `yaml:"rewrite"`
 
 	// Static serves files; Proxy passes requests to upstreams; Hub is a
 	// WebSocket broadcast endpoint; Redirect and Respond answer with a

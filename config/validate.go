@@ -315,6 +315,7 @@ func (v *validator) route(rp string, r *Route, s Site) {
 	if r.Limit != nil {
 		v.limit(rp+".limit", r.Limit)
 	}
+	v.rewrites(rp+".rewrite", r.Rewrite)
 	if r.BasicAuth != nil {
 		v.basicAuth(rp+".basic_auth", r.BasicAuth)
 	}

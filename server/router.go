@@ -54,10 +54,11 @@ type site struct {
 const UnmatchedRoute = "none"
 
 type route struct {
-	path    string
-	handler http.Handler
-	maxBody int64     // 0: unlimited
-	obs     *observer // metrics and access log; nil without Metrics
+	path     string
+	handler  http.Handler
+	rewrites []rewriteRule // applied before handler; the route a rewrite lands on applies none
+	maxBody  int64         // 0: unlimited
+	obs      *observer     // metrics and access log; nil without Metrics
 }
 
 // NewRouter builds the routing table of cfg, calling build for each route.
@@ -96,7 +97,7 @@ func NewRouter(cfg *config.Config, build Builder, m *Metrics) (rt *Router, err e
 			if err != nil {
 				return nil, fmt.Errorf("sites[%d].routes[%d] (%s): %w", i, j, cr.Path, err)
 			}
-			r := &route{path: cr.Path, handler: withHeaders(h, cr.Headers)}
+			r := &route{path: cr.Path, handler: withHeaders(h, cr.Headers), rewrites: compileRewrites(cr.Rewrite)}
 			if m != nil {
 				if r.obs, err = m.observer(cs, cr.Path, rt.logs); err != nil {
 					return nil, err
@@ -205,6 +206,28 @@ func (rt *Router) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		if to := s.redirectTarget(p); to != nil {
 			to.obs.observe(slashRedirect{}, w, r)
 			return
+		}
+	}
+	if rtt != nil && len(rtt.rewrites) > 0 {
+		np, q, code, ok := rewrite(rtt.rewrites, p, r.URL.RawQuery)
+		switch {
+		case ok && code != 0:
+			rtt.obs.observe(rewriteRedirect{target: np, query: q, code: code}, w, r)
+			return
+		case ok:
+			// Internal: route the new path once more (nginx's last); the
+			// route it lands on applies no rewrites, so rules cannot loop.
+			cp, clean := cleanPath(np)
+			if !clean {
+				s.unmatched.observe(answer(http.StatusBadRequest), w, r)
+				return
+			}
+			u := *r.URL
+			u.Path, u.RawPath, u.RawQuery = cp, "", q
+			r2 := *r
+			r2.URL = &u
+			r, p = &r2, cp
+			rtt = s.match(p)
 		}
 	}
 	if rtt == nil {

@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -247,5 +248,54 @@ sites:
 	}
 	if code, body, _ := do("GET", "/errors/404.html", nil); code != 200 || body != "<h1>Not here</h1>" {
 		t.Errorf("the page itself: %d %q", code, body)
+	}
+}
+
+// TestRewrites: nginx's rewrite. An internal rewrite continues with the
+// new path through route matching once (the query merged as nginx does);
+// a redirect rule answers with Location; rules cannot loop.
+func TestRewrites(t *testing.T) {
+	var seen sync.Map
+	backend := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		seen.Store(r.URL.RequestURI(), true)
+		io.WriteString(w, "backend "+r.URL.RequestURI())
+	}))
+	defer backend.Close()
+	httpAddr, adminAddr := freePort(t), freePort(t)
+	p := startEdge(t, fmt.Sprintf(`
+listen: { http: "%s" }
+admin: "%s"
+sites:
+  - routes:
+      - path: /shop/
+        respond: { status: 410 }
+        rewrite:
+          - { match: '^/shop/item/(\d+)$', to: '/app/item.php?id=$1' }
+          - { match: '^/shop/old/(?P<rest>.*)$', to: '/new/${rest}', redirect: 301 }
+      - path: /loop/
+        respond: { body: loop }
+        rewrite: [{ match: '^/loop/(.*)$', to: '/loop/again/$1' }]
+      - path: /app/
+        proxy: { upstreams: ["%s"] }
+`, httpAddr, adminAddr, backend.URL))
+	p.waitHTTP("http://"+adminAddr+"/healthz", 20*time.Second)
+	c := &http.Client{Timeout: 10 * time.Second, CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+
+	if code, body := httpGet(t, c, "http://"+httpAddr+"/shop/item/42?ref=mail"); code != 200 || body != "backend /app/item.php?id=42&ref=mail" {
+		t.Errorf("internal rewrite: %d %q", code, body)
+	}
+	resp, err := c.Get("http://" + httpAddr + "/shop/old/a%20b?x=1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 301 || resp.Header.Get("Location") != "/new/a%20b?x=1" {
+		t.Errorf("redirect rule: %d %q", resp.StatusCode, resp.Header.Get("Location"))
+	}
+	if code, _ := httpGet(t, c, "http://"+httpAddr+"/shop/other"); code != 410 {
+		t.Errorf("no rule matches: %d, want the route's own 410", code)
+	}
+	if code, body := httpGet(t, c, "http://"+httpAddr+"/loop/x"); code != 200 || body != "loop" {
+		t.Errorf("a rule that rewrites into its own route: %d %q, want one pass", code, body)
 	}
 }

@@ -85,15 +85,7 @@ func TestAccessUsesClientIdentity(t *testing.T) {
 	cfg := parse(t, t.TempDir(), `access: ["allow 203.0.113.0/24", "deny all"]
     routes: [{ path: /, respond: { body: x } }]`)
 	h := Guard(ok, &cfg.Sites[0], &cfg.Sites[0].Routes[0])
-	res := clientip.NewResolver([]netip.Prefix{netip.MustParsePrefix("10.0.0.0/8")})
-	via := func(remote, xff string) int {
-		r := httptest.NewRequest("GET", "/", nil)
-		r.RemoteAddr = remote
-		r.Header.Set("X-Forwarded-For", xff)
-		w := httptest.NewRecorder()
-		h.ServeHTTP(w, res.Resolve(r))
-		return w.Code
-	}
+	via := func(remote, xff string) int { return behindBalancer(h, remote, xff) }
 	if c := via("10.0.0.5:1", "203.0.113.9"); c != 200 {
 		t.Errorf("allowed client behind the trusted balancer: %d", c)
 	}
@@ -173,4 +165,17 @@ sites:
 	if strings.Contains(err.Error(), ":1:") && strings.Contains(err.Error(), `"ann"`) {
 		t.Errorf("the bcrypt line was refused:\n%v", err)
 	}
+}
+
+// behindBalancer serves a request that came from remote with
+// X-Forwarded-For xff, the router having resolved the client with
+// 10.0.0.0/8 as trusted proxies, and returns the status.
+func behindBalancer(h http.Handler, remote, xff string) int {
+	res := clientip.NewResolver([]netip.Prefix{netip.MustParsePrefix("10.0.0.0/8")})
+	r := httptest.NewRequest("GET", "/", nil)
+	r.RemoteAddr = remote
+	r.Header.Set("X-Forwarded-For", xff)
+	w := httptest.NewRecorder()
+	h.ServeHTTP(w, res.Resolve(r))
+	return w.Code
 }

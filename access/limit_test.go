@@ -4,13 +4,11 @@ import (
 	"fmt"
 	"net/http"
 	"net/http/httptest"
-	"net/netip"
 	"runtime"
 	"sync"
 	"testing"
 
 	"edge/config"
-	"edge/internal/clientip"
 )
 
 // limitOf parses a route's limit, as edge does.
@@ -64,15 +62,7 @@ func TestLimitBurstThen429(t *testing.T) {
 // buckets by inventing X-Forwarded-For values.
 func TestLimitKeysFromClientIdentity(t *testing.T) {
 	h := Limit(ok, limitOf(t, `{ rate: 1/m }`))
-	res := clientip.NewResolver([]netip.Prefix{netip.MustParsePrefix("10.0.0.0/8")})
-	via := func(remote, xff string) int {
-		r := httptest.NewRequest("GET", "/", nil)
-		r.RemoteAddr = remote
-		r.Header.Set("X-Forwarded-For", xff)
-		w := httptest.NewRecorder()
-		h.ServeHTTP(w, res.Resolve(r))
-		return w.Code
-	}
+	via := func(remote, xff string) int { return behindBalancer(h, remote, xff) }
 	for i := range 5 {
 		if c := via("10.0.0.5:1", fmt.Sprintf("203.0.113.%d", i)); c != 200 {
 			t.Errorf("client %d behind the balancer: %d, want its own bucket", i, c)

@@ -170,20 +170,26 @@ func digitsAndDots(h string) bool {
 }
 
 // RouteFor returns the route that serves path in s, by longest prefix as
-// the router matches ("/static/" serves "/static/x"; "/api" serves "/api"
-// and "/api/v1"), or nil.
+// the router matches (RouteMatches), or nil.
 func (s *Site) RouteFor(path string) *Route {
 	var best *Route
 	for i := range s.Routes {
 		r := &s.Routes[i]
-		p := r.Path
-		match := strings.HasSuffix(p, "/") && strings.HasPrefix(path, p) ||
-			path == p || strings.HasPrefix(path, p+"/")
-		if match && (best == nil || len(p) > len(best.Path)) {
+		if RouteMatches(r.Path, path) && (best == nil || len(r.Path) > len(best.Path)) {
 			best = r
 		}
 	}
 	return best
+}
+
+// RouteMatches reports whether a route of path routePath serves p, as
+// nginx prefix locations: "/static/" serves "/static/x"; "/api" serves
+// "/api" and "/api/v1", not "/apix".
+func RouteMatches(routePath, p string) bool {
+	if !strings.HasPrefix(p, routePath) {
+		return false
+	}
+	return len(p) == len(routePath) || strings.HasSuffix(routePath, "/") || p[len(routePath)] == '/'
 }
 
 // ErrorPagesByCode returns ErrorPages keyed by status (config.Parse has

@@ -147,10 +147,7 @@ func (rt *Router) site(hostport string) *site {
 // "/apix").
 func (s *site) match(p string) *route {
 	for _, r := range s.routes {
-		if !strings.HasPrefix(p, r.path) {
-			continue
-		}
-		if len(p) == len(r.path) || strings.HasSuffix(r.path, "/") || p[len(r.path)] == '/' {
+		if config.RouteMatches(r.path, p) {
 			return r
 		}
 	}

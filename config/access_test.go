@@ -109,3 +109,27 @@ sites:
 		}
 	}
 }
+
+func TestRawHeartbeatNeedsRaw(t *testing.T) {
+	_, err := Parse("t.yaml", []byte(`
+listen: { http: "127.0.0.1:0" }
+sites:
+  - routes:
+      - { path: /ws/, hub: { raw_heartbeat: {} } }
+`))
+	if err == nil || !strings.Contains(err.Error(), "sites[0].routes[0].hub.raw_heartbeat: raw_heartbeat needs raw: true") {
+		t.Fatalf("got %v", err)
+	}
+	cfg, err := Parse("t.yaml", []byte(`
+listen: { http: "127.0.0.1:0" }
+sites:
+  - routes:
+      - { path: /ws/, hub: { raw: true, raw_heartbeat: {} } }
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if hb := cfg.Sites[0].Routes[0].Hub.RawHeartbeat; hb.Ping != "ping" || hb.Pong != "pong" {
+		t.Errorf("defaults %+v, want ping/pong", hb)
+	}
+}

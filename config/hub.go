@@ -27,6 +27,10 @@ type Hub struct {
 	Auth HubAuth `yaml:"auth"`
 	// Raw sends bare payloads instead of {"channel","seq","data"}.
 	Raw bool `yaml:"raw"`
+	// RawHeartbeat answers a raw route's literal text ping (what page
+	// scripts written for hand-made Swoole servers send every few seconds)
+	// with a literal pong. Only with raw: true.
+	RawHeartbeat *RawHeartbeat `yaml:"raw_heartbeat"`
 	// PingInterval is how often the server sends ping frames. Default 25s.
 	PingInterval time.Duration `yaml:"ping_interval"`
 	// IdleTimeout closes a connection that sent no frame and no pong for
@@ -129,7 +133,18 @@ func validChannelChars(s string, star bool) bool {
 	return true
 }
 
+// RawHeartbeat is a text heartbeat for legacy raw clients.
+type RawHeartbeat struct {
+	// Ping is the client's message, compared exactly. Default "ping".
+	Ping string `yaml:"ping"`
+	// Pong is the answer. Default "pong".
+	Pong string `yaml:"pong"`
+}
+
 func (v *validator) hub(hp string, h *Hub) {
+	if h.RawHeartbeat != nil && !h.Raw {
+		v.errf(hp+".raw_heartbeat", "raw_heartbeat needs raw: true (protocol clients send {\"type\":\"ping\"})")
+	}
 	for i, ch := range h.Channels {
 		if !ValidChannelPattern(ch) {
 			v.errf(fmt.Sprintf("%s.channels[%d]", hp, i), "invalid channel pattern %q (letters, digits, _ . : / - and *)", ch)
@@ -192,6 +207,10 @@ func (v *validator) hub(hp string, h *Hub) {
 }
 
 func (h *Hub) defaults(c *Config) {
+	if h.RawHeartbeat != nil {
+		setStr(&h.RawHeartbeat.Ping, "ping")
+		setStr(&h.RawHeartbeat.Pong, "pong")
+	}
 	setDur(&h.PingInterval, 25*time.Second)
 	setDur(&h.IdleTimeout, 60*time.Second)
 	setSize(&h.MaxMessageSize, 64<<10)

@@ -82,11 +82,14 @@ type client struct {
 	sock syscall.RawConn
 	// sealer is the connection under nc's TLS layer when it can send a
 	// sealed frame without blocking (flush.go); nil otherwise.
-	sealer  sealer
-	ip      string
-	grant   *grant
-	raw     bool   // bare payloads (route raw: true at connect)
-	subject string // presence subject, "" when not listed
+	sealer sealer
+	ip     string
+	grant  *grant
+	raw    bool // bare payloads (route raw: true at connect)
+	// heartbeat answers a raw client's literal ping (raw_heartbeat at
+	// connect); nil without.
+	heartbeat *heartbeat
+	subject   string // presence subject, "" when not listed
 
 	// Owned by the reader goroutine.
 	rd         readBuffer

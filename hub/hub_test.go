@@ -249,3 +249,35 @@ func TestMetrics(t *testing.T) {
 		t.Error("a second node registering the same metrics should fail")
 	}
 }
+
+// TestRawHeartbeat: page scripts written for hand-made Swoole servers send
+// a literal "ping" and expect "pong"; a raw route with raw_heartbeat
+// answers them and keeps delivering.
+func TestRawHeartbeat(t *testing.T) {
+	e := newEnv(t, NodeOptions{}, "")
+	u := e.route(t, "/legacy/", `{ raw: true, raw_heartbeat: { ping: "PING?", pong: "PONG!" } }`, nil)
+	c := dial(t, u+"?channel=legacy", nil)
+	waitFor(t, 5*time.Second, "subscribed", func() bool { return e.n.LocalPresence().Channels["legacy"].Subscribers == 1 })
+	for i := range 4 {
+		if err := c.WriteMessage(websocket.TextMessage, []byte("PING?")); err != nil {
+			t.Fatal(err)
+		}
+		c.SetReadDeadline(time.Now().Add(5 * time.Second))
+		typ, data, err := c.ReadMessage()
+		if err != nil {
+			t.Fatalf("ping %d: %v", i, err)
+		}
+		if typ != websocket.TextMessage || string(data) != "PONG!" {
+			t.Fatalf("ping %d: got %d %q, want the text PONG!", i, typ, data)
+		}
+	}
+	e.publish(t, "legacy", "still here")
+	c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if _, data, err := c.ReadMessage(); err != nil || string(data) != "still here" {
+		t.Fatalf("delivery after the heartbeats: %q %v", data, err)
+	}
+	// Anything else is still the protocol: "ping" in other letters is not
+	// the heartbeat.
+	c.WriteMessage(websocket.TextMessage, []byte("ping?"))
+	expect(t, c, "error")
+}

@@ -157,8 +157,26 @@ func (c *client) replyError(id json.RawMessage, channel, code, msg string) {
 	c.reply(replyMsg{Type: "error", Channel: channel, Code: code, Message: msg, ID: id})
 }
 
+// heartbeat is a raw route's text heartbeat: the client's ping and the
+// frame that answers it, built once.
+type heartbeat struct {
+	ping string
+	pong []byte
+}
+
+func newHeartbeat(h *config.RawHeartbeat) *heartbeat {
+	if h == nil {
+		return nil
+	}
+	return &heartbeat{ping: h.Ping, pong: rawFrame([]byte(h.Pong))}
+}
+
 // handle acts on one text message from the client.
 func (c *client) handle(data []byte) {
+	if c.heartbeat != nil && string(data) == c.heartbeat.ping {
+		c.send(c.heartbeat.pong, true)
+		return
+	}
 	var m inbound
 	if err := json.Unmarshal(data, &m); err != nil {
 		if !json.Valid(data) {

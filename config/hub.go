@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"net/url"
 	"os"
+	"strings"
 	"time"
 
 	"golang.org/x/net/http/httpguts"
@@ -115,8 +116,15 @@ const MaxChannelLen = 128
 func ValidChannel(name string) bool { return validChannelChars(name, false) }
 
 // ValidChannelPattern reports whether p is a valid channel pattern: a
-// channel name that may also contain "*".
-func ValidChannelPattern(p string) bool { return validChannelChars(p, true) }
+// channel name that may also contain "*" and "{sub}" (the connection's
+// token subject: "user:{sub}" is one channel per user, allowed to that
+// user only).
+func ValidChannelPattern(p string) bool {
+	return validChannelChars(strings.ReplaceAll(p, SubPlaceholder, "s"), true)
+}
+
+// SubPlaceholder stands for the token's sub in a channel pattern.
+const SubPlaceholder = "{sub}"
 
 func validChannelChars(s string, star bool) bool {
 	if len(s) == 0 || len(s) > MaxChannelLen {

@@ -34,7 +34,7 @@ type grant struct {
 }
 
 func (g *grant) mayPublish(channel string) bool {
-	return g.publishAll || matchAny(g.publish, channel)
+	return g.publishAll || matchAny(g.publish, channel, g.sub)
 }
 
 // refusal is an authorisation failure: the HTTP status and a one-line

@@ -390,3 +390,43 @@ func TestRefusalIsTheErrorPage(t *testing.T) {
 		})
 	}
 }
+
+// TestUserChannels: "user:{sub}" is one channel per user, open to that
+// user's token only; a token without sub, or with a sub that would widen
+// the pattern, gets none.
+func TestUserChannels(t *testing.T) {
+	secret := []byte("0123456789abcdef0123456789abcdef")
+	e := newEnv(t, NodeOptions{}, "")
+	u := e.route(t, "/u/", fmt.Sprintf(`{ channels: ["user:{sub}", "user:{sub}:*", "news"], allow_publish: true, auth: { mode: jwt, secret_file: %q } }`,
+		writeFile(t, "s", secret)), nil)
+	as := func(claims jwt.MapClaims) *websocket.Conn {
+		c := dial(t, u+"?token="+sign(t, jwt.SigningMethodHS256, secret, claims), nil)
+		expect(t, c, "welcome")
+		return c
+	}
+	subscribe := func(c *websocket.Conn, ch string) string {
+		send(t, c, map[string]any{"type": "subscribe", "channel": ch})
+		f := read(t, c, 5*time.Second)
+		if f.str("type") == "error" {
+			return f.str("code")
+		}
+		return f.str("type")
+	}
+	alice := as(jwt.MapClaims{"sub": "alice"})
+	for ch, want := range map[string]string{
+		"user:alice": "subscribed", "user:alice:inbox": "subscribed", "news": "subscribed",
+		"user:bob": errForbidden, "user:alicex": errForbidden, "user:": errForbidden,
+	} {
+		if got := subscribe(alice, ch); got != want {
+			t.Errorf("alice subscribing to %q: %s, want %s", ch, got, want)
+		}
+	}
+	nosub := as(jwt.MapClaims{"channels": []string{"*"}})
+	if got := subscribe(nosub, "user:alice"); got != errForbidden {
+		t.Errorf("a token without sub: %s, want forbidden", got)
+	}
+	star := as(jwt.MapClaims{"sub": "*"})
+	if got := subscribe(star, "user:alice"); got != errForbidden {
+		t.Errorf(`sub "*": %s, want forbidden (it must not widen user:{sub})`, got)
+	}
+}

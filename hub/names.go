@@ -1,5 +1,11 @@
 package hub
 
+import (
+	"strings"
+
+	"edge/config"
+)
+
 // Channel names (PROTOCOL.md §1): the rule for a name is config's
 // (config.ValidChannel), so that route patterns and names cannot disagree;
 // here is how patterns match names.
@@ -32,9 +38,18 @@ func matchPattern(pattern, name string) bool {
 	return p == len(pattern)
 }
 
-// matchAny reports whether name matches one of patterns.
-func matchAny(patterns []string, name string) bool {
+// matchAny reports whether name matches one of patterns, "{sub}" in a
+// pattern standing for sub, the connection's token subject. A pattern
+// with "{sub}" never matches for a sub that is not itself a valid channel
+// name (none, or one with "*" that would widen the pattern).
+func matchAny(patterns []string, name, sub string) bool {
 	for _, p := range patterns {
+		if strings.Contains(p, config.SubPlaceholder) {
+			if !config.ValidChannel(sub) {
+				continue
+			}
+			p = strings.ReplaceAll(p, config.SubPlaceholder, sub)
+		}
 		if matchPattern(p, name) {
 			return true
 		}

@@ -243,10 +243,10 @@ func (t *hijackTap) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 
 // allowed reports whether g may subscribe to channel on this route.
 func (rc *routeConfig) allowed(g *grant, channel string) bool {
-	if len(rc.hub.Channels) > 0 && !matchAny(rc.hub.Channels, channel) {
+	if len(rc.hub.Channels) > 0 && !matchAny(rc.hub.Channels, channel, g.sub) {
 		return false
 	}
-	if g.channels != nil && !matchAny(g.channels, channel) {
+	if g.channels != nil && !matchAny(g.channels, channel, g.sub) {
 		return false
 	}
 	return true

@@ -6,7 +6,6 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -18,11 +17,7 @@ import (
 // routes: a moved tree, a fixed health answer, a catch-all 404, and checks
 // what a client gets (the redirect is not followed).
 func TestRedirectAndRespondRoutes(t *testing.T) {
-	httpAddr, adminAddr := freePort(t), freePort(t)
-	p := startEdge(t, fmt.Sprintf(`
-listen: { http: "%s" }
-admin: "%s"
-sites:
+	httpAddr := serveSites(t, "", `
   - routes:
       - path: /old/
         redirect: { to: "https://{host}/new{path}?{query}", status: 301 }
@@ -30,8 +25,7 @@ sites:
         respond: { body: "ok" }
       - path: /
         respond: { status: 404, body: "nothing here" }
-`, httpAddr, adminAddr))
-	p.waitHTTP("http://"+adminAddr+"/healthz", 20*time.Second)
+`)
 	c := &http.Client{Timeout: 10 * time.Second, CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
 
 	resp, err := c.Get("http://" + httpAddr + "/old/a%20b?x=1")
@@ -90,11 +84,7 @@ func TestAccessAndBasicAuthRoutes(t *testing.T) {
 	dir := t.TempDir()
 	hash, _ := bcrypt.GenerateFromPassword([]byte("open sesame"), bcrypt.MinCost)
 	writeFile(t, dir, "users", "ops:"+string(hash)+"\n")
-	httpAddr, adminAddr := freePort(t), freePort(t)
-	cfg := writeFile(t, dir, "edge.yaml", fmt.Sprintf(`
-listen: { http: "%s" }
-admin: "%s"
-sites:
+	httpAddr := serveSites(t, dir, fmt.Sprintf(`
   - routes:
       - path: /admin/
         proxy: { upstreams: ["%s"] }
@@ -104,9 +94,7 @@ sites:
         access: ["allow 192.0.2.0/24", "deny all"]
       - path: /
         respond: { body: public }
-`, httpAddr, adminAddr, backend.URL, backend.URL))
-	p := startEdgeAt(t, dir, cfg)
-	p.waitHTTP("http://"+adminAddr+"/healthz", 20*time.Second)
+`, backend.URL, backend.URL))
 
 	get := func(path string, auth bool, pass string) (int, string, http.Header) {
 		req, _ := http.NewRequest("GET", "http://"+httpAddr+path, nil)
@@ -144,19 +132,14 @@ sites:
 // TestLimitRoute: nginx's limit_req on an API route: the burst passes,
 // then 429 with Retry-After, and other routes are not limited.
 func TestLimitRoute(t *testing.T) {
-	httpAddr, adminAddr := freePort(t), freePort(t)
-	p := startEdge(t, fmt.Sprintf(`
-listen: { http: "%s" }
-admin: "%s"
-sites:
+	httpAddr := serveSites(t, "", `
   - routes:
       - path: /api/
         respond: { body: data }
         limit: { rate: 1/m, burst: 2 }
       - path: /
         respond: { body: page }
-`, httpAddr, adminAddr))
-	p.waitHTTP("http://"+adminAddr+"/healthz", 20*time.Second)
+`)
 	c := &http.Client{Timeout: 10 * time.Second}
 	for i := range 3 {
 		if code, _ := httpGet(t, c, "http://"+httpAddr+"/api/x"); code != 200 {
@@ -190,12 +173,9 @@ func TestErrorPages(t *testing.T) {
 	dir := t.TempDir()
 	writeFile(t, dir, "www/errors/50x.html", "<h1>We'll be right back</h1>")
 	writeFile(t, dir, "www/errors/404.html", "<h1>Not here</h1>")
-	httpAddr, adminAddr, dead := freePort(t), freePort(t), freePort(t)
-	cfg := writeFile(t, dir, "edge.yaml", fmt.Sprintf(`
-listen: { http: "%s" }
-admin: "%s"
-sites:
-  - error_pages: { 502: /errors/50x.html, 404: /errors/404.html, 403: /errors/403.html }
+	dead := freePort(t)
+	httpAddr := serveSites(t, dir, fmt.Sprintf(`
+  - error_pages: { 502: /errors/50x.html, 404: /errors/404.html, 403: /errors/403.html, 429: /errors/50x.html }
     routes:
       - path: /errors/
         static: { root: www }
@@ -206,9 +186,10 @@ sites:
       - path: /admin/
         respond: { body: x }
         access: ["deny all"]
-`, httpAddr, adminAddr, dead, backend.URL))
-	p := startEdgeAt(t, dir, cfg)
-	p.waitHTTP("http://"+adminAddr+"/healthz", 20*time.Second)
+      - path: /limited/
+        respond: { body: x }
+        limit: { rate: 1/m }
+`, dead, backend.URL))
 
 	do := func(method, path string, hdr map[string]string) (int, string, http.Header) {
 		req, _ := http.NewRequest(method, "http://"+httpAddr+path, nil)
@@ -246,6 +227,10 @@ sites:
 	if code, body, _ := do("GET", "/admin/", nil); code != 403 || strings.Contains(body, "<h1>") {
 		t.Errorf("403 whose page file is gone: %d %q, want 403 with edge's text", code, body)
 	}
+	do("GET", "/limited/", nil)
+	if code, body, h := do("GET", "/limited/", nil); code != 429 || body != "<h1>We'll be right back</h1>" || h.Get("Retry-After") == "" {
+		t.Errorf("a limit's 429: %d %q Retry-After %q, want 429 with the page and Retry-After", code, body, h.Get("Retry-After"))
+	}
 	if code, body, _ := do("GET", "/errors/404.html", nil); code != 200 || body != "<h1>Not here</h1>" {
 		t.Errorf("the page itself: %d %q", code, body)
 	}
@@ -255,30 +240,28 @@ sites:
 // new path through route matching once (the query merged as nginx does);
 // a redirect rule answers with Location; rules cannot loop.
 func TestRewrites(t *testing.T) {
-	var seen sync.Map
 	backend := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		seen.Store(r.URL.RequestURI(), true)
 		io.WriteString(w, "backend "+r.URL.RequestURI())
 	}))
 	defer backend.Close()
-	httpAddr, adminAddr := freePort(t), freePort(t)
-	p := startEdge(t, fmt.Sprintf(`
-listen: { http: "%s" }
-admin: "%s"
-sites:
+	httpAddr := serveSites(t, "", fmt.Sprintf(`
   - routes:
       - path: /shop/
         respond: { status: 410 }
         rewrite:
           - { match: '^/shop/item/(\d+)$', to: '/app/item.php?id=$1' }
           - { match: '^/shop/old/(?P<rest>.*)$', to: '/new/${rest}', redirect: 301 }
+          - { match: '^/shop/up/(.*)$', to: '/$1/../../etc/passwd' }
+          - { match: '^/shop/backoffice$', to: '/admin/' }
+      - path: /admin/
+        respond: { body: secret }
+        access: ["deny all"]
       - path: /loop/
         respond: { body: loop }
         rewrite: [{ match: '^/loop/(.*)$', to: '/loop/again/$1' }]
       - path: /app/
         proxy: { upstreams: ["%s"] }
-`, httpAddr, adminAddr, backend.URL))
-	p.waitHTTP("http://"+adminAddr+"/healthz", 20*time.Second)
+`, backend.URL))
 	c := &http.Client{Timeout: 10 * time.Second, CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
 
 	if code, body := httpGet(t, c, "http://"+httpAddr+"/shop/item/42?ref=mail"); code != 200 || body != "backend /app/item.php?id=42&ref=mail" {
@@ -298,4 +281,27 @@ sites:
 	if code, body := httpGet(t, c, "http://"+httpAddr+"/loop/x"); code != 200 || body != "loop" {
 		t.Errorf("a rule that rewrites into its own route: %d %q, want one pass", code, body)
 	}
+	// Hostile: a rewritten path that climbs above the root is refused, and
+	// a rewrite into a guarded route meets that route's guard.
+	if code, _ := httpGet(t, c, "http://"+httpAddr+"/shop/up/x"); code != 400 {
+		t.Errorf("rewrite above the root: %d, want 400", code)
+	}
+	if code, body := httpGet(t, c, "http://"+httpAddr+"/shop/backoffice"); code != 403 || strings.Contains(body, "secret") {
+		t.Errorf("rewrite into a denied route: %d %q, want 403", code, body)
+	}
+}
+
+// serveSites runs edge in dir (a temporary one when "") with an http and an
+// admin listener and the given sites (the YAML under "sites:"), waits until
+// it is healthy, and returns the http address.
+func serveSites(t *testing.T, dir, sites string) string {
+	t.Helper()
+	if dir == "" {
+		dir = t.TempDir()
+	}
+	httpAddr, adminAddr := freePort(t), freePort(t)
+	cfg := writeFile(t, dir, "edge.yaml", fmt.Sprintf("listen: { http: %q }\nadmin: %q\nsites:\n%s", httpAddr, adminAddr, sites))
+	p := startEdgeAt(t, dir, cfg)
+	p.waitHTTP("http://"+adminAddr+"/healthz", 20*time.Second)
+	return httpAddr
 }

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net"
@@ -401,4 +402,35 @@ func firstMessageHeaders(t *testing.T, c *websocket.Conn) map[string]any {
 		t.Fatalf("%v: %s", err, msg)
 	}
 	return m.Headers
+}
+
+// expectGoingAway checks what CloseTunnels does to open tunnels: each
+// client gets close 1001 "going away", the upstream gets a 1001 (a masked
+// client frame) for each, and CloseTunnels returns (done is closed).
+func expectGoingAway(t *testing.T, b *wsBackend, done <-chan struct{}, clients ...*websocket.Conn) {
+	t.Helper()
+	for _, c := range clients {
+		c.SetReadDeadline(time.Now().Add(5 * time.Second))
+		_, _, err := c.ReadMessage()
+		var ce *websocket.CloseError
+		if !errors.As(err, &ce) || ce.Code != websocket.CloseGoingAway || ce.Text != "going away" {
+			t.Errorf("client got %v, want close 1001 going away", err)
+		}
+		c.Close()
+	}
+	for range clients {
+		select {
+		case code := <-b.closes:
+			if code != websocket.CloseGoingAway {
+				t.Errorf("upstream got close %d, want 1001 (a masked client frame)", code)
+			}
+		case <-time.After(5 * time.Second):
+			t.Fatal("upstream got no close frame")
+		}
+	}
+	select {
+	case <-done:
+	case <-time.After(5 * time.Second):
+		t.Fatal("CloseTunnels did not return")
+	}
 }

@@ -6,7 +6,6 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/pem"
-	"errors"
 	"fmt"
 	"net"
 	"net/http"
@@ -233,30 +232,7 @@ func TestParkedTunnelCloseAll(t *testing.T) {
 	defer cancel()
 	done := make(chan struct{})
 	go func() { h.CloseTunnels(ctx); close(done) }()
-	for _, c := range []*websocket.Conn{c1, c2} {
-		c.SetReadDeadline(time.Now().Add(5 * time.Second))
-		_, _, err := c.ReadMessage()
-		var ce *websocket.CloseError
-		if !errors.As(err, &ce) || ce.Code != websocket.CloseGoingAway {
-			t.Errorf("client got %v, want close 1001", err)
-		}
-		c.Close()
-	}
-	for range 2 {
-		select {
-		case code := <-b.closes:
-			if code != websocket.CloseGoingAway {
-				t.Errorf("upstream got close %d, want 1001", code)
-			}
-		case <-time.After(5 * time.Second):
-			t.Fatal("upstream got no close frame")
-		}
-	}
-	select {
-	case <-done:
-	case <-time.After(5 * time.Second):
-		t.Fatal("CloseTunnels did not return")
-	}
+	expectGoingAway(t, b, done, c1, c2)
 	if n := h.tunnels.Len(); n != 0 {
 		t.Errorf("%d tunnels left", n)
 	}

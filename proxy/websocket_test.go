@@ -265,30 +265,7 @@ func TestCloseTunnelsSends1001(t *testing.T) {
 	done := make(chan struct{})
 	start := time.Now()
 	go func() { h.CloseTunnels(ctx); close(done) }()
-	for _, c := range []*websocket.Conn{c1, c2} {
-		c.SetReadDeadline(time.Now().Add(5 * time.Second))
-		_, _, err := c.ReadMessage()
-		var ce *websocket.CloseError
-		if !errors.As(err, &ce) || ce.Code != websocket.CloseGoingAway || ce.Text != "going away" {
-			t.Errorf("client got %v, want close 1001 going away", err)
-		}
-		c.Close()
-	}
-	for range 2 {
-		select {
-		case code := <-b.closes:
-			if code != websocket.CloseGoingAway {
-				t.Errorf("upstream got close %d, want 1001 (a masked client frame)", code)
-			}
-		case <-time.After(5 * time.Second):
-			t.Fatal("upstream got no close frame")
-		}
-	}
-	select {
-	case <-done:
-	case <-time.After(5 * time.Second):
-		t.Fatal("CloseTunnels did not return")
-	}
+	expectGoingAway(t, b, done, c1, c2)
 	if d := time.Since(start); d >= goAwayLinger {
 		t.Errorf("CloseTunnels took %s although both peers closed", d)
 	}

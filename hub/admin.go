@@ -106,6 +106,9 @@ type Stats struct {
 	// is the average number of frames coalesced into one write.
 	Written uint64 `json:"written"`
 	Writes  uint64 `json:"writes"`
+	// WrittenDirect counts frames a flushing goroutine wrote without
+	// starting a writer goroutine (the fan-out's fast path, ws and wss).
+	WrittenDirect uint64 `json:"written_direct"`
 	// Dropped counts frames discarded because a client was slow or gone.
 	Dropped uint64 `json:"dropped"`
 	// DroppedBy splits Dropped by reason: "queue_full" (slow clients),
@@ -143,6 +146,7 @@ func (n *Node) Stats(ctx context.Context) Stats {
 		Published:      n.stats.published.Load(),
 		Written:        n.stats.written.Load(),
 		Writes:         n.stats.writes.Load(),
+		WrittenDirect:  n.stats.direct.Load(),
 		Dropped:        n.stats.dropped.Load(),
 		DroppedBy:      byReason(n.stats.droppedBy[:], dropReasonNames[:]),
 		SlowClients:    n.stats.slow.Load(),

@@ -35,6 +35,7 @@ func (n *Node) registerMetrics(reg prometheus.Registerer) error {
 		counter("edge_hub_messages_total", "Messages received from the broker and fanned out.", n.stats.published.Load),
 		counter("edge_hub_frames_written_total", "Frames written to hub clients.", n.stats.written.Load),
 		counter("edge_hub_writes_total", "Write calls to hub clients; frames_written/writes is the coalescing factor.", n.stats.writes.Load),
+		counter("edge_hub_frames_written_direct_total", "Frames written by the fan-out without a writer goroutine (its fast path).", n.stats.direct.Load),
 		reasonCollector{
 			desc: prometheus.NewDesc("edge_hub_frames_dropped_total",
 				"Frames discarded, by reason: queue_full (a slow client), write_error, closed.", []string{"reason"}, nil),

@@ -389,7 +389,7 @@ func TestTLSSealedFanout(t *testing.T) {
 					}
 				}
 			}
-			direct := e.n.stats.direct.Load() - direct0
+			direct := e.n.Stats(t.Context()).WrittenDirect - direct0
 			switch {
 			case front == "edge" && direct < clients*msgs*9/10:
 				t.Errorf("%d of %d deliveries written directly, want at least 90%%", direct, clients*msgs)

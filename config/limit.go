@@ -5,7 +5,6 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
-	"time"
 )
 
 // Limit is a request rate and concurrency limit per key: nginx's
@@ -50,14 +49,6 @@ func (l *Limit) PerSecond() float64 {
 		return v
 	case "m":
 		return v / 60
-	}
-	return 0
-}
-
-// Interval is the time one request's token takes to come back.
-func (l *Limit) Interval() time.Duration {
-	if r := l.PerSecond(); r > 0 {
-		return time.Duration(float64(time.Second) / r)
 	}
 	return 0
 }

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs every test of edge with the race detector, after making sure the real
 # peers the tests use are installed: redis-server, Chromium and NSS tools,
-# testssl.sh, Node.js/npm, h2spec and systemd-analyze. Nothing here is
+# testssl.sh, Node.js/npm, h2spec, systemd-analyze, nginx and PHP-FPM. Nothing here is
 # skipped in CI: a missing peer is installed, or the script stops and says
 # why.
 set -euo pipefail
@@ -22,11 +22,16 @@ declare -A pkgs=(
   [npm]=npm
   [systemd-analyze]=systemd
   [openssl]=openssl
+  [nginx]=nginx
+  [php]=php-cli
 )
 missing=()
 for cmd in "${!pkgs[@]}"; do
   command -v "$cmd" >/dev/null || missing+=("${pkgs[$cmd]}")
 done
+# php-fpm's binary carries the PHP version (php-fpm8.2); the php-fpm package
+# pulls the distribution's current one.
+compgen -G '/usr/sbin/php-fpm*' >/dev/null || missing+=(php-fpm)
 if ((${#missing[@]})); then
   say "installing test peers: ${missing[*]}"
   if [[ $(id -u) -ne 0 ]]; then

@@ -13,8 +13,15 @@
  *   hub.publish("orders", { hello: 1 });            // queued until open
  *
  * Events: open, close {code, reason, wasClean}, message {channel, seq, data},
- * gap {channel, seq, epoch, reason}, error {type, …}, subscribed, and any
- * other server reply type (unsubscribed, published).
+ * gap {channel, seq, epoch, reason}, error {type, …}, subscribed,
+ * disconnect {code, reason, reconnect} (the server's order; with
+ * reconnect false the client stops for good), unsubscribed {channel,
+ * reason} (reason "server" or "forbidden" when the server ended it),
+ * refreshed {exp}, and any other server reply type (published).
+ *
+ * Tokens: with token as a function, a JWT is refreshed in place
+ * refreshMargin ms before its exp (the function is called again and the
+ * new token sent as {"type":"refresh"}), so a long-lived page never drops.
  */
 (function (root) {
   "use strict";
@@ -34,6 +41,7 @@
     pingInterval: 20000, // JSON ping; browsers cannot send ping frames
     pongTimeout: 10000, // no frame within pingInterval+pongTimeout: reconnect
     maxQueue: 1000, // sends kept while not open; the oldest is dropped beyond
+    refreshMargin: 30000, // refresh a function-given JWT this long before exp
     WebSocket: null, // a WebSocket class (Node: the "ws" package)
   };
 
@@ -62,6 +70,7 @@
     this._epoch = null;
     this._timer = null;
     this._heartbeat = null;
+    this._refreshTimer = null;
     this._lastSeen = 0;
     this._openedAt = 0;
     this._urlChannels = new Set(); // channels named in the current socket's URL
@@ -151,6 +160,7 @@
     if (this._closed) return;
     this._closed = true;
     clearTimeout(this._timer);
+    clearTimeout(this._refreshTimer);
     this._queue = [];
     if (this._ws) {
       this._drop(1000, "closed by client", true);
@@ -242,6 +252,7 @@
       self._queue = [];
       for (var i = 0; i < queued.length; i++) self.send(queued[i]);
       self._startHeartbeat(ws);
+      self._scheduleRefresh(jwtExp(token));
       self._emit("open", {});
     };
     ws.onmessage = function (ev) {
@@ -328,6 +339,20 @@
         }
         this._emit("gap", msg);
         break;
+      case "disconnect":
+        // The server closes next; its order says whether to come back.
+        if (msg.reconnect === false) this._stopAfterClose = true;
+        this._emit("disconnect", msg);
+        break;
+      case "unsubscribed":
+        // With a reason the server ended it: do not resubscribe.
+        if (msg.reason) this._channels.delete(msg.channel);
+        this._emit("unsubscribed", msg);
+        break;
+      case "refreshed":
+        this._scheduleRefresh(msg.exp);
+        this._emit("refreshed", msg);
+        break;
       case "error":
         this._emit("error", {
           type: "server",
@@ -383,9 +408,56 @@
     if (wasOpen && Date.now() - this._openedAt > STABLE) {
       this._attempt = 0; // a connection that lasted starts the backoff over
     }
+    clearTimeout(this._refreshTimer);
     this._emit("close", { code: code, reason: reason || "", wasClean: !!wasClean });
+    if (this._stopAfterClose) {
+      this._closed = true;
+      this._queue = [];
+      return;
+    }
     this._reconnect();
   };
+
+  // _scheduleRefresh arranges for a fresh token to be sent refreshMargin
+  // before exp (unix seconds), when the token comes from a function.
+  EdgeHub.prototype._scheduleRefresh = function (exp) {
+    var self = this;
+    clearTimeout(this._refreshTimer);
+    if (!exp || typeof this.options.token !== "function") return;
+    var wait = Math.max(0, exp * 1000 - this.options.refreshMargin - Date.now());
+    var ws = this._ws;
+    this._refreshTimer = setTimeout(function () {
+      if (ws !== self._ws || !self._ready) return;
+      var p;
+      try {
+        p = Promise.resolve(self.options.token());
+      } catch (err) {
+        p = Promise.reject(err);
+      }
+      p.then(
+        function (token) {
+          if (ws === self._ws && token) self._rawSend({ type: "refresh", token: token });
+        },
+        function (err) {
+          self._emit("error", { type: "token", error: err });
+        }
+      );
+    }, wait);
+  };
+
+  // jwtExp returns a JWT's exp claim, or 0 for anything else.
+  function jwtExp(token) {
+    if (typeof token !== "string") return 0;
+    var parts = token.split(".");
+    if (parts.length !== 3) return 0;
+    try {
+      var b64 = parts[1].replace(/-/g, "+").replace(/_/g, "/");
+      var claims = JSON.parse(atob(b64 + "===".slice((b64.length + 3) % 4)));
+      return typeof claims.exp === "number" ? claims.exp : 0;
+    } catch (err) {
+      return 0;
+    }
+  }
 
   EdgeHub.prototype._reconnect = function () {
     var self = this;

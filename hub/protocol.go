@@ -149,6 +149,7 @@ type inbound struct {
 	Epoch   string          `json:"epoch"`
 	Data    json.RawMessage `json:"data"`
 	ID      json.RawMessage `json:"id"`
+	Token   string          `json:"token"`
 }
 
 func (c *client) reply(m replyMsg) { c.send(controlFrame(m), true) }
@@ -195,6 +196,8 @@ func (c *client) handle(data []byte) {
 		c.unsubscribeMsg(&m)
 	case "publish":
 		c.publishMsg(&m)
+	case "refresh":
+		c.refreshMsg(&m)
 	case "":
 		c.replyError(m.ID, "", errBadRequest, "missing type")
 	default:
@@ -202,7 +205,9 @@ func (c *client) handle(data []byte) {
 	}
 }
 
-func (c *client) subscribed(name string) *channel {
+// subscribedLocked returns c's subscription to name, or nil. c.subsMu is
+// held.
+func (c *client) subscribedLocked(name string) *channel {
 	for _, ch := range c.subs {
 		if ch.name == name {
 			return ch
@@ -221,12 +226,14 @@ func (c *client) subscribeMsg(m *inbound) {
 		c.replyError(m.ID, m.Channel, errForbidden, "channel not allowed")
 		return
 	}
-	if c.subscribed(m.Channel) != nil {
+	c.subsMu.Lock()
+	defer c.subsMu.Unlock()
+	if c.subscribedLocked(m.Channel) != nil {
 		// Already subscribed: confirm without replaying, so nothing is
 		// delivered twice.
 		req := c.request(cfg, m.ID)
 		req.hasSince = false
-		c.resubscribe(m.Channel, req)
+		c.resubscribeLocked(m.Channel, req)
 		return
 	}
 	if len(c.subs) >= cfg.hub.MaxSubscriptions {
@@ -237,7 +244,7 @@ func (c *client) subscribeMsg(m *inbound) {
 	if m.Since != nil {
 		req.since, req.hasSince, req.epoch = *m.Since, true, m.Epoch
 	}
-	c.join(m.Channel, req)
+	c.joinLocked(m.Channel, req)
 }
 
 // request returns a subscribe request with the client's limits.
@@ -252,8 +259,9 @@ func (c *client) request(cfg *routeConfig, id json.RawMessage) *subscribeRequest
 	}
 }
 
-// join subscribes to a channel, retrying if its state was just dropped.
-func (c *client) join(name string, req *subscribeRequest) {
+// joinLocked subscribes to a channel, retrying if its state was just
+// dropped. c.subsMu is held.
+func (c *client) joinLocked(name string, req *subscribeRequest) {
 	for {
 		ch := c.n.channel(name)
 		if ch.subscribe(c, req) {
@@ -263,9 +271,10 @@ func (c *client) join(name string, req *subscribeRequest) {
 	}
 }
 
-// resubscribe acknowledges an existing subscription.
-func (c *client) resubscribe(name string, req *subscribeRequest) {
-	ch := c.subscribed(name)
+// resubscribeLocked acknowledges an existing subscription. c.subsMu is
+// held.
+func (c *client) resubscribeLocked(name string, req *subscribeRequest) {
+	ch := c.subscribedLocked(name)
 	ch.mu.Lock()
 	last := ch.last
 	ch.mu.Unlock()
@@ -273,16 +282,24 @@ func (c *client) resubscribe(name string, req *subscribeRequest) {
 }
 
 func (c *client) unsubscribeMsg(m *inbound) {
-	for i, ch := range c.subs {
-		if ch.name == m.Channel {
-			ch.unsubscribe(c)
-			c.subs = append(c.subs[:i], c.subs[i+1:]...)
-			break
-		}
-	}
+	c.leave(m.Channel)
 	// Unsubscribing from a channel one is not subscribed to is not an
 	// error: the end state is what was asked for.
 	c.reply(replyMsg{Type: "unsubscribed", Channel: m.Channel, ID: m.ID})
+}
+
+// leave ends c's subscription to name, reporting whether there was one.
+func (c *client) leave(name string) bool {
+	c.subsMu.Lock()
+	defer c.subsMu.Unlock()
+	for i, ch := range c.subs {
+		if ch.name == name {
+			ch.unsubscribe(c)
+			c.subs = append(c.subs[:i], c.subs[i+1:]...)
+			return true
+		}
+	}
+	return false
 }
 
 func (c *client) publishMsg(m *inbound) {

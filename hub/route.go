@@ -199,7 +199,7 @@ func (rt *route) serveWebSocket(w http.ResponseWriter, r *http.Request) {
 	// From here on the hub reads and writes the socket itself; ws is
 	// left to the garbage collector.
 	c := &client{n: rt.n, route: rt, nc: ws.UnderlyingConn(), ip: ip, grant: g, raw: cfg.hub.Raw,
-		heartbeat: newHeartbeat(cfg.hub.RawHeartbeat)}
+		heartbeat: newHeartbeat(cfg.hub.RawHeartbeat), id: rt.n.connSeq.Add(1), connected: time.Now().Unix()}
 	c.sock = socketOf(c.nc)
 	if c.sock == nil {
 		c.sealer = sealerOf(c.nc)

@@ -226,6 +226,14 @@ func (c *client) subscribeMsg(m *inbound) {
 		c.replyError(m.ID, m.Channel, errForbidden, "channel not allowed")
 		return
 	}
+	// Already subscribed: confirmed below without asking the application
+	// again.
+	if !c.isSubscribed(m.Channel) {
+		if code, msg := cfg.subProxy.check(c.grant, c.ip, c.n.connID(c), m.Channel); code != "" {
+			c.replyError(m.ID, m.Channel, code, msg)
+			return
+		}
+	}
 	c.subsMu.Lock()
 	defer c.subsMu.Unlock()
 	if c.subscribedLocked(m.Channel) != nil {
@@ -323,9 +331,24 @@ func (c *client) publishMsg(m *inbound) {
 		c.replyError(m.ID, m.Channel, errRateLimited, "publish rate limit exceeded")
 		return
 	}
+	data := []byte(m.Data)
+	if cfg.pubProxy != nil {
+		out := cfg.pubProxy.publish(c, m.Channel, data, int(cfg.hub.MaxMessageSize))
+		if out.code != "" {
+			c.replyError(m.ID, m.Channel, out.code, out.msg)
+			return
+		}
+		if !out.broadcast {
+			if len(m.ID) > 0 {
+				c.reply(replyMsg{Type: "published", Channel: m.Channel, ID: m.ID})
+			}
+			return
+		}
+		data = out.data
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), publishTimeout)
 	defer cancel()
-	seq, err := c.n.Publish(ctx, m.Channel, m.Data)
+	seq, err := c.n.Publish(ctx, m.Channel, data)
 	if err != nil {
 		c.n.log.Warn("hub client publish failed", "channel", m.Channel, "err", err)
 		c.replyError(m.ID, m.Channel, errPublishFailed, "publish failed")

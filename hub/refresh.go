@@ -50,13 +50,30 @@ func (c *client) refreshMsg(m *inbound) {
 		c.closeWith(wsframe.ClosePolicy, "refresh token for another sub")
 		return
 	}
-	// Swap the grant, and leave what the new token no longer allows.
+	if cfg.pubProxy == nil && cfg.subProxy == nil {
+		g.claims = nil // kept only for the application
+	}
+	// Swap the grant, and leave what the new token no longer allows (the
+	// subscribe proxy is asked again; when it cannot answer, the
+	// subscription stays: an outage of the application is not a refusal).
+	c.subsMu.Lock()
+	names := make([]string, len(c.subs))
+	for i, ch := range c.subs {
+		names[i] = ch.name
+	}
+	c.subsMu.Unlock()
+	refused := map[string]bool{}
+	for _, name := range names {
+		if code, _ := cfg.subProxy.check(g, c.ip, c.n.connID(c), name); code == errForbidden {
+			refused[name] = true
+		}
+	}
 	var lost []string
 	c.subsMu.Lock()
 	c.grant = g
 	kept := c.subs[:0]
 	for _, ch := range c.subs {
-		if cfg.allowed(g, ch.name) {
+		if cfg.allowed(g, ch.name) && !refused[ch.name] {
 			kept = append(kept, ch)
 			continue
 		}

@@ -47,6 +47,10 @@ type routeConfig struct {
 	origins originPolicy
 	auth    authenticator
 	history histLimits
+	// pubProxy and subProxy are the application's publish and subscribe
+	// proxies (backend.go); nil without.
+	pubProxy *backend
+	subProxy *subscribeProxy
 }
 
 func (rt *route) config() *routeConfig { return rt.cfg.Load() }
@@ -65,7 +69,14 @@ func (n *Node) compileRoute(cfg *config.Hub, hosts []string) (*routeConfig, erro
 	}
 	// cfg is defaulted (config.Parse, config.Load): History.Size is set.
 	h := histLimits{size: *cfg.History.Size, ttl: cfg.History.TTL, maxBytes: int64(cfg.History.MaxBytes)}
-	return &routeConfig{hub: cfg, origins: op, auth: auth, history: h}, nil
+	rc := &routeConfig{hub: cfg, origins: op, auth: auth, history: h}
+	if p := cfg.PublishProxy; p != nil {
+		rc.pubProxy = newBackend(p.URL, p.Timeout, n.authTransport, n)
+	}
+	if p := cfg.SubscribeProxy; p != nil {
+		rc.subProxy = newSubscribeProxy(p, n.authTransport, n)
+	}
+	return rc, nil
 }
 
 func newRoute(n *Node, path string) *route {
@@ -190,6 +201,19 @@ func (rt *route) serveWebSocket(w http.ResponseWriter, r *http.Request) {
 			rt.refuse(w, refuseChannel, http.StatusForbidden, fmt.Sprintf("channel not allowed: %s", ch))
 			return
 		}
+	}
+	for _, ch := range channels {
+		switch code, msg := cfg.subProxy.check(g, ip, "", ch); code {
+		case errForbidden:
+			rt.refuse(w, refuseChannel, http.StatusForbidden, fmt.Sprintf("channel not allowed: %s: %s", ch, msg))
+			return
+		case errUnavailable:
+			rt.refuse(w, refuseAuthUnavailable, http.StatusServiceUnavailable, "subscribe backend unavailable")
+			return
+		}
+	}
+	if cfg.pubProxy == nil && cfg.subProxy == nil {
+		g.claims = nil // kept only for the application
 	}
 	tap := &hijackTap{ResponseWriter: w}
 	ws, err := rt.upgrader.Upgrade(tap, r, nil)

@@ -62,7 +62,7 @@ type Options struct {
 	// passive health recognise) and carries every request, health probes
 	// included. The lean HTTP/1.1 path is off then: it speaks HTTP only.
 	// Nil: HTTP/1.1 through the lean client and an http.Transport.
-	Transport func(dial func(ctx context.Context, network, addr string) (net.Conn, error)) RoundTripper
+	Transport func(dial DialFunc) RoundTripper
 	// Tunnels is the set this Handler's upgraded connections join. Pass the
 	// same set to every Handler of the process so that one CloseAll (or
 	// CloseTunnels on any handler) at shutdown reaches tunnels opened
@@ -151,6 +151,9 @@ func New(cfg *config.Proxy, opts Options) (*Handler, error) {
 	}
 	return h, nil
 }
+
+// DialFunc connects to an upstream's address, as net.Dialer.DialContext.
+type DialFunc = func(ctx context.Context, network, addr string) (net.Conn, error)
 
 // RoundTripper is what carries a Handler's requests to its upstreams:
 // an http.Transport, or the one Options.Transport makes.

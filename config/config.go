@@ -191,14 +191,16 @@ type Route struct {
 	// Rewrite changes the path (or redirects) before the handler runs.
 	Rewrite []Rewrite `yaml:"rewrite"`
 
-	// Static serves files; Proxy passes requests to upstreams; Hub is a
-	// WebSocket broadcast endpoint; Redirect and Respond answer with a
-	// redirect or a fixed response. Exactly one is set.
+	// Static serves files; Proxy passes requests to upstreams; FastCGI
+	// runs scripts on FastCGI servers (PHP-FPM); Hub is a WebSocket
+	// broadcast endpoint; Redirect and Respond answer with a redirect or a
+	// fixed response. Exactly one is set.
 	Static   *Static   `yaml:"static"`
 	Proxy    *Proxy    `yaml:"proxy"`
 	Hub      *Hub      `yaml:"hub"`
 	Redirect *Redirect `yaml:"redirect"`
 	Respond  *Respond  `yaml:"respond"`
+	FastCGI  *FastCGI  `yaml:"fastcgi"`
 }
 
 // Headers edits request headers (before the handler) and response headers.

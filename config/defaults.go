@@ -95,6 +95,9 @@ func (c *Config) applyDefaults() {
 			if r.Hub != nil {
 				r.Hub.defaults(c)
 			}
+			if r.FastCGI != nil {
+				r.FastCGI.defaults(c)
+			}
 			if r.Redirect != nil {
 				r.Redirect.defaults()
 			}

@@ -165,6 +165,18 @@ func (v *validator) proxy(pp string, p *Proxy) {
 		}
 		seen[u.URL] = up
 	}
+	v.poolKeys(pp, p)
+	if p.Host != "" && (!httpguts.ValidHostHeader(p.Host) || strings.ContainsAny(p.Host, "/ ")) {
+		v.errf(pp+".host", "invalid host %q: want a name or name:port", p.Host)
+	}
+	if t := p.TLS; t != nil && t.CA != "" {
+		v.pemCerts(pp+".tls.ca", t.CA)
+	}
+}
+
+// poolKeys checks the keys a proxy shares with a fastcgi route: balance,
+// health and limits.
+func (v *validator) poolKeys(pp string, p *Proxy) {
 	v.oneOf(pp+".balance", p.Balance, "round_robin", "least_conn", "ip_hash", "first")
 	if *p.MaxFails < 0 {
 		v.errf(pp+".max_fails", "must not be negative")
@@ -177,9 +189,6 @@ func (v *validator) proxy(pp string, p *Proxy) {
 	}
 	if p.MaxConcurrentDials < 0 {
 		v.errf(pp+".max_concurrent_dials", "must not be negative")
-	}
-	if p.Host != "" && (!httpguts.ValidHostHeader(p.Host) || strings.ContainsAny(p.Host, "/ ")) {
-		v.errf(pp+".host", "invalid host %q: want a name or name:port", p.Host)
 	}
 	if hc := p.HealthCheck; hc != nil {
 		if !strings.HasPrefix(hc.Path, "/") {
@@ -197,9 +206,6 @@ func (v *validator) proxy(pp string, p *Proxy) {
 		if hc.Passes < 0 {
 			v.errf(pp+".health_check.passes", "must not be negative")
 		}
-	}
-	if t := p.TLS; t != nil && t.CA != "" {
-		v.pemCerts(pp+".tls.ca", t.CA)
 	}
 }
 

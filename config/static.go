@@ -136,7 +136,7 @@ func (v *validator) static(sp string, st *Static, site Site) {
 				}
 			}
 			if !found {
-				v.errf(sp+".fallback.route", "no proxy or hub route with path %q in this site", f.Route)
+				v.errf(sp+".fallback.route", "no proxy, fastcgi or hub route with path %q in this site", f.Route)
 			}
 		}
 	}

@@ -291,13 +291,13 @@ func (v *validator) route(rp string, r *Route, s Site) {
 		v.errf(rp+".path", "path %q is not clean (no //, . or .. segments)", r.Path)
 	}
 	n := 0
-	for _, set := range []bool{r.Static != nil, r.Proxy != nil, r.Hub != nil, r.Redirect != nil, r.Respond != nil} {
+	for _, set := range []bool{r.Static != nil, r.Proxy != nil, r.Hub != nil, r.Redirect != nil, r.Respond != nil, r.FastCGI != nil} {
 		if set {
 			n++
 		}
 	}
 	if n != 1 {
-		v.errf(rp, "a route needs exactly one handler of static, proxy, hub, redirect or respond (found %d)", n)
+		v.errf(rp, "a route needs exactly one handler of static, proxy, fastcgi, hub, redirect or respond (found %d)", n)
 	}
 	if r.MaxBodySize != nil && *r.MaxBodySize < 0 {
 		v.errf(rp+".max_body_size", "must not be negative")
@@ -310,6 +310,9 @@ func (v *validator) route(rp string, r *Route, s Site) {
 	}
 	if r.Hub != nil {
 		v.hub(rp+".hub", r.Hub)
+	}
+	if r.FastCGI != nil {
+		v.fastcgi(rp+".fastcgi", r.FastCGI)
 	}
 	v.access(rp+".access", r.Access)
 	if r.Limit != nil {

@@ -56,6 +56,13 @@ type Options struct {
 	// (config.Site.Name: its first host, or "default") and the route's
 	// path, such as "dash.example.com" and "/socket/". Default "".
 	Site, Route string
+	// Transport, when set, makes the client that talks to the upstreams in
+	// place of HTTP (fastcgi.NewTransport): it gets the proxy's dial
+	// (dial slots, unix sockets, and connect errors that the retries and
+	// passive health recognise) and carries every request, health probes
+	// included. The lean HTTP/1.1 path is off then: it speaks HTTP only.
+	// Nil: HTTP/1.1 through the lean client and an http.Transport.
+	Transport func(dial DialFunc) RoundTripper
 	// Tunnels is the set this Handler's upgraded connections join. Pass the
 	// same set to every Handler of the process so that one CloseAll (or
 	// CloseTunnels on any handler) at shutdown reaches tunnels opened
@@ -72,8 +79,8 @@ type Handler struct {
 	cfg        *config.Proxy
 	log        *slog.Logger
 	upstreams  *upstreams
-	transport  *http.Transport
-	lean       *lean // nil: keepalive 0, everything goes through transport
+	transport  RoundTripper
+	lean       *lean // nil: keepalive 0 or Options.Transport, everything goes through transport
 	rp         *httputil.ReverseProxy
 	tunnels    *Tunnels
 	tunnelIdle time.Duration
@@ -110,9 +117,15 @@ func New(cfg *config.Proxy, opts Options) (*Handler, error) {
 	if err != nil {
 		return nil, err
 	}
-	tr := newTransport(cfg, d)
+	var tr RoundTripper
+	var ln *lean
+	if opts.Transport != nil {
+		tr = opts.Transport(d.dial)
+	} else {
+		tr, ln = newTransport(cfg, d), newLean(cfg, d, p)
+	}
 	h := &Handler{
-		cfg: cfg, log: log, upstreams: p, transport: tr, lean: newLean(cfg, d, p),
+		cfg: cfg, log: log, upstreams: p, transport: tr, lean: ln,
 		tunnels:    opts.Tunnels,
 		tunnelIdle: *cfg.TunnelIdleTimeout,
 		buffering:  int64(*cfg.RequestBuffering),
@@ -137,6 +150,18 @@ func New(cfg *config.Proxy, opts Options) (*Handler, error) {
 		ErrorHandler:   h.handleError,
 	}
 	return h, nil
+}
+
+// DialFunc connects to an upstream's address, as net.Dialer.DialContext.
+type DialFunc = func(ctx context.Context, network, addr string) (net.Conn, error)
+
+// RoundTripper is what carries a Handler's requests to its upstreams:
+// an http.Transport, or the one Options.Transport makes.
+type RoundTripper interface {
+	http.RoundTripper
+	// CloseIdleConnections closes the idle connections, as
+	// http.Transport's.
+	CloseIdleConnections()
 }
 
 var errNoDefaults = errors.New("proxy: configuration without defaults: build it with config.Parse or config.Load")

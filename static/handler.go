@@ -68,6 +68,7 @@ type Handler struct {
 	cache         *cache
 	metrics       *metrics // nil without WithRegisterer
 	fallback      http.Handler
+	scriptExt     string // WithScripts; "": off
 	log           *slog.Logger
 	epoch         time.Time // origin of ticks
 
@@ -131,6 +132,7 @@ func New(routePath string, cfg *config.Static, fallback http.Handler, log *slog.
 		cache:         newCache(int64(*cfg.CacheMaxFileSize), int64(cfg.CacheMaxBytes), m),
 		metrics:       m,
 		fallback:      fallback,
+		scriptExt:     o.scriptExt,
 		log:           log,
 		epoch:         time.Now(),
 		now:           time.Now,
@@ -167,6 +169,9 @@ func (h *Handler) tick() int64 {
 // ServeHTTP serves GET and HEAD for the files of the route. Other methods
 // get 405 (OPTIONS 204), unless the file is missing and a fallback is set.
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if h.script(w, r) {
+		return
+	}
 	name, code := h.fileName(r.URL.Path)
 	if code != 0 {
 		h.error(w, code)

@@ -1,6 +1,7 @@
 package testutil
 
 import (
+	"fmt"
 	"io"
 	"strings"
 	"testing"
@@ -15,31 +16,37 @@ import (
 // of that coding.
 func Decode(t testing.TB, coding, body string) string {
 	t.Helper()
+	s, err := TryDecode(coding, body)
+	if err != nil {
+		t.Fatalf("decode %s: %v", coding, err)
+	}
+	return s
+}
+
+// TryDecode is Decode returning the error.
+func TryDecode(coding, body string) (string, error) {
 	var r io.Reader = strings.NewReader(body)
 	switch coding {
 	case "":
-		return body
+		return body, nil
 	case "br":
 		r = brotli.NewReader(r)
 	case "zstd":
 		d, err := zstd.NewReader(r)
 		if err != nil {
-			t.Fatal(err)
+			return "", err
 		}
 		defer d.Close()
 		r = d
 	case "gzip":
 		g, err := gzip.NewReader(r)
 		if err != nil {
-			t.Fatalf("gzip: %v", err)
+			return "", err
 		}
 		r = g
 	default:
-		t.Fatalf("unknown coding %q", coding)
+		return "", fmt.Errorf("unknown coding %q", coding)
 	}
 	b, err := io.ReadAll(r)
-	if err != nil {
-		t.Fatalf("decode %s: %v", coding, err)
-	}
-	return string(b)
+	return string(b), err
 }

@@ -199,7 +199,7 @@ var diffCases = []diffCase{
 	// the same coding, headers and body on both paths (bodies compared
 	// decoded, see decodeWire).
 	{name: "compress known length", conf: "compress: {min_size: 16}", want: []int{200, 200, 200, 200, 200},
-		reqs:  []string{"GET /a\r\nAccept-Encoding: gzip", "GET /a\r\nAccept-Encoding: br", "GET /a\r\nAccept-Encoding: zstd", "GET /a", "HEAD /a\r\nAccept-Encoding: gzip"},
+		reqs: []string{"GET /a\r\nAccept-Encoding: gzip", "GET /a\r\nAccept-Encoding: br", "GET /a\r\nAccept-Encoding: zstd", "GET /a", "HEAD /a\r\nAccept-Encoding: gzip"},
 		serve: func(c net.Conn, req *http.Request) bool {
 			io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nETag: \"e1\"\r\nContent-Length: 40\r\n\r\n")
 			if req.Method != http.MethodHead {

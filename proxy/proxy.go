@@ -40,6 +40,7 @@ import (
 
 	"edge/config"
 	"edge/internal/clientip"
+	"edge/internal/compress"
 	"edge/internal/httperr"
 )
 
@@ -84,8 +85,9 @@ type Handler struct {
 	rp         *httputil.ReverseProxy
 	tunnels    *Tunnels
 	tunnelIdle time.Duration
-	buffering  int64    // request_buffering in bytes; 0: off
-	metrics    *metrics // nil: no metrics
+	buffering  int64                // request_buffering in bytes; 0: off
+	comp       *compress.Compressor // nil: compress off
+	metrics    *metrics             // nil: no metrics
 
 	inflight atomic.Int64 // requests in ServeHTTP
 	closed   atomic.Bool
@@ -129,6 +131,7 @@ func New(cfg *config.Proxy, opts Options) (*Handler, error) {
 		tunnels:    opts.Tunnels,
 		tunnelIdle: *cfg.TunnelIdleTimeout,
 		buffering:  int64(*cfg.RequestBuffering),
+		comp:       compress.New(cfg.Compress),
 		quit:       make(chan struct{}),
 	}
 	if h.tunnels == nil {
@@ -316,7 +319,8 @@ func (h *Handler) rewrite(pr *httputil.ProxyRequest) {
 	}
 }
 
-// modifyResponse counts the response and takes over 101 responses. A
+// modifyResponse counts the response, takes over 101 responses and
+// compresses what proxy.compress says (compress.go). A
 // response without a Content-Type goes to the client without one, as
 // nginx passes it: net/http would sniff one from the first body write
 // (text/html for "<html>") unless ReverseProxy's flush of the header came
@@ -328,6 +332,9 @@ func (h *Handler) modifyResponse(res *http.Response) error {
 	}
 	if _, ok := res.Header["Content-Type"]; !ok && st.w != nil {
 		st.w.Header()["Content-Type"] = nil // present: no sniffing; nil: not written
+	}
+	if h.comp != nil {
+		h.compressResponse(res)
 	}
 	h.metrics.request(upstreamName(st.upstream), res.StatusCode)
 	return nil

@@ -45,6 +45,7 @@ import (
 	"time"
 
 	"edge/config"
+	"edge/internal/compress"
 	"edge/internal/httperr"
 )
 
@@ -64,7 +65,7 @@ type Handler struct {
 	precompressed bool
 	cacheControl  []string
 	revalidate    int64 // nanoseconds between stats of a cached file
-	comp          *compressor
+	comp          *compress.Compressor
 	cache         *cache
 	metrics       *metrics // nil without WithRegisterer
 	fallback      http.Handler
@@ -128,7 +129,7 @@ func New(routePath string, cfg *config.Static, fallback http.Handler, log *slog.
 		precompressed: *cfg.Precompressed,
 		cacheControl:  []string{cfg.CacheControl},
 		revalidate:    int64(cfg.CacheRevalidate),
-		comp:          newCompressor(cfg.Compress),
+		comp:          compress.New(cfg.Compress),
 		cache:         newCache(int64(*cfg.CacheMaxFileSize), int64(cfg.CacheMaxBytes), m),
 		metrics:       m,
 		fallback:      fallback,
@@ -222,9 +223,9 @@ func (h *Handler) serveKey(w http.ResponseWriter, r *http.Request, name string, 
 			return
 		}
 	}
-	q := acceptQ{encIdentity: 1000} // a range is served from the identity file
+	q := compress.AcceptQ{compress.Identity: 1000} // a range is served from the identity file
 	if len(r.Header["Range"]) == 0 {
-		q = parseAcceptEncoding(headerValue(r, "Accept-Encoding"))
+		q = compress.ParseAccept(headerValue(r, "Accept-Encoding"))
 	}
 	a = h.openStreamed(rd, file, f, fi, &q)
 	defer a.close() // closes f too; closing twice is harmless

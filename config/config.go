@@ -66,6 +66,31 @@ type Listen struct {
 	// site has a public host name or a manual certificate, or with tls.ca
 	// internal or tls.on_demand; otherwise off.
 	HTTPS string `yaml:"https"`
+	// ProxyProtocol, when set, reads a PROXY protocol header (v1 or v2)
+	// from load balancers on the http and https listeners (not admin):
+	// nginx's "listen … proxy_protocol" with set_real_ip_from. Default off.
+	ProxyProtocol *ProxyProtocol `yaml:"proxy_protocol"`
+}
+
+// ProxyProtocol accepts HAProxy's PROXY protocol header from trusted load
+// balancers. The address in the header becomes the connection's client
+// address: the access log, per-IP connection caps, rate limits, access
+// rules and the X-Forwarded-For sent upstream all see it. A connection
+// from a peer outside Trusted that starts with a PROXY header is closed
+// (a client cannot claim an address). A reload changes the settings for
+// new connections.
+type ProxyProtocol struct {
+	// Trusted lists the CIDRs (or single addresses) of the load balancers
+	// allowed to send the header. Required: at least one.
+	Trusted []string `yaml:"trusted"`
+	// Timeout bounds the wait for the header from a trusted peer; a peer
+	// that sends nothing in time is closed. Default 5s.
+	Timeout time.Duration `yaml:"timeout"`
+	// Required makes the header mandatory from trusted peers: a trusted
+	// connection without one is closed, as nginx does on a proxy_protocol
+	// listener. false lets trusted peers connect with or without it (a
+	// load balancer being switched over). Default true.
+	Required *bool `yaml:"required"`
 }
 
 // Server holds limits and timeouts for the HTTP servers.

@@ -41,6 +41,14 @@ func (v *validator) validate() {
 	if c.Listen.HTTP == "" && c.Listen.HTTPS == "" {
 		v.errf("listen", "no listener: set listen.http or listen.https")
 	}
+	if pp := c.Listen.ProxyProtocol; pp != nil {
+		if len(pp.Trusted) == 0 {
+			v.errf("listen.proxy_protocol.trusted", "missing: list the load balancers' CIDRs that send the PROXY header")
+		}
+		for i, cidr := range pp.Trusted {
+			v.cidr(fmt.Sprintf("listen.proxy_protocol.trusted[%d]", i), cidr)
+		}
+	}
 	if c.AdminKeyFile != "" {
 		v.readable("admin_key_file", c.AdminKeyFile)
 	}

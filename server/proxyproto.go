@@ -14,6 +14,8 @@ import (
 	"time"
 
 	"github.com/pires/go-proxyproto"
+
+	"edge/config"
 )
 
 // ProxyProtocol accepts HAProxy's PROXY protocol header (v1 text, v2
@@ -26,17 +28,13 @@ type ProxyProtocol struct {
 	// any other peer that starts with a PROXY header is closed.
 	Trusted []netip.Prefix
 	// Timeout bounds the wait for a trusted peer's header; 0 means
-	// DefaultProxyHeaderTimeout.
+	// config.DefaultProxyProtocolTimeout.
 	Timeout time.Duration
 	// Required closes a trusted peer's connection that does not start with
 	// the header (nginx's proxy_protocol listener); false serves it with
 	// the peer as the client.
 	Required bool
 }
-
-// DefaultProxyHeaderTimeout is the wait for a PROXY header when
-// ProxyProtocol.Timeout is 0.
-const DefaultProxyHeaderTimeout = 5 * time.Second
 
 func (pp *ProxyProtocol) trusts(a netip.Addr) bool {
 	for _, p := range pp.Trusted {
@@ -149,7 +147,7 @@ func (l *proxyListener) readHeader(c net.Conn, pp *ProxyProtocol) {
 
 	timeout := pp.Timeout
 	if timeout <= 0 {
-		timeout = DefaultProxyHeaderTimeout
+		timeout = config.DefaultProxyProtocolTimeout
 	}
 	c.SetReadDeadline(time.Now().Add(timeout))
 	pc, err := parseProxyHeader(c, pp.Required)

@@ -148,9 +148,9 @@ type publishOutcome struct {
 }
 
 // publish asks the application about a client's publish.
-func (b *backend) publish(c *client, channel string, data []byte, maxMessage int) publishOutcome {
-	v := b.ask(&backendBody{Channel: channel, Data: data, Sub: c.grant.sub, Claims: c.grant.claims,
-		Client: c.ip, Conn: c.n.connID(c), RequestID: randomHex(8)}, maxMessage+4096)
+func (b *backend) publish(g *grant, ip, conn, channel string, data []byte, maxMessage int) publishOutcome {
+	v := b.ask(&backendBody{Channel: channel, Data: data, Sub: g.sub, Claims: g.claims,
+		Client: ip, Conn: conn, RequestID: randomHex(8)}, maxMessage+4096)
 	switch {
 	case v.err != nil && v.status == 0:
 		if errors.Is(v.err, context.DeadlineExceeded) || strings.Contains(v.err.Error(), "Client.Timeout") {

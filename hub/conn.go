@@ -126,8 +126,17 @@ type client struct {
 	expiry *time.Timer
 }
 
-// start sets up a registered connection and starts its reader.
-func (c *client) start(cfg *routeConfig, channels []string) {
+// resume is where a reconnecting client left off, for every channel it
+// names at connect (SSE's Last-Event-ID): node-wide sequence numbers make
+// one position valid for all of them.
+type resume struct {
+	since uint64
+	epoch string
+}
+
+// start sets up a registered connection and starts its reader. With
+// from, the channels are subscribed as if each had asked since from.
+func (c *client) start(cfg *routeConfig, channels []string, from *resume) {
 	h := cfg.hub
 	c.maxMessage = int(h.MaxMessageSize)
 	c.nc.SetReadDeadline(time.Now().Add(h.IdleTimeout))
@@ -141,6 +150,9 @@ func (c *client) start(cfg *routeConfig, channels []string) {
 		}
 		req := c.request(cfg, nil)
 		req.ack = !c.raw
+		if from != nil {
+			req.since, req.hasSince, req.epoch = from.since, true, from.epoch
+		}
 		c.joinLocked(name, req)
 	}
 	c.subsMu.Unlock()

@@ -311,52 +311,55 @@ func (c *client) leave(name string) bool {
 }
 
 func (c *client) publishMsg(m *inbound) {
-	if !config.ValidChannel(m.Channel) {
-		c.replyError(m.ID, m.Channel, errInvalidChannel, "invalid channel name")
-		return
-	}
 	cfg := c.route.config()
-	if !cfg.hub.AllowPublish || !c.grant.mayPublish(m.Channel) || !cfg.allowed(c.grant, m.Channel) {
-		c.replyError(m.ID, m.Channel, errPublishForbidden, "publishing to this channel is not allowed")
-		return
-	}
-	if len(m.Data) == 0 {
-		c.replyError(m.ID, m.Channel, errBadRequest, "publish needs data")
-		return
-	}
 	if c.limiter == nil {
 		c.limiter = rate.NewLimiter(rate.Limit(cfg.hub.PublishRate), max(1, int(cfg.hub.PublishRate)))
 	}
-	if !c.limiter.Allow() {
-		c.replyError(m.ID, m.Channel, errRateLimited, "publish rate limit exceeded")
-		return
-	}
-	data := []byte(m.Data)
-	if cfg.pubProxy != nil {
-		out := cfg.pubProxy.publish(c, m.Channel, data, int(cfg.hub.MaxMessageSize))
-		if out.code != "" {
-			c.replyError(m.ID, m.Channel, out.code, out.msg)
-			return
-		}
-		if !out.broadcast {
-			if len(m.ID) > 0 {
-				c.reply(replyMsg{Type: "published", Channel: m.Channel, ID: m.ID})
-			}
-			return
-		}
-		data = out.data
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), publishTimeout)
-	defer cancel()
-	seq, err := c.n.Publish(ctx, m.Channel, data)
-	if err != nil {
-		c.n.log.Warn("hub client publish failed", "channel", m.Channel, "err", err)
-		c.replyError(m.ID, m.Channel, errPublishFailed, "publish failed")
+	seq, code, msg := c.n.publishAs(cfg, c.grant, c.ip, c.n.connID(c), m.Channel, m.Data, c.limiter)
+	if code != "" {
+		c.replyError(m.ID, m.Channel, code, msg)
 		return
 	}
 	if len(m.ID) > 0 {
 		c.reply(replyMsg{Type: "published", Channel: m.Channel, Seq: seq, ID: m.ID})
 	}
+}
+
+// publishAs publishes data for a client (a connection's publish message,
+// or an SSE client's POST): the route's and grant's permissions, the
+// client's rate, the application's publish proxy, then the broker. It
+// returns the sequence number when known, or an error code and message.
+func (n *Node) publishAs(cfg *routeConfig, g *grant, ip, conn, channel string, data []byte, lim *rate.Limiter) (seq uint64, code, msg string) {
+	if !config.ValidChannel(channel) {
+		return 0, errInvalidChannel, "invalid channel name"
+	}
+	if !cfg.hub.AllowPublish || !g.mayPublish(channel) || !cfg.allowed(g, channel) {
+		return 0, errPublishForbidden, "publishing to this channel is not allowed"
+	}
+	if len(data) == 0 {
+		return 0, errBadRequest, "publish needs data"
+	}
+	if !lim.Allow() {
+		return 0, errRateLimited, "publish rate limit exceeded"
+	}
+	if cfg.pubProxy != nil {
+		out := cfg.pubProxy.publish(g, ip, conn, channel, data, int(cfg.hub.MaxMessageSize))
+		if out.code != "" {
+			return 0, out.code, out.msg
+		}
+		if !out.broadcast {
+			return 0, "", ""
+		}
+		data = out.data
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), publishTimeout)
+	defer cancel()
+	seq, err := n.Publish(ctx, channel, data)
+	if err != nil {
+		n.log.Warn("hub client publish failed", "channel", channel, "err", err)
+		return 0, errPublishFailed, "publish failed"
+	}
+	return seq, "", ""
 }
 
 // §4 Close codes: the close frames sent often enough to build once. The

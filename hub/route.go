@@ -92,6 +92,9 @@ func newRoute(n *Node, path string) *route {
 		// gorilla reuses net/http's reader instead of allocating one, and
 		// the pool keeps it from allocating a write buffer.
 		WriteBufferPool: &sync.Pool{},
+		// The hub decides on permessage-deflate itself and leaves gorilla
+		// a request that agrees (negotiateDeflate).
+		EnableCompression: true,
 		Subprotocols:    []string{Subprotocol},
 		CheckOrigin:     func(r *http.Request) bool { return rt.config().origins.allow(r) },
 		Error: func(w http.ResponseWriter, r *http.Request, status int, reason error) {
@@ -215,6 +218,7 @@ func (rt *route) serveWebSocket(w http.ResponseWriter, r *http.Request) {
 	if cfg.pubProxy == nil && cfg.subProxy == nil {
 		g.claims = nil // kept only for the application
 	}
+	deflate := negotiateDeflate(r, cfg.hub.Compression)
 	tap := &hijackTap{ResponseWriter: w}
 	ws, err := rt.upgrader.Upgrade(tap, r, nil)
 	if err != nil {
@@ -224,6 +228,9 @@ func (rt *route) serveWebSocket(w http.ResponseWriter, r *http.Request) {
 	// left to the garbage collector.
 	c := &client{n: rt.n, route: rt, nc: ws.UnderlyingConn(), ip: ip, grant: g, raw: cfg.hub.Raw,
 		heartbeat: newHeartbeat(cfg.hub.RawHeartbeat), id: rt.n.connSeq.Add(1), connected: time.Now().Unix()}
+	if deflate {
+		c.deflate, c.deflateMin = true, uint32(min(uint64(cfg.hub.CompressionMinSize), 1<<31))
+	}
 	c.sock = socketOf(c.nc)
 	if c.sock == nil {
 		c.sealer = sealerOf(c.nc)

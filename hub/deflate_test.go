@@ -4,13 +4,17 @@ import (
 	"bufio"
 	"bytes"
 	"compress/flate"
+	"context"
 	"encoding/json"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
+	"os"
+	"os/exec"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -428,4 +432,34 @@ func TestHostileDeflate(t *testing.T) {
 		rc.send(compressedFrame(true, wsframe.OpText, stdDeflate(t, []byte(`{"type":"ping"}`))))
 		rc.expectClose(wsframe.CloseProtocolError)
 	})
+}
+
+// TestDeflateNodeWS runs testdata/node/deflate.test.mjs: Node's ws with
+// perMessageDeflate gets the messages compressed (fewer bytes read) and
+// decodes them right, ws without it gets them plain, and a message ws
+// sends compressed is inflated and fanned out.
+func TestDeflateNodeWS(t *testing.T) {
+	for _, bin := range []string{"node", "npm"} {
+		if _, err := exec.LookPath(bin); err != nil {
+			t.Fatalf("%s not found: the README test command (make test or .ci/run) installs Node 20 and npm", bin)
+		}
+	}
+	npmCI(t)
+	e := newEnv(t, NodeOptions{}, "")
+	e.route(t, "/z/", `{ compression: true, allow_publish: true }`, nil)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, "node", "deflate.test.mjs")
+	cmd.Dir = nodeDir
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
+	cmd.WaitDelay = 5 * time.Second
+	cmd.Env = append(os.Environ(), "EDGE_HTTP="+e.http)
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("node deflate.test.mjs: %v\n%s", err, out)
+	}
+	if st := e.n.Stats(t.Context()); st.Compressed != 1 || st.Inflated != 1 {
+		t.Errorf("stats compressed %d, inflated %d; want 1 and 1", st.Compressed, st.Inflated)
+	}
 }

@@ -92,14 +92,14 @@ func newRoute(n *Node, path string) *route {
 		// gorilla reuses net/http's reader instead of allocating one, and
 		// the pool keeps it from allocating a write buffer.
 		WriteBufferPool: &sync.Pool{},
-		// The hub decides on permessage-deflate itself and leaves gorilla
-		// a request that agrees (negotiateDeflate).
-		EnableCompression: true,
 		Subprotocols:    []string{Subprotocol},
 		CheckOrigin:     func(r *http.Request) bool { return rt.config().origins.allow(r) },
 		Error: func(w http.ResponseWriter, r *http.Request, status int, reason error) {
 			rt.refuse(w, refuseHandshake, status, strings.TrimPrefix(reason.Error(), "websocket: "))
 		},
+		// The hub decides on permessage-deflate itself and leaves gorilla
+		// a request that agrees (negotiateDeflate).
+		EnableCompression: true,
 	}
 	return rt
 }

@@ -30,9 +30,10 @@ import (
 const deflateAnswer = "permessage-deflate; server_no_context_takeover; client_no_context_takeover"
 
 // dialExt performs the handshake at e's route path+query offering the
-// extensions ext ("" offers none), and returns the client and the
+// extensions ext ("" offers none), sending extra in the same write as the
+// request, and returns the client and the
 // server's Sec-WebSocket-Extensions answer.
-func dialExt(t *testing.T, e *env, pathQuery, ext string) (*rawClient, string) {
+func dialExt(t *testing.T, e *env, pathQuery, ext string, extra ...[]byte) (*rawClient, string) {
 	t.Helper()
 	host := strings.TrimPrefix(e.http, "http://")
 	nc, err := net.Dial("tcp", host)
@@ -47,7 +48,11 @@ func dialExt(t *testing.T, e *env, pathQuery, ext string) (*rawClient, string) {
 		req += "Sec-WebSocket-Extensions: " + ext + "\r\n"
 	}
 	nc.SetDeadline(time.Now().Add(5 * time.Second))
-	if _, err := nc.Write([]byte(req + "\r\n")); err != nil {
+	b := []byte(req + "\r\n")
+	for _, x := range extra {
+		b = append(b, x...)
+	}
+	if _, err := nc.Write(b); err != nil {
 		t.Fatal(err)
 	}
 	rc := &rawClient{t: t, nc: nc, br: bufio.NewReader(nc)}
@@ -462,4 +467,32 @@ func TestDeflateNodeWS(t *testing.T) {
 	if st := e.n.Stats(t.Context()); st.Compressed != 1 || st.Inflated != 1 {
 		t.Errorf("stats compressed %d, inflated %d; want 1 and 1", st.Compressed, st.Inflated)
 	}
+}
+
+// FuzzReaderDeflate is FuzzReader on a connection that negotiated
+// permessage-deflate: compressed, fragmented, truncated or bomb-like
+// messages never panic the hub, never get more than max_message_size
+// inflated, and leave it serving.
+//
+//	go test -run '^$' -fuzz FuzzReaderDeflate -fuzzminimizetime 0 ./hub
+func FuzzReaderDeflate(f *testing.F) {
+	e := newEnv(f, NodeOptions{}, `{ compression: true, max_message_size: 1KiB }`)
+	for _, seed := range [][]byte{
+		compressedFrame(true, wsframe.OpText, stdDeflate(f, []byte(`{"type":"ping","id":1}`))),
+		compressedFrame(true, wsframe.OpText, stdDeflate(f, bytes.Repeat([]byte("0"), 1<<20))),
+		append(compressedFrame(false, wsframe.OpText, []byte{0x2a}), clientFrame(true, 0, []byte{0xca, 0x4c})...),
+		compressedFrame(true, wsframe.OpText, []byte{0xff, 0x00}),
+		compressedFrame(true, wsframe.OpPing, nil),
+		compressedFrame(true, wsframe.OpBinary, stdDeflate(f, []byte{1, 2})),
+	} {
+		f.Add(seed)
+	}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		rc, _ := dialExt(t, e, "/socket/", "permessage-deflate", data)
+		drainServerFrames(t, rc)
+		ok, _ := dialExt(t, e, "/socket/", "permessage-deflate")
+		ok.expect("welcome")
+		ok.send(compressedFrame(true, wsframe.OpText, stdDeflate(t, []byte(`{"type":"ping","id":7}`))))
+		ok.expect("pong")
+	})
 }

@@ -7,6 +7,8 @@
 #   bench/hub.sh -rounds 1 -d 10s         shorter
 #   bench/hub.sh -profile-dir /tmp/p      also CPU profiles of edge per scenario
 #   bench/hub.sh -h                       flags and scenario names
+#   bench/hub.sh deflate [go test flags]  compression: a 2 KiB JSON fan-out with and
+#                                         without permessage-deflate (BenchmarkFanoutDeflate)
 #
 # Environment: EDGE=path uses that edge binary instead of building bin/edge;
 # CENTRIFUGO=path uses that Centrifugo binary, CENTRIFUGO=off skips it
@@ -20,6 +22,13 @@ set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 repo=$(dirname "$here")
 cd "$repo"
+
+# The compression scenario is a Go benchmark of its own (hub and readers in
+# one process, no Redis): bytes on the wire and CPU per delivery.
+if [ "${1:-}" = deflate ]; then
+	shift
+	exec go test -run '^$' -bench FanoutDeflate -benchtime 100x "$@" ./hub/
+fi
 
 . bench/lib.sh
 install_missing redis-server:redis-server taskset:util-linux

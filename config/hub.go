@@ -40,6 +40,17 @@ type Hub struct {
 	// MaxMessageSize is the largest client message; larger closes with 1009.
 	// Default 64KiB.
 	MaxMessageSize ByteSize `yaml:"max_message_size"`
+	// Compression negotiates permessage-deflate (RFC 7692) with clients
+	// that offer it, without context takeover in either direction (no
+	// compressor state per connection). Each message is compressed once
+	// and the same frame goes to every client that negotiated it; clients
+	// that negotiated may also send compressed messages (inflated up to
+	// max_message_size). Default false.
+	Compression bool `yaml:"compression"`
+	// CompressionMinSize is the smallest message frame that is sent
+	// compressed; smaller ones go as they are (deflate gains little on
+	// them and costs CPU). Default 512B; 0 means the default.
+	CompressionMinSize ByteSize `yaml:"compression_min_size"`
 	// QueueSize is the number of messages queued per client before the
 	// client is dropped as slow (close 1013). Default 256.
 	QueueSize int `yaml:"queue_size"`
@@ -282,6 +293,7 @@ func (h *Hub) defaults(c *Config) {
 	setDur(&h.PingInterval, 25*time.Second)
 	setDur(&h.IdleTimeout, 60*time.Second)
 	setSize(&h.MaxMessageSize, 64<<10)
+	setSize(&h.CompressionMinSize, 512)
 	if h.QueueSize == 0 {
 		h.QueueSize = 256
 	}

@@ -48,6 +48,8 @@ func TestHubDefaults(t *testing.T) {
 		{"idle_timeout", h.IdleTimeout, 60 * time.Second},
 		{"max_message_size", h.MaxMessageSize, ByteSize(64 << 10)},
 		{"queue_size", h.QueueSize, 256},
+		{"compression", h.Compression, false},
+		{"compression_min_size", h.CompressionMinSize, ByteSize(512)},
 		{"max_subscriptions", h.MaxSubscriptions, 64},
 		{"publish_rate", h.PublishRate, 10.0},
 		{"allow_publish", h.AllowPublish, false},
@@ -73,6 +75,7 @@ func TestHubDefaults(t *testing.T) {
 
 func TestHubExplicitValues(t *testing.T) {
 	c, err := hubConfig(t, `{ history: { size: 0, ttl: 30s, max_bytes: 1MiB }, raw: true, presence_subs: true,
+	  compression: true, compression_min_size: 2KiB,
 	  channels: ["orders", "room:*"], origins: ["https://dash.example.com", "*"],
 	  auth: { mode: jwt, secret_file: secret } }`,
 		map[string][]byte{"secret": []byte(strings.Repeat("k", 32) + "\n")})
@@ -85,6 +88,9 @@ func TestHubExplicitValues(t *testing.T) {
 	}
 	if want := filepath.Join(filepath.Dir(c.File), "secret"); h.Auth.SecretFile != want {
 		t.Errorf("secret_file = %s, want %s (relative to the config file)", h.Auth.SecretFile, want)
+	}
+	if !h.Compression || h.CompressionMinSize != 2<<10 {
+		t.Errorf("compression = %v, min size %s; want true, 2KiB", h.Compression, h.CompressionMinSize)
 	}
 	if !h.Raw || !h.PresenceSubs || len(h.Channels) != 2 || len(h.Origins) != 2 {
 		t.Errorf("hub = %+v", h)
@@ -166,6 +172,8 @@ func TestHubProblems(t *testing.T) {
 		{"negative per ip", `{ max_connections_per_ip: -1 }`, "hub.max_connections_per_ip", "must not be negative"},
 		{"ping not below idle", `{ ping_interval: 60s, idle_timeout: 60s }`, "hub.ping_interval", "shorter than idle_timeout"},
 		{"negative history", `{ history: { size: -1 } }`, "hub.history.size", "must not be negative"},
+		{"bad compression size", `{ compression: true, compression_min_size: lots }`, "hub.compression_min_size", ""},
+		{"compression not a bool", `{ compression: maybe }`, "hub.compression", ""},
 		{"unknown key", `{ pingg_interval: 1s }`, "hub.pingg_interval", "unknown key"},
 		{"publish proxy without url", `{ allow_publish: true, publish_proxy: { timeout: 1s } }`, "hub.publish_proxy.url", "a url is required"},
 		{"publish proxy bad url", `{ allow_publish: true, publish_proxy: { url: "unix:/x" } }`, "hub.publish_proxy.url", "invalid URL"},

@@ -173,6 +173,14 @@ type Stats struct {
 	SlowClients uint64 `json:"slow_clients"`
 	// Gaps counts gap notices sent.
 	Gaps uint64 `json:"gaps"`
+	// Compressed counts messages compressed for clients that negotiated
+	// permessage-deflate: once per message (and per kind of frame, JSON
+	// or raw), however many clients get it. CompressedBytesSaved sums
+	// what each compression saved (per message, not per delivery).
+	// Inflated counts compressed messages received from clients.
+	Compressed           uint64 `json:"compressed"`
+	CompressedBytesSaved uint64 `json:"compressed_bytes_saved"`
+	Inflated             uint64 `json:"inflated"`
 	// BrokerLost counts losses of the broker subscription; Reconnects and
 	// CanaryFailures are the Redis broker's.
 	BrokerLost     uint64 `json:"broker_lost"`
@@ -205,9 +213,12 @@ func (n *Node) Stats(ctx context.Context) Stats {
 		DroppedBy:      byReason(n.stats.droppedBy[:], dropReasonNames[:]),
 		SlowClients:    n.stats.slow.Load(),
 		Gaps:           n.stats.gaps.Load(),
+		Compressed:     n.stats.compressed.Load(),
+		Inflated:       n.stats.inflated.Load(),
 		BrokerLost:     n.stats.brokerLost.Load(),
 		Local:          n.LocalPresence(),
 	}
+	s.CompressedBytesSaved = n.stats.compressedSaved.Load()
 	if err := n.Healthy(); err != nil {
 		s.Health = err.Error()
 	} else {

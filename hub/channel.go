@@ -23,6 +23,11 @@ type message struct {
 	payload []byte
 	frame   []byte // {"channel","seq","data"} text frame
 	raw     []byte // bare payload frame for raw routes; nil until needed
+	// zframe and zraw are frame and raw compressed (deflate.go), or the
+	// frame itself when deflate does not make it smaller; nil until a
+	// client that negotiated compression needs them, and kept only while
+	// the message is in the history.
+	zframe, zraw []byte
 	// size is what the message counts against history.max_bytes while
 	// held.
 	size int64
@@ -140,10 +145,14 @@ func (ch *channel) publish(n *Node, payload []byte, lim histLimits, now time.Tim
 	// Clients without a running writer are written to by flushing
 	// goroutines, flushChunk clients each (see flush.go).
 	var claimed []*client
+	var zframe, zraw []byte // compressed once per message (deflate.go)
 	for c := range ch.subs {
 		f := frame
 		if c.raw {
 			f = raw
+		}
+		if c.wantsDeflate(f) {
+			f = deflatedOnce(n, m, c.raw, f, &zframe, &zraw)
 		}
 		if !c.enqueue(f) {
 			continue
@@ -218,11 +227,14 @@ func (ch *channel) subscribe(c *client, req *subscribeRequest) bool {
 		return true
 	}
 	for _, m := range replay {
+		f := m.frame
 		if c.raw {
-			c.send(m.rawFrame(req.n), false)
-		} else {
-			c.send(m.frame, false)
+			f = m.rawFrame(req.n)
 		}
+		if c.wantsDeflate(f) {
+			f = m.deflated(req.n, c.raw, f)
+		}
+		c.send(f, false)
 	}
 	return true
 }

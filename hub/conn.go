@@ -85,6 +85,10 @@ type client struct {
 	sealer sealer
 	ip     string
 	raw    bool // bare payloads (route raw: true at connect)
+	// deflate is set when the client negotiated permessage-deflate
+	// (deflate.go); deflateMin is compression_min_size at connect.
+	deflate    bool
+	deflateMin uint32
 	// heartbeat answers a raw client's literal ping (raw_heartbeat at
 	// connect); nil without.
 	heartbeat *heartbeat

@@ -60,7 +60,7 @@ func (h *nodeHistory) release(m *message) {
 	}
 	h.bytes.Add(-m.size)
 	h.live.Add(-1)
-	m.payload, m.frame, m.raw = nil, nil, nil
+	m.payload, m.frame, m.raw, m.zframe, m.zraw = nil, nil, nil, nil, nil
 }
 
 // compactLocked drops the entries of messages no longer held.

@@ -117,6 +117,12 @@ type stats struct {
 	gaps       atomic.Uint64 // gap notices sent
 	brokerLost atomic.Uint64 // broker subscription losses
 	expired    atomic.Uint64 // connections closed because their token's exp passed
+	// compressed counts messages compressed (once per message and kind of
+	// frame, not per client: deflate.go); compressedSaved the bytes that
+	// saved on each of them.
+	compressed      atomic.Uint64
+	compressedSaved atomic.Uint64
+	inflated        atomic.Uint64 // compressed client messages inflated
 }
 
 // NewNode returns a Node. It checks opts and, with Redis, builds the

@@ -151,8 +151,15 @@ func (c *client) readHeader() (wsframe.Header, error) {
 	}
 	h, n := wsframe.ParseHeader((*c.rd.buf)[c.rd.r:c.rd.w])
 	if h.RSV != 0 {
-		// No extension is negotiated, so the reserved bits must be 0.
-		return h, protocolError("reserved bits set")
+		// RSV1 marks the first frame of a compressed message when the
+		// client negotiated permessage-deflate (RFC 7692 §6); no other
+		// extension is negotiated, so the other bits must be 0.
+		switch {
+		case h.RSV != rsv1 || !c.deflate:
+			return h, protocolError("reserved bits set")
+		case h.Op != wsframe.OpText && h.Op != wsframe.OpBinary:
+			return h, protocolError("compressed bit on a control or continuation frame")
+		}
 	}
 	if !h.Masked {
 		return h, protocolError("client frames must be masked")
@@ -174,6 +181,7 @@ func (c *client) readHeader() (wsframe.Header, error) {
 // returns (0, nil, nil), so that the reader waits for the next frame
 // without holding a buffer. Errors of the client's making are *wsframe.CloseError.
 func (c *client) readMessage(limit int) (op byte, msg *[]byte, err error) {
+	compressed := false
 	defer func() {
 		if err != nil && msg != nil {
 			putReadBuf(msg)
@@ -199,6 +207,7 @@ func (c *client) readMessage(limit int) (op byte, msg *[]byte, err error) {
 				return 0, msg, protocolError("data frame inside a fragmented message")
 			}
 			op = h.Op
+			compressed = h.RSV == rsv1
 			msg = getReadBuf()
 			*msg = (*msg)[:0]
 		case h.Op != 0:
@@ -221,6 +230,15 @@ func (c *client) readMessage(limit int) (op byte, msg *[]byte, err error) {
 			rem -= k
 		}
 		wsframe.Mask(h.Key, (*msg)[start:])
+		if h.Fin && compressed {
+			out, ierr := inflate(msg, limit)
+			if ierr != nil {
+				return 0, msg, ierr
+			}
+			c.n.stats.inflated.Add(1)
+			putReadBuf(msg)
+			return op, out, nil
+		}
 		if h.Fin {
 			return op, msg, nil
 		}

@@ -101,6 +101,9 @@ func newRoute(n *Node, path string) *route {
 		Error: func(w http.ResponseWriter, r *http.Request, status int, reason error) {
 			rt.refuse(w, refuseHandshake, status, strings.TrimPrefix(reason.Error(), "websocket: "))
 		},
+		// The hub decides on permessage-deflate itself and leaves gorilla
+		// a request that agrees (negotiateDeflate).
+		EnableCompression: true,
 	}
 	return rt
 }
@@ -170,6 +173,7 @@ func (rt *route) serveWebSocket(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	defer a.done()
+	deflate := negotiateDeflate(r, a.cfg.hub.Compression)
 	tap := &hijackTap{ResponseWriter: w}
 	ws, err := rt.upgrader.Upgrade(tap, r, nil)
 	if err != nil {
@@ -178,6 +182,9 @@ func (rt *route) serveWebSocket(w http.ResponseWriter, r *http.Request) {
 	// From here on the hub reads and writes the socket itself; ws is
 	// left to the garbage collector.
 	c := a.client(ws.UnderlyingConn())
+	if deflate {
+		c.deflate, c.deflateMin = true, uint32(min(uint64(a.cfg.hub.CompressionMinSize), 1<<31))
+	}
 	c.sock = socketOf(c.nc)
 	if c.sock == nil {
 		c.sealer = sealerOf(c.nc)

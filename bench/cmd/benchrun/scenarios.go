@@ -72,6 +72,11 @@ func scenarios(h *harness) []*scenario {
 			measure: func(h *harness, t *target) (result, error) {
 				return h.wrk(t, 64, fmt.Sprintf("http://127.0.0.1:%d/static/1k.bin", t.httpPort))
 			}},
+		{name: "static-1k-limit", metrics: rateMetrics("req/s"), only: []string{"edge", "nginx"},
+			what: fmt.Sprintf("static-1k through a per-client rate limit that never refuses (edge limit, nginx limit_req): the limit's cost: wrk -t1 -c64 -d%s --latency", h.dur),
+			measure: func(h *harness, t *target) (result, error) {
+				return h.wrk(t, 64, fmt.Sprintf("http://127.0.0.1:%d/limited/1k.bin", t.httpPort))
+			}},
 		{name: "static-1m", metrics: rateMetrics("MiB/s"), headline: []string{mMiBs, mP99, mPerCore},
 			what: fmt.Sprintf("1 MiB file, HTTP/1.1 keep-alive: wrk -t1 -c16 -d%s --latency (MiB/s is the figure)", h.dur),
 			measure: func(h *harness, t *target) (result, error) {

@@ -28,6 +28,7 @@ Usage:
   edge reload   [-config FILE]               make the running edge re-read its configuration
   edge publish  [-config FILE] CHANNEL [PAYLOAD|-]   publish a message to hub subscribers
   edge trust    [-config FILE]               show how to trust the local development CA
+  edge import-nginx FILE [-o OUT]            convert an nginx configuration to edge's YAML
   edge version                               print version, commit and Go version
 
 Run "edge COMMAND -h" for a command's flags.
@@ -52,6 +53,8 @@ func cli(args []string, stdout, stderr io.Writer) error {
 		return cmdTrust(rest, stdout, stderr)
 	case "version":
 		return cmdVersion(rest, stdout, stderr)
+	case "import-nginx":
+		return cmdImportNginx(rest, stdout, stderr)
 	case "-h", "-help", "--help", "help":
 		fmt.Fprint(stdout, usage)
 		return nil

@@ -207,7 +207,7 @@ var inheritable = map[string]string{
 	"limit_req": "limit_req", "limit_conn": "limit_conn", "limit_req_status": "limit_req_status",
 	"limit_conn_status": "limit_conn_status", "expires": "expires",
 	"gzip": "gzip", "gzip_types": "gzip_types", "gzip_min_length": "gzip_min_length", "gzip_proxied": "gzip_proxied",
-	"proxy_set_header": "proxy_set_header", "proxy_hide_header": "proxy_hide_header",
+	"proxy_set_header": "proxy_set_header", "proxy_hide_header": "proxy_hide_header", "fastcgi_hide_header": "fastcgi_hide_header",
 	"proxy_connect_timeout": "proxy_connect_timeout", "proxy_read_timeout": "proxy_read_timeout",
 	"fastcgi_param": "fastcgi_param", "fastcgi_index": "fastcgi_index",
 	"fastcgi_read_timeout": "fastcgi_read_timeout", "fastcgi_connect_timeout": "fastcgi_connect_timeout",
@@ -477,4 +477,22 @@ func sortWarnings(ws []string) {
 		}
 		return li < lj
 	})
+}
+
+// Import parses the nginx configuration at path with its includes and
+// converts it. A file that does not parse returns a *ParseError.
+func Import(path string, opt Options) (*Result, error) {
+	var notes []string
+	user := opt.Notes
+	opt.Notes = func(d *Directive, msg string) {
+		notes = append(notes, fmt.Sprintf("%s: include %s: %s", d.Pos(), d.Arg(0), msg))
+		if user != nil {
+			user(d, msg)
+		}
+	}
+	tree, err := Parse(path, opt)
+	if err != nil {
+		return nil, err
+	}
+	return Convert(tree, path, notes), nil
 }

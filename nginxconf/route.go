@@ -39,7 +39,7 @@ func (c *conv) fill(s *site, r *mapping, loc *Directive, block []*Directive, sc 
 				continue
 			}
 			c.unknown(r, x)
-		case "autoindex", "log_not_found", "proxy_set_header", "proxy_hide_header":
+		case "autoindex", "log_not_found", "proxy_set_header", "proxy_hide_header", "fastcgi_hide_header":
 		default:
 			if _, ok := inheritable[x.Name]; ok {
 				continue
@@ -197,7 +197,9 @@ func (c *conv) headers(r *mapping, sc scope, kind string) {
 			}
 			req.sub("set").set(name, val)
 		}
-		for _, d := range sc["proxy_hide_header"] {
+	}
+	if kind == "proxy" || kind == "fastcgi" {
+		for _, d := range append(sc["proxy_hide_header"], sc["fastcgi_hide_header"]...) {
 			resp.set("remove", append(stringsOf(resp.get("remove")), d.Arg(0)))
 		}
 	}
@@ -433,6 +435,14 @@ func (c *conv) proxy(r *mapping, d *Directive, path string, sc scope) *mapping {
 	if strings.Contains(target, "$") {
 		c.warn(r, d, "proxy_pass with variables is not translated")
 		return nil
+	}
+	if sock, ok := strings.CutPrefix(target, "http://unix:"); ok {
+		// nginx's http://unix:/path.sock:/uri form.
+		sock, uri, _ := strings.Cut(sock, ":")
+		if uri != "" && uri != path {
+			c.warn(r, d, fmt.Sprintf("proxy_pass with a URI (%s) replaces the location prefix (%s); edge passes the path unchanged", uri, path))
+		}
+		return newMap().set("upstreams", []string{"unix:" + sock})
 	}
 	u, err := url.Parse(target)
 	if err != nil || u.Host == "" {

@@ -145,6 +145,11 @@ func (c *conv) server(d *Directive, parent scope) {
 	for _, l := range listens {
 		c.listen(l, s)
 	}
+	for _, x := range d.Block {
+		if x.Name == "location" && strings.HasPrefix(x.Arg(0), "@") {
+			s.named[x.Arg(0)] = x
+		}
+	}
 	// The body.
 	var locs []*Directive
 	var srvReturn *Directive
@@ -360,7 +365,10 @@ func (c *conv) location(s *site, d *Directive, parent scope, srvRewrites []*Dire
 	case "^~":
 		r.note(fmt.Sprintf("%s: ^~: edge has no regular-expression routes, so a prefix always wins", d.Pos()))
 	}
-	c.fill(s, r, d, d.Block, sc, srvRewrites)
+	if !c.fill(s, r, d, d.Block, sc, srvRewrites) {
+		s.m.notes = append(s.m.notes, r.notes...) // no route: its comments go to the site
+		return
+	}
 	c.addRoute(s, r, d)
 }
 

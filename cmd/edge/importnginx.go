@@ -38,15 +38,11 @@ func cmdImportNginx(args []string, stdout, stderr io.Writer) error {
 		fmt.Fprintf(stderr, "edge import-nginx: one FILE only (got %q too)\n", fs.Args())
 		return errSilent
 	}
-	var notes []string
-	tree, err := nginxconf.Parse(file, nginxconf.Options{Prefix: *prefix, Notes: func(d *nginxconf.Directive, msg string) {
-		notes = append(notes, fmt.Sprintf("%s: include %s: %s", d.Pos(), d.Arg(0), msg))
-	}})
+	res, err := nginxconf.Import(file, nginxconf.Options{Prefix: *prefix})
 	if err != nil {
 		fmt.Fprintln(stderr, err)
 		return errSilent
 	}
-	res := nginxconf.Convert(tree, file, notes)
 	for _, w := range res.Warnings {
 		fmt.Fprintln(stderr, w)
 	}

@@ -23,6 +23,7 @@ fuzz:
 	go test ./server -run '^$$' -fuzz '^FuzzCleanPath$$' -fuzztime 30s
 	go test ./server -run '^$$' -fuzz '^FuzzSiteMatch$$' -fuzztime 30s
 	go test ./server -run '^$$' -fuzz '^FuzzFraming$$' -fuzztime 60s
+	go test ./server -run '^$$' -fuzz '^FuzzProxyConnSniff$$' -fuzztime 30s
 	go test ./static -run '^$$' -fuzz '^FuzzPath$$' -fuzztime 60s
 	go test ./static -run '^$$' -fuzz '^FuzzParseAcceptEncoding$$' -fuzztime 30s
 	go test ./internal/wsframe -run '^$$' -fuzz '^FuzzParseHeader$$' -fuzztime 30s

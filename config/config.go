@@ -47,6 +47,13 @@ type Config struct {
 	Redis *Redis `yaml:"redis"`
 	// Sites are virtual hosts, chosen by the request's Host.
 	Sites []Site `yaml:"sites"`
+	// Include names files whose sites are appended to Sites (nginx
+	// "include sites-enabled/*"): paths relative to this file's directory,
+	// globs matched in name order. A glob that matches nothing is a
+	// warning, a missing plain path an error. An included file holds only
+	// sites and include (nested includes; a cycle is an error). A reload
+	// reads them again.
+	Include []string `yaml:"include"`
 
 	// File is the path the configuration was loaded from.
 	File string `yaml:"-"`
@@ -54,6 +61,9 @@ type Config struct {
 	Warnings Problems `yaml:"-"`
 
 	pos map[string]Pos
+	// files maps "sites[N]" to the included file site N came from; the
+	// main file's sites are not in it.
+	files map[string]string
 }
 
 // Listen holds the addresses of the public listeners. An empty address turns
@@ -66,6 +76,31 @@ type Listen struct {
 	// site has a public host name or a manual certificate, or with tls.ca
 	// internal or tls.on_demand; otherwise off.
 	HTTPS string `yaml:"https"`
+	// ProxyProtocol, when set, reads a PROXY protocol header (v1 or v2)
+	// from load balancers on the http and https listeners (not admin):
+	// nginx's "listen … proxy_protocol" with set_real_ip_from. Default off.
+	ProxyProtocol *ProxyProtocol `yaml:"proxy_protocol"`
+}
+
+// ProxyProtocol accepts HAProxy's PROXY protocol header from trusted load
+// balancers. The address in the header becomes the connection's client
+// address: the access log, per-IP connection caps, rate limits, access
+// rules and the X-Forwarded-For sent upstream all see it. A connection
+// from a peer outside Trusted that starts with a PROXY header is closed
+// (a client cannot claim an address). A reload changes the settings for
+// new connections.
+type ProxyProtocol struct {
+	// Trusted lists the CIDRs (or single addresses) of the load balancers
+	// allowed to send the header. Required: at least one.
+	Trusted []string `yaml:"trusted"`
+	// Timeout bounds the wait for the header from a trusted peer; a peer
+	// that sends nothing in time is closed. Default 5s.
+	Timeout time.Duration `yaml:"timeout"`
+	// Required makes the header mandatory from trusted peers: a trusted
+	// connection without one is closed, as nginx does on a proxy_protocol
+	// listener. false lets trusted peers connect with or without it (a
+	// load balancer being switched over). Default true.
+	Required *bool `yaml:"required"`
 }
 
 // Server holds limits and timeouts for the HTTP servers.
@@ -191,14 +226,16 @@ type Route struct {
 	// Rewrite changes the path (or redirects) before the handler runs.
 	Rewrite []Rewrite `yaml:"rewrite"`
 
-	// Static serves files; Proxy passes requests to upstreams; Hub is a
-	// WebSocket broadcast endpoint; Redirect and Respond answer with a
-	// redirect or a fixed response. Exactly one is set.
+	// Static serves files; Proxy passes requests to upstreams; FastCGI
+	// runs scripts on FastCGI servers (PHP-FPM); Hub is a WebSocket
+	// broadcast endpoint; Redirect and Respond answer with a redirect or a
+	// fixed response. Exactly one is set.
 	Static   *Static   `yaml:"static"`
 	Proxy    *Proxy    `yaml:"proxy"`
 	Hub      *Hub      `yaml:"hub"`
 	Redirect *Redirect `yaml:"redirect"`
 	Respond  *Respond  `yaml:"respond"`
+	FastCGI  *FastCGI  `yaml:"fastcgi"`
 }
 
 // Headers edits request headers (before the handler) and response headers.
@@ -259,6 +296,9 @@ func (ps Problems) Error() string {
 
 func (ps Problems) sort() {
 	sort.SliceStable(ps, func(i, j int) bool {
+		if ps[i].File != ps[j].File {
+			return ps[i].File < ps[j].File
+		}
 		if ps[i].Line != ps[j].Line {
 			return ps[i].Line < ps[j].Line
 		}
@@ -293,13 +333,21 @@ func Parse(file string, data []byte) (*Config, error) {
 		d.decode(&root, reflectValue(c), "")
 	}
 	c.pos = d.pos
+	c.files = map[string]string{}
+	in := &includer{c: c, seen: map[string]bool{}}
+	mainAbs, err := filepath.Abs(file)
+	if err != nil {
+		mainAbs = file
+	}
+	in.seen[mainAbs] = true
+	in.includes(file, c.Include, c.pos, []string{mainAbs})
 	// Validate even after decoding problems, so that one run reports
 	// everything; a key that failed to decode is left at its default.
 	c.applyDefaults()
 	v := &validator{c: c}
 	v.validate()
 	errs := d.probs
-	for _, p := range v.probs {
+	for _, p := range append(in.probs, v.probs...) {
 		if p.Warning {
 			c.Warnings = append(c.Warnings, p)
 		} else {

@@ -20,6 +20,8 @@ const (
 	DefaultMaxBodySize       = 1 << 20
 	DefaultShutdownTimeout   = 30 * time.Second
 	DefaultClientBodyTimeout = 60 * time.Second
+	// DefaultProxyProtocolTimeout bounds the wait for a PROXY header.
+	DefaultProxyProtocolTimeout = 5 * time.Second
 	// DefaultMaxRequestsPerConnection is nginx's keepalive_requests.
 	DefaultMaxRequestsPerConnection = 1000
 	DefaultCacheControl             = "public, max-age=3600"
@@ -38,6 +40,10 @@ func (c *Config) applyDefaults() {
 	}
 	if !c.written("listen.https") && c.needsHTTPS() {
 		c.Listen.HTTPS = DefaultHTTPS
+	}
+	if pp := c.Listen.ProxyProtocol; pp != nil {
+		setDur(&pp.Timeout, DefaultProxyProtocolTimeout)
+		setBool(&pp.Required, true)
 	}
 	if !c.written("admin") {
 		c.Admin = DefaultAdmin
@@ -94,6 +100,9 @@ func (c *Config) applyDefaults() {
 			}
 			if r.Hub != nil {
 				r.Hub.defaults(c)
+			}
+			if r.FastCGI != nil {
+				r.FastCGI.defaults(c)
 			}
 			if r.Redirect != nil {
 				r.Redirect.defaults()

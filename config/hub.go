@@ -59,6 +59,38 @@ type Hub struct {
 	// PresenceSubs lists connected subjects (token sub) per channel in
 	// presence. Default false.
 	PresenceSubs bool `yaml:"presence_subs"`
+	// PublishProxy puts the application in the loop of client publishes:
+	// each one is POSTed to it first, and it lets it through, replaces its
+	// data, keeps it from the channel or refuses it (hub/PROTOCOL.md).
+	PublishProxy *HubProxy `yaml:"publish_proxy"`
+	// SubscribeProxy asks the application before a client subscribes to a
+	// channel matching its channels: 2xx allows.
+	SubscribeProxy *HubSubscribeProxy `yaml:"subscribe_proxy"`
+}
+
+// HubProxy is an application endpoint the hub asks.
+type HubProxy struct {
+	// URL receives a POST with a JSON body.
+	URL string `yaml:"url"`
+	// Timeout bounds each request; past it the client's request is
+	// refused as unavailable. Default 5s.
+	Timeout time.Duration `yaml:"timeout"`
+}
+
+// HubSubscribeProxy is the application endpoint that allows
+// subscriptions.
+type HubSubscribeProxy struct {
+	// URL receives a POST with a JSON body.
+	URL string `yaml:"url"`
+	// Timeout bounds each request; past it the subscription is refused as
+	// unavailable. Default 5s.
+	Timeout time.Duration `yaml:"timeout"`
+	// Channels are the patterns whose subscriptions are asked about (with
+	// {sub} and *). Default: every channel.
+	Channels []string `yaml:"channels"`
+	// Cache keeps each answer (allowed or refused; not failures) for this
+	// long per user and channel. Default 0: ask every time.
+	Cache time.Duration `yaml:"cache"`
 }
 
 // HubAuth selects how hub clients are authorised.
@@ -212,6 +244,34 @@ func (v *validator) hub(hp string, h *Hub) {
 	if *h.History.Size < 0 {
 		v.errf(hp+".history.size", "must not be negative")
 	}
+	if p := h.PublishProxy; p != nil {
+		v.hubProxy(hp+".publish_proxy", p)
+		if !h.AllowPublish {
+			v.warnf(hp+".publish_proxy", "has no effect without allow_publish: true")
+		}
+	}
+	if p := h.SubscribeProxy; p != nil {
+		v.hubProxy(hp+".subscribe_proxy", &HubProxy{URL: p.URL, Timeout: p.Timeout})
+		for i, ch := range p.Channels {
+			if !ValidChannelPattern(ch) {
+				v.errf(fmt.Sprintf("%s.subscribe_proxy.channels[%d]", hp, i), "invalid channel pattern %q (letters, digits, _ . : / - and *)", ch)
+			}
+		}
+		if p.Cache < 0 {
+			v.errf(hp+".subscribe_proxy.cache", "must not be negative")
+		}
+	}
+}
+
+func (v *validator) hubProxy(path string, p *HubProxy) {
+	if p.URL == "" {
+		v.errf(path+".url", "a url is required")
+	} else {
+		v.httpURL(path+".url", p.URL)
+	}
+	if p.Timeout < 0 {
+		v.errf(path+".timeout", "must not be negative")
+	}
 }
 
 func (h *Hub) defaults(c *Config) {
@@ -238,6 +298,12 @@ func (h *Hub) defaults(c *Config) {
 	setDur(&a.Timeout, 5*time.Second)
 	setStr(&a.QueryParam, "token")
 	setStr(&a.Cookie, "edge_token")
+	if h.PublishProxy != nil {
+		setDur(&h.PublishProxy.Timeout, 5*time.Second)
+	}
+	if h.SubscribeProxy != nil {
+		setDur(&h.SubscribeProxy.Timeout, 5*time.Second)
+	}
 	setInt(&h.History.Size, 100)
 	setDur(&h.History.TTL, 5*time.Minute)
 	setSize(&h.History.MaxBytes, DefaultHubHistoryMaxBytes)

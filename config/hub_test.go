@@ -167,6 +167,11 @@ func TestHubProblems(t *testing.T) {
 		{"ping not below idle", `{ ping_interval: 60s, idle_timeout: 60s }`, "hub.ping_interval", "shorter than idle_timeout"},
 		{"negative history", `{ history: { size: -1 } }`, "hub.history.size", "must not be negative"},
 		{"unknown key", `{ pingg_interval: 1s }`, "hub.pingg_interval", "unknown key"},
+		{"publish proxy without url", `{ allow_publish: true, publish_proxy: { timeout: 1s } }`, "hub.publish_proxy.url", "a url is required"},
+		{"publish proxy bad url", `{ allow_publish: true, publish_proxy: { url: "unix:/x" } }`, "hub.publish_proxy.url", "invalid URL"},
+		{"subscribe proxy bad pattern", `{ subscribe_proxy: { url: "http://a/", channels: ["a b"] } }`, "hub.subscribe_proxy.channels[0]", "invalid channel pattern"},
+		{"subscribe proxy negative cache", `{ subscribe_proxy: { url: "http://a/", cache: -1s } }`, "hub.subscribe_proxy.cache", "negative"},
+		{"subscribe proxy unknown key", `{ subscribe_proxy: { url: "http://a/", cache_ttl: 1s } }`, "hub.subscribe_proxy.cache_ttl", "unknown key"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

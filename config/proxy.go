@@ -87,7 +87,23 @@ type Proxy struct {
 	// that cancel requests en masse (HTTP/2 rapid reset) from making edge
 	// open connections to the backend without bound. Default 8.
 	MaxConcurrentDials int `yaml:"max_concurrent_dials"`
+	// Compress compresses responses on their way to the client (nginx
+	// gzip on, gzip_types, gzip_proxied any), with the keys and defaults
+	// of static's compress: a response is compressed when the client
+	// accepts one of encodings, its Content-Type is in types and its body
+	// is at least min_size (a body without Content-Length is held until
+	// min_size bytes have come, or its end, before the decision). Never
+	// compressed: responses the upstream encoded already, HEAD, Range
+	// requests, 204, 206 and 304, Server-Sent Events, upgrades, and
+	// responses with Cache-Control no-transform. Default off; writing a
+	// compress block turns it on. min_size is at most 1MiB here.
+	Compress *Compress `yaml:"compress"`
 }
+
+// MaxProxyCompressMinSize bounds proxy.compress.min_size: that many bytes
+// of a response without Content-Length are held in memory per request
+// before edge decides whether to compress it.
+const MaxProxyCompressMinSize = 1 << 20
 
 // Upstream is one server of a proxy pool.
 type Upstream struct {
@@ -165,6 +181,22 @@ func (v *validator) proxy(pp string, p *Proxy) {
 		}
 		seen[u.URL] = up
 	}
+	v.poolKeys(pp, p)
+	if p.Host != "" && (!httpguts.ValidHostHeader(p.Host) || strings.ContainsAny(p.Host, "/ ")) {
+		v.errf(pp+".host", "invalid host %q: want a name or name:port", p.Host)
+	}
+	if t := p.TLS; t != nil && t.CA != "" {
+		v.pemCerts(pp+".tls.ca", t.CA)
+	}
+	v.compress(pp+".compress", p.Compress)
+	if c := p.Compress; c != nil && c.MinSize > MaxProxyCompressMinSize {
+		v.errf(pp+".compress.min_size", "%s is more than %s: a body without Content-Length is held in memory up to min_size", c.MinSize, ByteSize(MaxProxyCompressMinSize))
+	}
+}
+
+// poolKeys checks the keys a proxy shares with a fastcgi route: balance,
+// health and limits.
+func (v *validator) poolKeys(pp string, p *Proxy) {
 	v.oneOf(pp+".balance", p.Balance, "round_robin", "least_conn", "ip_hash", "first")
 	if *p.MaxFails < 0 {
 		v.errf(pp+".max_fails", "must not be negative")
@@ -177,9 +209,6 @@ func (v *validator) proxy(pp string, p *Proxy) {
 	}
 	if p.MaxConcurrentDials < 0 {
 		v.errf(pp+".max_concurrent_dials", "must not be negative")
-	}
-	if p.Host != "" && (!httpguts.ValidHostHeader(p.Host) || strings.ContainsAny(p.Host, "/ ")) {
-		v.errf(pp+".host", "invalid host %q: want a name or name:port", p.Host)
 	}
 	if hc := p.HealthCheck; hc != nil {
 		if !strings.HasPrefix(hc.Path, "/") {
@@ -197,9 +226,6 @@ func (v *validator) proxy(pp string, p *Proxy) {
 		if hc.Passes < 0 {
 			v.errf(pp+".health_check.passes", "must not be negative")
 		}
-	}
-	if t := p.TLS; t != nil && t.CA != "" {
-		v.pemCerts(pp+".tls.ca", t.CA)
 	}
 }
 
@@ -285,4 +311,5 @@ func (p *Proxy) defaults(c *Config) {
 	if p.TLS != nil {
 		p.TLS.CA = c.resolve(p.TLS.CA)
 	}
+	p.Compress.defaults()
 }

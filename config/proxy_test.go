@@ -4,6 +4,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -47,6 +48,46 @@ func TestProxyDefaults(t *testing.T) {
 		if u.Weight != 1 || u.Backup || *u.MaxFails != 1 || u.FailTimeout != 10*time.Second {
 			t.Errorf("upstreams[%d] = %+v", i, u)
 		}
+	}
+}
+
+// TestProxyCompressDefaults: proxy.compress has static's semantics: off
+// without the block, on with static's defaults with an empty one, off
+// with enabled: false.
+func TestProxyCompressDefaults(t *testing.T) {
+	c, err := parseProxy(t, `
+          upstreams: [http://127.0.0.1:9000]
+`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p := c.Sites[0].Routes[0].Proxy; p.Compress != nil {
+		t.Errorf("compress = %+v without a block, want nil (off)", p.Compress)
+	}
+	c, err = parseProxy(t, `
+          upstreams: [http://127.0.0.1:9000]
+          compress: {}
+`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cp := c.Sites[0].Routes[0].Proxy.Compress
+	if cp == nil || !*cp.Enabled || cp.MinSize != 1<<10 {
+		t.Fatalf("compress {} = %+v, want enabled with min_size 1KiB", cp)
+	}
+	if strings.Join(cp.Encodings, ",") != "zstd,br,gzip" || cp.Types[0] != "text/*" || !slices.Contains(cp.Types, "application/json") {
+		t.Errorf("compress encodings %q types %q", cp.Encodings, cp.Types)
+	}
+	c, err = parseProxy(t, `
+          upstreams: [http://127.0.0.1:9000]
+          compress: {enabled: false, min_size: 1MiB, types: [application/json], encodings: [gzip]}
+`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cp = c.Sites[0].Routes[0].Proxy.Compress
+	if *cp.Enabled || cp.MinSize != 1<<20 || len(cp.Types) != 1 || len(cp.Encodings) != 1 {
+		t.Errorf("explicit compress = %+v", cp)
 	}
 }
 
@@ -182,6 +223,22 @@ func TestProxyErrors(t *testing.T) {
           tls: {ca: DIR/none.pem}`, `proxy.tls.ca: cannot read`, 8},
 		{"typo", `
           upstream: [http://127.0.0.1:9000]`, `proxy.upstream: unknown key "upstream" (did you mean "upstreams"?)`, 7},
+		{"compress unknown encoding", `
+          upstreams: [http://127.0.0.1:9000]
+          compress:
+            encodings: [gzip, deflate]`, `proxy.compress.encodings[1]: "deflate" is not one of zstd, br, gzip`, 9},
+		{"compress bad type", `
+          upstreams: [http://127.0.0.1:9000]
+          compress: {types: [text/html, "json"]}`, `proxy.compress.types[1]: "json" is not a media type such as text/css or text/*`, 8},
+		{"compress type with parameters", `
+          upstreams: [http://127.0.0.1:9000]
+          compress: {types: ["text/html; charset=utf-8"]}`, `proxy.compress.types[0]: "text/html; charset=utf-8" is not a media type`, 8},
+		{"compress min_size too large", `
+          upstreams: [http://127.0.0.1:9000]
+          compress: {min_size: 2MiB}`, `proxy.compress.min_size: 2MiB is more than 1MiB`, 8},
+		{"compress typo", `
+          upstreams: [http://127.0.0.1:9000]
+          compress: {min_sise: 2KiB}`, `proxy.compress.min_sise: unknown key "min_sise"`, 8},
 		{"bare duration", `
           upstreams: [http://127.0.0.1:9000]
           dial_timeout: 5`, `proxy.dial_timeout: duration "5" needs a unit, such as 5s`, 8},

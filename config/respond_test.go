@@ -18,7 +18,7 @@ func TestRedirectRespondErrors(t *testing.T) {
 		{`respond: { status: 204, body: x }`, `sites[0].routes[0].respond.body: status 204 has no body`},
 		{`respond: { status: 99 }`, `sites[0].routes[0].respond.status: status 99`},
 		{`respond: { content_type: "text/" }`, `sites[0].routes[0].respond.content_type: invalid media type`},
-		{"respond: { body: x }\n        static: { root: . }", `a route needs exactly one handler of static, proxy, hub, redirect or respond (found 2)`},
+		{"respond: { body: x }\n        static: { root: . }", `a route needs exactly one handler of static, proxy, fastcgi, hub, redirect or respond (found 2)`},
 	}
 	for _, tc := range cases {
 		_, err := Parse("t.yaml", []byte(`

@@ -69,11 +69,13 @@ type Fallback struct {
 	Route string `yaml:"route"`
 }
 
-// Compress configures on-the-fly compression.
+// Compress configures on-the-fly compression, of static files and of
+// proxied responses alike.
 type Compress struct {
 	// Enabled turns it on. Writing a compress block without it turns it on.
 	Enabled *bool `yaml:"enabled"`
-	// MinSize is the smallest file compressed. Default 1KiB.
+	// MinSize is the smallest file (or proxied body) compressed. Default
+	// 1KiB.
 	MinSize ByteSize `yaml:"min_size"`
 	// Types are compressible media types, matched without parameters; a
 	// trailing "/*" matches a family. Default text/*,
@@ -105,17 +107,7 @@ func (v *validator) static(sp string, st *Static, site Site) {
 			v.errf(fmt.Sprintf("%s.index[%d]", sp, i), "index %q must be a plain file name", idx)
 		}
 	}
-	if c := st.Compress; c != nil {
-		for i, e := range c.Encodings {
-			v.oneOf(fmt.Sprintf("%s.compress.encodings[%d]", sp, i), e, "zstd", "br", "gzip")
-		}
-		for i, t := range c.Types {
-			family, sub, ok := strings.Cut(t, "/")
-			if !ok || family == "" || family == "*" || sub == "" || strings.ContainsAny(t, " ;,") {
-				v.errf(fmt.Sprintf("%s.compress.types[%d]", sp, i), "%q is not a media type such as text/css or text/*", t)
-			}
-		}
-	}
+	v.compress(sp+".compress", st.Compress)
 	if st.CacheMaxFileSize != nil && *st.CacheMaxFileSize > st.CacheMaxBytes {
 		v.warnf(sp+".cache_max_file_size", "larger than cache_max_bytes (%s): files this large are never cached", st.CacheMaxBytes)
 	}
@@ -136,7 +128,7 @@ func (v *validator) static(sp string, st *Static, site Site) {
 				}
 			}
 			if !found {
-				v.errf(sp+".fallback.route", "no proxy or hub route with path %q in this site", f.Route)
+				v.errf(sp+".fallback.route", "no proxy, fastcgi or hub route with path %q in this site", f.Route)
 			}
 		}
 	}
@@ -157,20 +149,7 @@ func (s *Static) defaults(c *Config) {
 		}
 	}
 	setBool(&s.Precompressed, true)
-	if s.Compress != nil {
-		setBool(&s.Compress.Enabled, true)
-		setSize(&s.Compress.MinSize, 1<<10)
-		if len(s.Compress.Encodings) == 0 {
-			s.Compress.Encodings = []string{"zstd", "br", "gzip"}
-		}
-		if len(s.Compress.Types) == 0 {
-			s.Compress.Types = []string{
-				"text/*", "application/javascript", "application/json",
-				"application/xml", "application/wasm", "image/svg+xml",
-				"application/manifest+json", "font/ttf", "font/otf",
-			}
-		}
-	}
+	s.Compress.defaults()
 	if s.CacheMaxFileSize == nil {
 		v := ByteSize(64 << 10)
 		s.CacheMaxFileSize = &v
@@ -179,5 +158,40 @@ func (s *Static) defaults(c *Config) {
 	setDur(&s.CacheRevalidate, time.Second)
 	if s.Fallback != nil && s.Fallback.Proxy != nil {
 		s.Fallback.Proxy.defaults(c)
+	}
+}
+
+// compress validates a compress block at path; nil is valid (off).
+func (v *validator) compress(path string, c *Compress) {
+	if c == nil {
+		return
+	}
+	for i, e := range c.Encodings {
+		v.oneOf(fmt.Sprintf("%s.encodings[%d]", path, i), e, "zstd", "br", "gzip")
+	}
+	for i, t := range c.Types {
+		family, sub, ok := strings.Cut(t, "/")
+		if !ok || family == "" || family == "*" || sub == "" || strings.ContainsAny(t, " ;,") {
+			v.errf(fmt.Sprintf("%s.types[%d]", path, i), "%q is not a media type such as text/css or text/*", t)
+		}
+	}
+}
+
+// defaults fills a compress block; a nil block stays nil (off).
+func (c *Compress) defaults() {
+	if c == nil {
+		return
+	}
+	setBool(&c.Enabled, true)
+	setSize(&c.MinSize, 1<<10)
+	if len(c.Encodings) == 0 {
+		c.Encodings = []string{"zstd", "br", "gzip"}
+	}
+	if len(c.Types) == 0 {
+		c.Types = []string{
+			"text/*", "application/javascript", "application/json",
+			"application/xml", "application/wasm", "image/svg+xml",
+			"application/manifest+json", "font/ttf", "font/otf",
+		}
 	}
 }

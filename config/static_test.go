@@ -126,7 +126,7 @@ func TestStaticProblems(t *testing.T) {
         proxy: {upstreams: ["http://127.0.0.1:9000"]}`, "static.spa: spa and fallback both decide"},
 		{"fallback to a missing route", `
       - path: /
-        static: {root: ROOT, fallback: {route: /api/}}`, "static.fallback.route: no proxy or hub route"},
+        static: {root: ROOT, fallback: {route: /api/}}`, "static.fallback.route: no proxy, fastcgi or hub route"},
 		{"unknown key", `
       - path: /
         static: {root: ROOT, listing: true}`, "listing"},

@@ -263,7 +263,7 @@ func (c *Config) firstACMEHost() string {
 func (v *validator) errAt(posPath, path, format string, args ...any) {
 	p := v.c.Pos(posPath)
 	v.probs = append(v.probs, Problem{
-		File: v.c.File, Line: p.Line, Col: p.Col, Path: path,
+		File: v.c.fileOf(posPath), Line: p.Line, Col: p.Col, Path: path,
 		Msg: fmt.Sprintf(format, args...),
 	})
 }

@@ -24,7 +24,7 @@ type validator struct {
 func (v *validator) add(warn bool, path, format string, args ...any) {
 	p := v.c.Pos(path)
 	v.probs = append(v.probs, Problem{
-		File: v.c.File, Line: p.Line, Col: p.Col, Path: path,
+		File: v.c.fileOf(path), Line: p.Line, Col: p.Col, Path: path,
 		Msg: fmt.Sprintf(format, args...), Warning: warn,
 	})
 }
@@ -40,6 +40,14 @@ func (v *validator) validate() {
 	v.addr("admin", c.Admin)
 	if c.Listen.HTTP == "" && c.Listen.HTTPS == "" {
 		v.errf("listen", "no listener: set listen.http or listen.https")
+	}
+	if pp := c.Listen.ProxyProtocol; pp != nil {
+		if len(pp.Trusted) == 0 {
+			v.errf("listen.proxy_protocol.trusted", "missing: list the load balancers' CIDRs that send the PROXY header")
+		}
+		for i, cidr := range pp.Trusted {
+			v.cidr(fmt.Sprintf("listen.proxy_protocol.trusted[%d]", i), cidr)
+		}
 	}
 	if c.AdminKeyFile != "" {
 		v.readable("admin_key_file", c.AdminKeyFile)
@@ -234,7 +242,7 @@ func (v *validator) sites() {
 		sp := fmt.Sprintf("sites[%d]", i)
 		if len(s.Hosts) == 0 {
 			if defaultSite != "" {
-				v.errf(sp+".hosts", "a second default site (no hosts); the first is %s", defaultSite)
+				v.errf(sp+".hosts", "a second default site (no hosts); the first is %s", v.c.where(defaultSite, sp))
 			}
 			defaultSite = sp
 		}
@@ -243,7 +251,7 @@ func (v *validator) sites() {
 			v.hostName(hp, h)
 			key := strings.ToLower(h)
 			if prev, dup := hosts[key]; dup {
-				v.errf(hp, "host %q is also in %s", h, prev)
+				v.errf(hp, "host %q is also in %s", h, v.c.where(prev, hp))
 			}
 			hosts[key] = hp
 		}
@@ -275,7 +283,7 @@ func (v *validator) sites() {
 			v.route(rp, r, s)
 			if r.Hub != nil {
 				if prev, ok := hubs[r.Path]; ok && !reflect.DeepEqual(prev, r.Hub) {
-					v.errf(rp+".hub", "hub path %q is also %s with different settings: sites sharing a hub path share one hub, so give them the same settings or different paths", r.Path, hubAt[r.Path])
+					v.errf(rp+".hub", "hub path %q is also %s with different settings: sites sharing a hub path share one hub, so give them the same settings or different paths", r.Path, v.c.where(hubAt[r.Path], rp))
 				} else if !ok {
 					hubs[r.Path], hubAt[r.Path] = r.Hub, rp
 				}
@@ -291,13 +299,13 @@ func (v *validator) route(rp string, r *Route, s Site) {
 		v.errf(rp+".path", "path %q is not clean (no //, . or .. segments)", r.Path)
 	}
 	n := 0
-	for _, set := range []bool{r.Static != nil, r.Proxy != nil, r.Hub != nil, r.Redirect != nil, r.Respond != nil} {
+	for _, set := range []bool{r.Static != nil, r.Proxy != nil, r.Hub != nil, r.Redirect != nil, r.Respond != nil, r.FastCGI != nil} {
 		if set {
 			n++
 		}
 	}
 	if n != 1 {
-		v.errf(rp, "a route needs exactly one handler of static, proxy, hub, redirect or respond (found %d)", n)
+		v.errf(rp, "a route needs exactly one handler of static, proxy, fastcgi, hub, redirect or respond (found %d)", n)
 	}
 	if r.MaxBodySize != nil && *r.MaxBodySize < 0 {
 		v.errf(rp+".max_body_size", "must not be negative")
@@ -310,6 +318,9 @@ func (v *validator) route(rp string, r *Route, s Site) {
 	}
 	if r.Hub != nil {
 		v.hub(rp+".hub", r.Hub)
+	}
+	if r.FastCGI != nil {
+		v.fastcgi(rp+".fastcgi", r.FastCGI)
 	}
 	v.access(rp+".access", r.Access)
 	if r.Limit != nil {

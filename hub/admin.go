@@ -18,6 +18,9 @@ const maxPublishBody = 1 << 20
 //
 //	POST /publish/{channel}  body = payload → 202 {"channel":…,"seq":…}
 //	GET  /hub/stats          → 200 JSON (Stats)
+//	POST /hub/disconnect     body = Control JSON without op → 202
+//	POST /hub/unsubscribe    body = Control JSON without op → 202
+//	GET  /hub/connections?sub=USER → 200 {"connections": [ConnInfo…]}
 //
 // It checks no credentials: the admin listener guards everything it
 // serves in one place (Host, cross-site requests and the admin key, in
@@ -60,7 +63,58 @@ func (n *Node) AdminHandler() http.Handler {
 		defer cancel()
 		writeJSON(w, http.StatusOK, n.Stats(ctx))
 	})
+	for _, op := range []string{"disconnect", "unsubscribe"} {
+		mux.HandleFunc("POST /hub/"+op, func(w http.ResponseWriter, r *http.Request) {
+			n.controlAPI(w, r, op)
+		})
+	}
+	mux.HandleFunc("GET /hub/connections", func(w http.ResponseWriter, r *http.Request) {
+		ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
+		defer cancel()
+		list, err := n.Connections(ctx, r.URL.Query().Get("sub"))
+		res := struct {
+			Connections []ConnInfo `json:"connections"`
+			// Partial says other nodes could not be read (Redis).
+			Partial string `json:"partial,omitempty"`
+		}{Connections: list}
+		if err != nil {
+			res.Partial = err.Error()
+		}
+		writeJSON(w, http.StatusOK, res)
+	})
 	return mux
+}
+
+// maxControlBody bounds a control order's JSON.
+const maxControlBody = 4 << 10
+
+// controlAPI serves POST /hub/disconnect and /hub/unsubscribe: the body is
+// a Control without op.
+func (n *Node) controlAPI(w http.ResponseWriter, r *http.Request, op string) {
+	var o Control
+	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, maxControlBody))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&o); err != nil {
+		adminError(w, http.StatusBadRequest, "body must be a JSON object: "+err.Error())
+		return
+	}
+	if o.Op != "" && o.Op != op {
+		adminError(w, http.StatusBadRequest, `"op" does not match the endpoint`)
+		return
+	}
+	o.Op = op
+	if err := o.check(); err != nil {
+		adminError(w, http.StatusBadRequest, err.Error())
+		return
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), publishTimeout)
+	defer cancel()
+	if err := n.Control(ctx, o); err != nil {
+		n.log.Warn("hub control order not sent", "op", op, "err", err)
+		adminError(w, http.StatusServiceUnavailable, "control order failed: broker unavailable")
+		return
+	}
+	writeJSON(w, http.StatusAccepted, o)
 }
 
 func adminError(w http.ResponseWriter, status int, msg string) {

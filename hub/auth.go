@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/elliptic"
+	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -31,6 +32,9 @@ type grant struct {
 	// otherwise publish lists the patterns one may publish to (nil: none).
 	publishAll bool
 	publish    []string
+	// claims is the JWT's payload, for the application's publish and
+	// subscribe proxies; nil without them.
+	claims json.RawMessage
 }
 
 func (g *grant) mayPublish(channel string) bool {
@@ -191,7 +195,7 @@ func (j *jwtAuth) authenticate(r *http.Request) (*grant, *refusal) {
 	}
 	// A token without a channels claim is restricted by the route only;
 	// "channels": [] allows nothing.
-	g := &grant{sub: cl.Subject, channels: cl.Channels}
+	g := &grant{sub: cl.Subject, channels: cl.Channels, claims: payloadOf(tok)}
 	if cl.ExpiresAt != nil {
 		g.exp = cl.ExpiresAt.Unix()
 	}
@@ -205,6 +209,19 @@ func (j *jwtAuth) authenticate(r *http.Request) (*grant, *refusal) {
 		}
 	}
 	return g, nil
+}
+
+// payloadOf returns a verified JWT's payload: its claims as JSON.
+func payloadOf(tok string) json.RawMessage {
+	parts := strings.Split(tok, ".")
+	if len(parts) != 3 {
+		return nil
+	}
+	p, err := base64.RawURLEncoding.DecodeString(strings.TrimRight(parts[1], "="))
+	if err != nil || !json.Valid(p) {
+		return nil
+	}
+	return p
 }
 
 // requestAuth asks a backend, as nginx auth_request does: a GET carrying

@@ -174,7 +174,7 @@ func (b *redisBroker) session(ctx context.Context, r Receiver, again bool) (up b
 			}
 			continue
 		}
-		if !config.ValidChannel(name) {
+		if !config.ValidChannel(name) && name != controlChannel {
 			b.invalid.Add(1)
 			continue
 		}

@@ -85,7 +85,7 @@ func TestClientJS(t *testing.T) {
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
 	cmd.WaitDelay = 5 * time.Second
-	cmd.Env = append(os.Environ(), "EDGE_HTTP="+e.http, "EDGE_TOKEN="+tok)
+	cmd.Env = append(os.Environ(), "EDGE_HTTP="+e.http, "EDGE_TOKEN="+tok, "EDGE_SECRET="+string(secret))
 	out, err := cmd.CombinedOutput()
 	if err != nil {
 		t.Fatalf("node client.test.mjs: %v\n%s", err, out)

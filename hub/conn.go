@@ -84,18 +84,29 @@ type client struct {
 	// sealed frame without blocking (flush.go); nil otherwise.
 	sealer sealer
 	ip     string
-	grant  *grant
 	raw    bool // bare payloads (route raw: true at connect)
 	// heartbeat answers a raw client's literal ping (raw_heartbeat at
 	// connect); nil without.
 	heartbeat *heartbeat
 	subject   string // presence subject, "" when not listed
+	// id numbers the node's connections (connID makes it cluster-unique);
+	// connected is the upgrade time, in unix seconds. For the admin API.
+	id        uint64
+	connected int64
 
 	// Owned by the reader goroutine.
 	rd         readBuffer
-	maxMessage int // max_message_size at connect
-	subs       []*channel
+	maxMessage int           // max_message_size at connect
 	limiter    *rate.Limiter // created on the first publish
+
+	// subsMu guards subs and grant: the reader changes them (subscribe,
+	// unsubscribe, refresh), and so does the admin API (control.go). Lock
+	// order: subsMu, then a channel's mu, then mu.
+	// Only the reader writes grant, so it reads grant without the lock;
+	// every other access takes it.
+	subsMu sync.Mutex
+	subs   []*channel
+	grant  *grant // replaced by a token refresh (refresh.go)
 
 	mu sync.Mutex
 	// queue holds frames waiting for the writer. Guarded by mu.
@@ -115,22 +126,36 @@ type client struct {
 	expiry *time.Timer
 }
 
-// start sets up a registered connection and starts its reader.
-func (c *client) start(cfg *routeConfig, channels []string) {
+// resume is where a reconnecting client left off, for every channel it
+// names at connect (SSE's Last-Event-ID): node-wide sequence numbers make
+// one position valid for all of them.
+type resume struct {
+	since uint64
+	epoch string
+}
+
+// start sets up a registered connection and starts its reader. With
+// from, the channels are subscribed as if each had asked since from.
+func (c *client) start(cfg *routeConfig, channels []string, from *resume) {
 	h := cfg.hub
 	c.maxMessage = int(h.MaxMessageSize)
 	c.nc.SetReadDeadline(time.Now().Add(h.IdleTimeout))
 	if !c.raw {
 		c.send(controlFrame(welcomeMsg{Type: "welcome", Epoch: c.n.epoch, Protocol: 1}), false)
 	}
+	c.subsMu.Lock()
 	for _, name := range channels {
-		if c.subscribed(name) != nil {
+		if c.subscribedLocked(name) != nil {
 			continue
 		}
 		req := c.request(cfg, nil)
 		req.ack = !c.raw
-		c.join(name, req)
+		if from != nil {
+			req.since, req.hasSince, req.epoch = from.since, true, from.epoch
+		}
+		c.joinLocked(name, req)
 	}
+	c.subsMu.Unlock()
 	c.mu.Lock()
 	if c.state == stateOpen {
 		c.ping = time.AfterFunc(h.PingInterval, c.onPing)
@@ -372,10 +397,12 @@ func (c *client) finish(err error) {
 	c.mu.Unlock()
 	c.nc.Close()
 
+	c.subsMu.Lock()
 	for _, ch := range c.subs {
 		ch.unsubscribe(c)
 	}
 	c.subs = nil
+	c.subsMu.Unlock()
 	c.route.remove(c)
 	c.n.stats.conns.Add(-1)
 	c.n.wg.Done()

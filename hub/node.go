@@ -73,6 +73,8 @@ type Node struct {
 
 	// seq numbers messages of every channel (see channel.go).
 	seq atomic.Uint64
+	// connSeq numbers connections (client.id).
+	connSeq atomic.Uint64
 	// hist bounds the bytes of every channel's history together.
 	hist nodeHistory
 
@@ -247,6 +249,10 @@ func (r receiver) BrokerState(up bool) { r.n.brokerState(up) }
 // deliver fans a message out to this node's subscribers. It never waits on
 // a client.
 func (n *Node) deliver(name string, payload []byte) uint64 {
+	if name == controlChannel {
+		n.control(payload)
+		return 0
+	}
 	if !config.ValidChannel(name) {
 		return 0
 	}

@@ -144,6 +144,7 @@ func (n *Node) writePresence(ctx context.Context) error {
 			fields = append(fields, "s:"+name, list)
 		}
 	}
+	fields = append(fields, n.userFields()...)
 	key := n.presenceKey(n.id)
 	_, err := n.rdb.TxPipelined(ctx, func(p redis.Pipeliner) error {
 		p.Del(ctx, key)

@@ -149,6 +149,7 @@ type inbound struct {
 	Epoch   string          `json:"epoch"`
 	Data    json.RawMessage `json:"data"`
 	ID      json.RawMessage `json:"id"`
+	Token   string          `json:"token"`
 }
 
 func (c *client) reply(m replyMsg) { c.send(controlFrame(m), true) }
@@ -195,6 +196,8 @@ func (c *client) handle(data []byte) {
 		c.unsubscribeMsg(&m)
 	case "publish":
 		c.publishMsg(&m)
+	case "refresh":
+		c.refreshMsg(&m)
 	case "":
 		c.replyError(m.ID, "", errBadRequest, "missing type")
 	default:
@@ -202,7 +205,9 @@ func (c *client) handle(data []byte) {
 	}
 }
 
-func (c *client) subscribed(name string) *channel {
+// subscribedLocked returns c's subscription to name, or nil. c.subsMu is
+// held.
+func (c *client) subscribedLocked(name string) *channel {
 	for _, ch := range c.subs {
 		if ch.name == name {
 			return ch
@@ -221,12 +226,22 @@ func (c *client) subscribeMsg(m *inbound) {
 		c.replyError(m.ID, m.Channel, errForbidden, "channel not allowed")
 		return
 	}
-	if c.subscribed(m.Channel) != nil {
+	// Already subscribed: confirmed below without asking the application
+	// again.
+	if !c.isSubscribed(m.Channel) {
+		if code, msg := cfg.subProxy.check(c.grant, c.ip, c.n.connID(c), m.Channel); code != "" {
+			c.replyError(m.ID, m.Channel, code, msg)
+			return
+		}
+	}
+	c.subsMu.Lock()
+	defer c.subsMu.Unlock()
+	if c.subscribedLocked(m.Channel) != nil {
 		// Already subscribed: confirm without replaying, so nothing is
 		// delivered twice.
 		req := c.request(cfg, m.ID)
 		req.hasSince = false
-		c.resubscribe(m.Channel, req)
+		c.resubscribeLocked(m.Channel, req)
 		return
 	}
 	if len(c.subs) >= cfg.hub.MaxSubscriptions {
@@ -237,7 +252,7 @@ func (c *client) subscribeMsg(m *inbound) {
 	if m.Since != nil {
 		req.since, req.hasSince, req.epoch = *m.Since, true, m.Epoch
 	}
-	c.join(m.Channel, req)
+	c.joinLocked(m.Channel, req)
 }
 
 // request returns a subscribe request with the client's limits.
@@ -252,8 +267,9 @@ func (c *client) request(cfg *routeConfig, id json.RawMessage) *subscribeRequest
 	}
 }
 
-// join subscribes to a channel, retrying if its state was just dropped.
-func (c *client) join(name string, req *subscribeRequest) {
+// joinLocked subscribes to a channel, retrying if its state was just
+// dropped. c.subsMu is held.
+func (c *client) joinLocked(name string, req *subscribeRequest) {
 	for {
 		ch := c.n.channel(name)
 		if ch.subscribe(c, req) {
@@ -263,9 +279,10 @@ func (c *client) join(name string, req *subscribeRequest) {
 	}
 }
 
-// resubscribe acknowledges an existing subscription.
-func (c *client) resubscribe(name string, req *subscribeRequest) {
-	ch := c.subscribed(name)
+// resubscribeLocked acknowledges an existing subscription. c.subsMu is
+// held.
+func (c *client) resubscribeLocked(name string, req *subscribeRequest) {
+	ch := c.subscribedLocked(name)
 	ch.mu.Lock()
 	last := ch.last
 	ch.mu.Unlock()
@@ -273,50 +290,76 @@ func (c *client) resubscribe(name string, req *subscribeRequest) {
 }
 
 func (c *client) unsubscribeMsg(m *inbound) {
-	for i, ch := range c.subs {
-		if ch.name == m.Channel {
-			ch.unsubscribe(c)
-			c.subs = append(c.subs[:i], c.subs[i+1:]...)
-			break
-		}
-	}
+	c.leave(m.Channel)
 	// Unsubscribing from a channel one is not subscribed to is not an
 	// error: the end state is what was asked for.
 	c.reply(replyMsg{Type: "unsubscribed", Channel: m.Channel, ID: m.ID})
 }
 
+// leave ends c's subscription to name, reporting whether there was one.
+func (c *client) leave(name string) bool {
+	c.subsMu.Lock()
+	defer c.subsMu.Unlock()
+	for i, ch := range c.subs {
+		if ch.name == name {
+			ch.unsubscribe(c)
+			c.subs = append(c.subs[:i], c.subs[i+1:]...)
+			return true
+		}
+	}
+	return false
+}
+
 func (c *client) publishMsg(m *inbound) {
-	if !config.ValidChannel(m.Channel) {
-		c.replyError(m.ID, m.Channel, errInvalidChannel, "invalid channel name")
-		return
-	}
 	cfg := c.route.config()
-	if !cfg.hub.AllowPublish || !c.grant.mayPublish(m.Channel) || !cfg.allowed(c.grant, m.Channel) {
-		c.replyError(m.ID, m.Channel, errPublishForbidden, "publishing to this channel is not allowed")
-		return
-	}
-	if len(m.Data) == 0 {
-		c.replyError(m.ID, m.Channel, errBadRequest, "publish needs data")
-		return
-	}
 	if c.limiter == nil {
 		c.limiter = rate.NewLimiter(rate.Limit(cfg.hub.PublishRate), max(1, int(cfg.hub.PublishRate)))
 	}
-	if !c.limiter.Allow() {
-		c.replyError(m.ID, m.Channel, errRateLimited, "publish rate limit exceeded")
-		return
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), publishTimeout)
-	defer cancel()
-	seq, err := c.n.Publish(ctx, m.Channel, m.Data)
-	if err != nil {
-		c.n.log.Warn("hub client publish failed", "channel", m.Channel, "err", err)
-		c.replyError(m.ID, m.Channel, errPublishFailed, "publish failed")
+	seq, code, msg := c.n.publishAs(cfg, c.grant, c.ip, c.n.connID(c), m.Channel, m.Data, c.limiter)
+	if code != "" {
+		c.replyError(m.ID, m.Channel, code, msg)
 		return
 	}
 	if len(m.ID) > 0 {
 		c.reply(replyMsg{Type: "published", Channel: m.Channel, Seq: seq, ID: m.ID})
 	}
+}
+
+// publishAs publishes data for a client (a connection's publish message,
+// or an SSE client's POST): the route's and grant's permissions, the
+// client's rate, the application's publish proxy, then the broker. It
+// returns the sequence number when known, or an error code and message.
+func (n *Node) publishAs(cfg *routeConfig, g *grant, ip, conn, channel string, data []byte, lim *rate.Limiter) (seq uint64, code, msg string) {
+	if !config.ValidChannel(channel) {
+		return 0, errInvalidChannel, "invalid channel name"
+	}
+	if !cfg.hub.AllowPublish || !g.mayPublish(channel) || !cfg.allowed(g, channel) {
+		return 0, errPublishForbidden, "publishing to this channel is not allowed"
+	}
+	if len(data) == 0 {
+		return 0, errBadRequest, "publish needs data"
+	}
+	if !lim.Allow() {
+		return 0, errRateLimited, "publish rate limit exceeded"
+	}
+	if cfg.pubProxy != nil {
+		out := cfg.pubProxy.publish(g, ip, conn, channel, data, int(cfg.hub.MaxMessageSize))
+		if out.code != "" {
+			return 0, out.code, out.msg
+		}
+		if !out.broadcast {
+			return 0, "", ""
+		}
+		data = out.data
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), publishTimeout)
+	defer cancel()
+	seq, err := n.Publish(ctx, channel, data)
+	if err != nil {
+		n.log.Warn("hub client publish failed", "channel", channel, "err", err)
+		return 0, errPublishFailed, "publish failed"
+	}
+	return seq, "", ""
 }
 
 // §4 Close codes: the close frames sent often enough to build once. The

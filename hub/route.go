@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/gorilla/websocket"
+	"golang.org/x/time/rate"
 
 	"edge/config"
 	"edge/internal/clientip"
@@ -29,8 +30,11 @@ type route struct {
 
 	mu      sync.Mutex
 	clients map[*client]struct{} // guarded by mu
-	perIP   map[string]int       // open connections per client IP; guarded by mu
-	retired bool                 // guarded by mu
+	// postLimits are the publish rate limiters of SSE clients' POSTs, by
+	// address (sse.go). Guarded by mu.
+	postLimits map[string]*rate.Limiter
+	perIP      map[string]int // open connections per client IP; guarded by mu
+	retired    bool           // guarded by mu
 	// hosts accumulates the site hosts of every Route call since the last
 	// Retire, so that a path shared by several sites allows all of their
 	// origins by default. Guarded by n.mu.
@@ -47,6 +51,10 @@ type routeConfig struct {
 	origins originPolicy
 	auth    authenticator
 	history histLimits
+	// pubProxy and subProxy are the application's publish and subscribe
+	// proxies (backend.go); nil without.
+	pubProxy *backend
+	subProxy *subscribeProxy
 }
 
 func (rt *route) config() *routeConfig { return rt.cfg.Load() }
@@ -65,7 +73,14 @@ func (n *Node) compileRoute(cfg *config.Hub, hosts []string) (*routeConfig, erro
 	}
 	// cfg is defaulted (config.Parse, config.Load): History.Size is set.
 	h := histLimits{size: *cfg.History.Size, ttl: cfg.History.TTL, maxBytes: int64(cfg.History.MaxBytes)}
-	return &routeConfig{hub: cfg, origins: op, auth: auth, history: h}, nil
+	rc := &routeConfig{hub: cfg, origins: op, auth: auth, history: h}
+	if p := cfg.PublishProxy; p != nil {
+		rc.pubProxy = newBackend(p.URL, p.Timeout, n.authTransport, n)
+	}
+	if p := cfg.SubscribeProxy; p != nil {
+		rc.subProxy = newSubscribeProxy(p, n.authTransport, n)
+	}
+	return rc, nil
 }
 
 func newRoute(n *Node, path string) *route {
@@ -95,8 +110,9 @@ func newRoute(n *Node, path string) *route {
 // offer this one too, since the server selects it.
 const Subprotocol = "edge.v1"
 
-// ServeHTTP serves the browser client at <path>client.js and WebSocket
-// upgrades everywhere else under the route.
+// ServeHTTP serves the browser client at <path>client.js, the SSE
+// transport at <path>sse and <path>publish (sse.go), and WebSocket
+// upgrades everywhere under the route.
 func (rt *route) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	switch strings.TrimPrefix(r.URL.Path, rt.base) {
 	case "client.js":
@@ -105,6 +121,16 @@ func (rt *route) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	case "client.mjs":
 		serveClientJS(w, r, clientMJS)
 		return
+	case "sse":
+		if !websocket.IsWebSocketUpgrade(r) {
+			rt.serveSSE(w, r)
+			return
+		}
+	case "publish":
+		if !websocket.IsWebSocketUpgrade(r) {
+			rt.servePublish(w, r)
+			return
+		}
 	}
 	rt.serveWebSocket(w, r)
 }
@@ -139,58 +165,11 @@ func (rt *route) serveWebSocket(w http.ResponseWriter, r *http.Request) {
 		rt.refuse(w, refuseNotWebSocket, http.StatusUpgradeRequired, "this is a WebSocket endpoint: connect with a WebSocket client")
 		return
 	}
-	if rt.n.isClosed() || rt.isRetired() {
-		rt.refuse(w, refuseUnavailable, http.StatusServiceUnavailable, "hub shutting down")
+	a := rt.admitConn(w, r)
+	if a == nil {
 		return
 	}
-	cfg := rt.config()
-	if cfg == nil {
-		rt.refuse(w, refuseUnavailable, http.StatusServiceUnavailable, "hub route not configured")
-		return
-	}
-	if !cfg.origins.allow(r) {
-		rt.refuse(w, refuseOrigin, http.StatusForbidden, "origin not allowed")
-		return
-	}
-	channels := r.URL.Query()["channel"]
-	for _, ch := range channels {
-		if !config.ValidChannel(ch) {
-			rt.refuse(w, refuseBadRequest, http.StatusBadRequest, fmt.Sprintf("invalid channel name %q", ch))
-			return
-		}
-	}
-	if len(channels) > cfg.hub.MaxSubscriptions {
-		rt.refuse(w, refuseBadRequest, http.StatusBadRequest, fmt.Sprintf("too many channels: at most %d", cfg.hub.MaxSubscriptions))
-		return
-	}
-	// The one client identity (server.trusted_proxies): behind a load
-	// balancer every visitor has their own budget, not the balancer's.
-	ip := clientip.String(r)
-	if !rt.admit(ip, cfg.hub.MaxConnectionsPerIP) {
-		rt.refuse(w, refusePerIP, http.StatusTooManyRequests, "too many connections from this address")
-		return
-	}
-	admitted := false
-	defer func() {
-		if !admitted {
-			rt.release(ip)
-		}
-	}()
-	g, ref := cfg.auth.authenticate(r)
-	if ref != nil {
-		why := refuseAuth
-		if ref.status == http.StatusServiceUnavailable {
-			why = refuseAuthUnavailable // the backend's fault, not the client's
-		}
-		rt.refuse(w, why, ref.status, ref.reason)
-		return
-	}
-	for _, ch := range channels {
-		if !cfg.allowed(g, ch) {
-			rt.refuse(w, refuseChannel, http.StatusForbidden, fmt.Sprintf("channel not allowed: %s", ch))
-			return
-		}
-	}
+	defer a.done()
 	tap := &hijackTap{ResponseWriter: w}
 	ws, err := rt.upgrader.Upgrade(tap, r, nil)
 	if err != nil {
@@ -198,16 +177,12 @@ func (rt *route) serveWebSocket(w http.ResponseWriter, r *http.Request) {
 	}
 	// From here on the hub reads and writes the socket itself; ws is
 	// left to the garbage collector.
-	c := &client{n: rt.n, route: rt, nc: ws.UnderlyingConn(), ip: ip, grant: g, raw: cfg.hub.Raw,
-		heartbeat: newHeartbeat(cfg.hub.RawHeartbeat)}
+	c := a.client(ws.UnderlyingConn())
 	c.sock = socketOf(c.nc)
 	if c.sock == nil {
 		c.sealer = sealerOf(c.nc)
 	}
 	c.rd.setEarly(tap.early)
-	if cfg.hub.PresenceSubs {
-		c.subject = g.sub
-	}
 	if !rt.register(c) {
 		c.nc.SetWriteDeadline(time.Now().Add(closeGrace))
 		c.nc.Write(goingAwayFrame)
@@ -215,8 +190,109 @@ func (rt *route) serveWebSocket(w http.ResponseWriter, r *http.Request) {
 		c.rd.release()
 		return
 	}
-	admitted = true
-	c.start(cfg, channels)
+	a.admitted = true
+	c.start(a.cfg, a.channels, nil)
+}
+
+// admission is a connection that passed every check before it is
+// established (WebSocket upgrade or SSE stream). It holds a count against
+// the per-IP cap until done, unless admitted.
+type admission struct {
+	rt       *route
+	cfg      *routeConfig
+	g        *grant
+	ip       string
+	channels []string
+	admitted bool // the connection is registered: it releases the count itself
+}
+
+func (a *admission) done() {
+	if !a.admitted {
+		a.rt.release(a.ip)
+	}
+}
+
+// client returns the connection's client on nc.
+func (a *admission) client(nc net.Conn) *client {
+	c := &client{n: a.rt.n, route: a.rt, nc: nc, ip: a.ip, grant: a.g, raw: a.cfg.hub.Raw,
+		heartbeat: newHeartbeat(a.cfg.hub.RawHeartbeat), id: a.rt.n.connSeq.Add(1), connected: time.Now().Unix()}
+	if a.cfg.hub.PresenceSubs {
+		c.subject = a.g.sub
+	}
+	return c
+}
+
+// admitConn runs the checks of PROTOCOL.md §1 on a connection request, in
+// order: the route is serving, the origin, the channels, the per-IP cap,
+// authentication, the channels' grants and the subscribe proxy. On a
+// refusal it answers and returns nil.
+func (rt *route) admitConn(w http.ResponseWriter, r *http.Request) *admission {
+	if rt.n.isClosed() || rt.isRetired() {
+		rt.refuse(w, refuseUnavailable, http.StatusServiceUnavailable, "hub shutting down")
+		return nil
+	}
+	cfg := rt.config()
+	if cfg == nil {
+		rt.refuse(w, refuseUnavailable, http.StatusServiceUnavailable, "hub route not configured")
+		return nil
+	}
+	if !cfg.origins.allow(r) {
+		rt.refuse(w, refuseOrigin, http.StatusForbidden, "origin not allowed")
+		return nil
+	}
+	channels := r.URL.Query()["channel"]
+	for _, ch := range channels {
+		if !config.ValidChannel(ch) {
+			rt.refuse(w, refuseBadRequest, http.StatusBadRequest, fmt.Sprintf("invalid channel name %q", ch))
+			return nil
+		}
+	}
+	if len(channels) > cfg.hub.MaxSubscriptions {
+		rt.refuse(w, refuseBadRequest, http.StatusBadRequest, fmt.Sprintf("too many channels: at most %d", cfg.hub.MaxSubscriptions))
+		return nil
+	}
+	// The one client identity (server.trusted_proxies): behind a load
+	// balancer every visitor has their own budget, not the balancer's.
+	ip := clientip.String(r)
+	if !rt.admit(ip, cfg.hub.MaxConnectionsPerIP) {
+		rt.refuse(w, refusePerIP, http.StatusTooManyRequests, "too many connections from this address")
+		return nil
+	}
+	a := &admission{rt: rt, cfg: cfg, ip: ip, channels: channels}
+	g, ref := cfg.auth.authenticate(r)
+	if ref != nil {
+		why := refuseAuth
+		if ref.status == http.StatusServiceUnavailable {
+			why = refuseAuthUnavailable // the backend's fault, not the client's
+		}
+		rt.refuse(w, why, ref.status, ref.reason)
+		a.done()
+		return nil
+	}
+	for _, ch := range channels {
+		if !cfg.allowed(g, ch) {
+			rt.refuse(w, refuseChannel, http.StatusForbidden, fmt.Sprintf("channel not allowed: %s", ch))
+			a.done()
+			return nil
+		}
+	}
+	for _, ch := range channels {
+		switch code, msg := cfg.subProxy.check(g, ip, "", ch); code {
+		case errForbidden:
+			rt.refuse(w, refuseChannel, http.StatusForbidden, fmt.Sprintf("channel not allowed: %s: %s", ch, msg))
+			a.done()
+			return nil
+		case errUnavailable:
+			rt.refuse(w, refuseAuthUnavailable, http.StatusServiceUnavailable, "subscribe backend unavailable")
+			a.done()
+			return nil
+		}
+	}
+	if cfg.pubProxy == nil && cfg.subProxy == nil {
+		g.claims = nil // kept only for the application
+	}
+	a.g = g
+	return a
 }
 
 // hijackTap hands the upgrader the hijacked connection with nothing

@@ -66,7 +66,7 @@ func TestKeepAliveDefault(t *testing.T) {
 		t.Fatalf("config default keepalive = %d, want 64 (README)", *cfg.KeepAlive)
 	}
 	h := newHandler(t, cfg, Options{})
-	if got := h.transport.MaxIdleConnsPerHost; got != 64 {
+	if got := h.transport.(*http.Transport).MaxIdleConnsPerHost; got != 64 {
 		t.Errorf("Transport MaxIdleConnsPerHost = %d, want 64", got)
 	}
 	done := make(chan int, n)
@@ -106,7 +106,7 @@ func TestDialSlots(t *testing.T) {
 	}
 	defer ln.Close()
 	h := newHandler(t, proxyConfig(t, "upstreams: [http://"+ln.Addr().String()+"]\nmax_concurrent_dials: 2"), Options{})
-	d := h.transport.DialContext
+	d := h.transport.(*http.Transport).DialContext
 	addr := h.upstreams.list[0].addr
 	ctx := t.Context()
 	for range 2 {

@@ -40,6 +40,7 @@ import (
 
 	"edge/config"
 	"edge/internal/clientip"
+	"edge/internal/compress"
 	"edge/internal/httperr"
 )
 
@@ -56,6 +57,13 @@ type Options struct {
 	// (config.Site.Name: its first host, or "default") and the route's
 	// path, such as "dash.example.com" and "/socket/". Default "".
 	Site, Route string
+	// Transport, when set, makes the client that talks to the upstreams in
+	// place of HTTP (fastcgi.NewTransport): it gets the proxy's dial
+	// (dial slots, unix sockets, and connect errors that the retries and
+	// passive health recognise) and carries every request, health probes
+	// included. The lean HTTP/1.1 path is off then: it speaks HTTP only.
+	// Nil: HTTP/1.1 through the lean client and an http.Transport.
+	Transport func(dial DialFunc) RoundTripper
 	// Tunnels is the set this Handler's upgraded connections join. Pass the
 	// same set to every Handler of the process so that one CloseAll (or
 	// CloseTunnels on any handler) at shutdown reaches tunnels opened
@@ -72,13 +80,14 @@ type Handler struct {
 	cfg        *config.Proxy
 	log        *slog.Logger
 	upstreams  *upstreams
-	transport  *http.Transport
-	lean       *lean // nil: keepalive 0, everything goes through transport
+	transport  RoundTripper
+	lean       *lean // nil: keepalive 0 or Options.Transport, everything goes through transport
 	rp         *httputil.ReverseProxy
 	tunnels    *Tunnels
 	tunnelIdle time.Duration
-	buffering  int64    // request_buffering in bytes; 0: off
-	metrics    *metrics // nil: no metrics
+	buffering  int64                // request_buffering in bytes; 0: off
+	comp       *compress.Compressor // nil: compress off
+	metrics    *metrics             // nil: no metrics
 
 	inflight atomic.Int64 // requests in ServeHTTP
 	closed   atomic.Bool
@@ -110,12 +119,19 @@ func New(cfg *config.Proxy, opts Options) (*Handler, error) {
 	if err != nil {
 		return nil, err
 	}
-	tr := newTransport(cfg, d)
+	var tr RoundTripper
+	var ln *lean
+	if opts.Transport != nil {
+		tr = opts.Transport(d.dial)
+	} else {
+		tr, ln = newTransport(cfg, d), newLean(cfg, d, p)
+	}
 	h := &Handler{
-		cfg: cfg, log: log, upstreams: p, transport: tr, lean: newLean(cfg, d, p),
+		cfg: cfg, log: log, upstreams: p, transport: tr, lean: ln,
 		tunnels:    opts.Tunnels,
 		tunnelIdle: *cfg.TunnelIdleTimeout,
 		buffering:  int64(*cfg.RequestBuffering),
+		comp:       compress.New(cfg.Compress),
 		quit:       make(chan struct{}),
 	}
 	if h.tunnels == nil {
@@ -137,6 +153,18 @@ func New(cfg *config.Proxy, opts Options) (*Handler, error) {
 		ErrorHandler:   h.handleError,
 	}
 	return h, nil
+}
+
+// DialFunc connects to an upstream's address, as net.Dialer.DialContext.
+type DialFunc = func(ctx context.Context, network, addr string) (net.Conn, error)
+
+// RoundTripper is what carries a Handler's requests to its upstreams:
+// an http.Transport, or the one Options.Transport makes.
+type RoundTripper interface {
+	http.RoundTripper
+	// CloseIdleConnections closes the idle connections, as
+	// http.Transport's.
+	CloseIdleConnections()
 }
 
 var errNoDefaults = errors.New("proxy: configuration without defaults: build it with config.Parse or config.Load")
@@ -291,7 +319,8 @@ func (h *Handler) rewrite(pr *httputil.ProxyRequest) {
 	}
 }
 
-// modifyResponse counts the response and takes over 101 responses. A
+// modifyResponse counts the response, takes over 101 responses and
+// compresses what proxy.compress says (compress.go). A
 // response without a Content-Type goes to the client without one, as
 // nginx passes it: net/http would sniff one from the first body write
 // (text/html for "<html>") unless ReverseProxy's flush of the header came
@@ -303,6 +332,9 @@ func (h *Handler) modifyResponse(res *http.Response) error {
 	}
 	if _, ok := res.Header["Content-Type"]; !ok && st.w != nil {
 		st.w.Header()["Content-Type"] = nil // present: no sniffing; nil: not written
+	}
+	if h.comp != nil {
+		h.compressResponse(res)
 	}
 	h.metrics.request(upstreamName(st.upstream), res.StatusCode)
 	return nil

@@ -19,7 +19,7 @@ import (
 // both report connect failures as connectErrors.
 type retryTransport struct {
 	h         *Handler
-	transport *http.Transport
+	transport RoundTripper
 	lean      *lean // nil: everything goes through transport
 	retries   int
 }

@@ -89,6 +89,11 @@ func newUpstream(i int, u config.Upstream, cfg *config.Proxy) (*upstream, error)
 		s.addr = s.host
 		return s, nil
 	}
+	if addr, ok := config.FastCGIAddr(u.URL); ok {
+		// A fastcgi route's TCP server: dialled as it is written.
+		s.scheme, s.host, s.addr = "http", addr, addr
+		return s, nil
+	}
 	pu, err := url.Parse(u.URL)
 	if err != nil {
 		return nil, fmt.Errorf("upstream %q: %w", u.URL, err)

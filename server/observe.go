@@ -41,6 +41,12 @@ const (
 	// RefusedPlainHTTP: a plain HTTP request on an HTTPS listener, answered
 	// 400 as net/http does.
 	RefusedPlainHTTP = "plain_http"
+	// RefusedProxyUntrusted: a connection closed for starting with a
+	// PROXY protocol header from a peer outside listen.proxy_protocol.trusted.
+	RefusedProxyUntrusted = "proxy_untrusted"
+	// RefusedProxyHeader: a trusted peer's connection closed for a
+	// missing, malformed or late PROXY protocol header.
+	RefusedProxyHeader = "proxy_header"
 )
 
 // NewMetrics registers the request metrics on reg (nil: not registered).
@@ -64,7 +70,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Help: "Requests and connections refused before reaching a site, by reason.",
 		}, []string{"reason"}),
 	}
-	for _, r := range []string{RefusedFraming, RefusedResetBudget, RefusedPlainHTTP} {
+	for _, r := range []string{RefusedFraming, RefusedResetBudget, RefusedPlainHTTP, RefusedProxyUntrusted, RefusedProxyHeader} {
 		m.refused.WithLabelValues(r) // listed at 0
 	}
 	if reg != nil {

@@ -47,6 +47,10 @@ type Options struct {
 	// carry (HTTP/1.1 and HTTP/2); the last response closes it. 0 means
 	// unlimited. A reload changes it for kept listeners too.
 	MaxRequestsPerConn int
+	// ProxyProtocol, when non-nil, reads PROXY protocol headers on the
+	// capped listeners. A reload changes it for new connections, also on
+	// kept listeners.
+	ProxyProtocol *ProxyProtocol
 	// Metrics, when non-nil, counts the requests refused before any site
 	// sees them (edge_http_refused_total: framing, reset budget, plain
 	// HTTP on HTTPS). The requests sites answer are counted by the
@@ -74,6 +78,9 @@ type Server struct {
 
 	// limits counts the connections of every listener; Apply sets its caps.
 	limits *connLimits
+	// proxy is Options.ProxyProtocol of the last Apply, which the capped
+	// listeners read for each new connection.
+	proxy atomic.Pointer[ProxyProtocol]
 
 	mu       sync.Mutex
 	active   map[string]*listener             // guarded by mu
@@ -98,6 +105,9 @@ type listener struct {
 	// handshakeTimeout bounds a TLS handshake, as net/http does with
 	// ReadHeaderTimeout.
 	handshakeTimeout time.Duration
+	// proxy reads PROXY protocol headers under ln; nil on an uncapped
+	// listener. Its run goroutine is started by serve.
+	proxy *proxyListener
 }
 
 // New returns a Server with no listeners.
@@ -137,6 +147,7 @@ func (s *Server) Apply(specs []Listener, opts Options, drain time.Duration) erro
 	}
 	// Everything is bound: from here on nothing fails.
 	s.limits.set(opts.MaxConns, opts.MaxConnsPerIP)
+	s.proxy.Store(opts.ProxyProtocol)
 	if len(keep) > 0 && !s.opts.sameHTTP(opts) {
 		s.log.Warn("server.read_header_timeout, idle_timeout and max_header_bytes changed: " +
 			"they take effect on listeners bound from now on (a changed address) and at restart")
@@ -198,10 +209,15 @@ func (s *Server) bind(sp Listener, opts Options) (*listener, error) {
 	if err != nil {
 		return nil, fmt.Errorf("listen %s on %s: %w", sp.Name, sp.Addr, err)
 	}
+	l := &listener{spec: sp, log: s.log.With("listener", sp.Name), handshakeTimeout: opts.ReadHeaderTimeout}
 	if !sp.Uncapped {
-		ln = newLimitedListener(ln, s.limits)
+		// The PROXY header is read first, so that the caps count the
+		// client it names and TLS starts after it.
+		l.proxy = newProxyListener(ln, &s.proxy, l.log)
+		l.proxy.refused = func(reason string) { l.metrics.Load().refuse(reason) }
+		ln = newLimitedListener(l.proxy, s.limits)
 	}
-	l := &listener{spec: sp, ln: ln, log: s.log.With("listener", sp.Name), handshakeTimeout: opts.ReadHeaderTimeout}
+	l.ln = ln
 	l.handler.Store(&sp.Handler)
 	l.srv = &http.Server{
 		Handler:           http.HandlerFunc(l.serveHTTP),
@@ -282,6 +298,13 @@ func (s *Server) serve(l *listener) {
 	go func() {
 		defer s.wg.Done()
 		var err error
+		if l.proxy != nil {
+			s.wg.Add(1)
+			go func() {
+				defer s.wg.Done()
+				l.proxy.run()
+			}()
+		}
 		if isTLS {
 			tl := newTLSListener(l.ln, l.tlsBase, l.handshakeTimeout, l.log)
 			tl.refused = func() { l.metrics.Load().refuse(RefusedPlainHTTP) }

@@ -8,6 +8,8 @@ import (
 	"strconv"
 	"sync/atomic"
 	"time"
+
+	"edge/internal/compress"
 )
 
 // stamp identifies one version of a file: revalidation compares stamps, and
@@ -26,15 +28,15 @@ func stampOf(fi fs.FileInfo) stamp {
 // etag formats a strong entity tag from the modification time in
 // nanoseconds and the size (nginx does the same with seconds), plus the
 // coding, so that every representation of a file has its own tag.
-func (s stamp) etag(enc encoding) string {
+func (s stamp) etag(enc compress.Encoding) string {
 	b := make([]byte, 0, 48)
 	b = append(b, '"')
 	b = strconv.AppendInt(b, s.mtime, 16)
 	b = append(b, '-')
 	b = strconv.AppendInt(b, s.size, 16)
-	if enc != encIdentity {
+	if enc != compress.Identity {
 		b = append(b, '-')
-		b = append(b, encToken[enc]...)
+		b = append(b, enc.String()...)
 	}
 	b = append(b, '"')
 	return string(b)
@@ -43,7 +45,7 @@ func (s stamp) etag(enc encoding) string {
 // variant is one representation of an asset: the identity file, a
 // precompressed sidecar, or the identity compressed by edge.
 type variant struct {
-	enc     encoding
+	enc     compress.Encoding
 	etag    string
 	modTime time.Time
 
@@ -56,7 +58,7 @@ type variant struct {
 	hETag, hLastMod, hLength []string
 }
 
-func newVariant(enc encoding, st stamp, length int64) *variant {
+func newVariant(enc compress.Encoding, st stamp, length int64) *variant {
 	v := &variant{enc: enc, etag: st.etag(enc), modTime: time.Unix(0, st.mtime)}
 	v.hETag = []string{v.etag}
 	v.hLastMod = []string{v.modTime.UTC().Format(http.TimeFormat)}
@@ -75,14 +77,14 @@ type asset struct {
 	rd       *rootDir // the opening of the directory it was read from
 	ctype    []string // Content-Type value
 	vary     bool     // the response depends on Accept-Encoding
-	order    []encoding
-	variants [numEnc]*variant // [encIdentity] is always set
+	order    []compress.Encoding
+	variants [compress.NumEncodings]*variant // [compress.Identity] is always set
 
 	// Cached assets only.
-	stamps  [numEnc]stamp // identity and sidecar files, as read
-	mem     int64         // bytes held
-	checked atomic.Int64  // tick of the last revalidation
-	used    atomic.Bool   // hit since the last eviction sweep
+	stamps  [compress.NumEncodings]stamp // identity and sidecar files, as read
+	mem     int64                        // bytes held
+	checked atomic.Int64                 // tick of the last revalidation
+	used    atomic.Bool                  // hit since the last eviction sweep
 }
 
 func (h *Handler) newAsset(rd *rootDir, name string, size int64) *asset {
@@ -91,14 +93,14 @@ func (h *Handler) newAsset(rd *rootDir, name string, size int64) *asset {
 		name:  name,
 		rd:    rd,
 		ctype: []string{ct},
-		vary:  h.precompressed || h.comp.eligible(ct, size),
+		vary:  h.precompressed || h.comp.Eligible(ct, size),
 	}
 }
 
 // add records v; codings are preferred in the order they are added.
 func (a *asset) add(v *variant) {
 	a.variants[v.enc] = v
-	if v.enc != encIdentity {
+	if v.enc != compress.Identity {
 		a.order = append(a.order, v.enc)
 	}
 }
@@ -125,7 +127,7 @@ const entryOverhead = 1 << 10
 func (h *Handler) loadCached(rd *rootDir, name string, f *os.File, fi fs.FileInfo) (*asset, error) {
 	a := h.newAsset(rd, name, fi.Size())
 	id := stampOf(fi)
-	a.stamps = [numEnc]stamp{id, absent, absent, absent}
+	a.stamps = [compress.NumEncodings]stamp{id, absent, absent, absent}
 	a.mem = entryOverhead + 2*int64(len(name))
 	if h.precompressed {
 		for _, e := range sidecarOrder {
@@ -151,13 +153,13 @@ func (h *Handler) loadCached(rd *rootDir, name string, f *os.File, fi fs.FileInf
 	if err != nil {
 		return nil, err
 	}
-	a.addBody(newVariant(encIdentity, id, int64(len(body))), body)
-	if h.comp.eligible(a.ctype[0], fi.Size()) {
-		for _, e := range h.comp.order {
+	a.addBody(newVariant(compress.Identity, id, int64(len(body))), body)
+	if h.comp.Eligible(a.ctype[0], fi.Size()) {
+		for _, e := range h.comp.Order() {
 			if a.variants[e] != nil {
 				continue // a precompressed file wins
 			}
-			if c := h.comp.compressBytes(e, body); c != nil {
+			if c := h.comp.CompressBytes(e, body); c != nil {
 				a.addBody(newVariant(e, id, int64(len(c))), c)
 			}
 		}
@@ -176,10 +178,10 @@ func (a *asset) addBody(v *variant, body []byte) {
 // it opens the sidecars of codings the client accepts and offers
 // on-the-fly compression for the rest when the type qualifies. The caller
 // closes the asset.
-func (h *Handler) openStreamed(rd *rootDir, name string, f *os.File, fi fs.FileInfo, q *acceptQ) *asset {
+func (h *Handler) openStreamed(rd *rootDir, name string, f *os.File, fi fs.FileInfo, q *compress.AcceptQ) *asset {
 	a := h.newAsset(rd, name, fi.Size())
 	id := stampOf(fi)
-	v := newVariant(encIdentity, id, fi.Size())
+	v := newVariant(compress.Identity, id, fi.Size())
 	v.f = f
 	a.add(v)
 	if h.precompressed {
@@ -194,8 +196,8 @@ func (h *Handler) openStreamed(rd *rootDir, name string, f *os.File, fi fs.FileI
 			}
 		}
 	}
-	if h.comp.eligible(a.ctype[0], fi.Size()) {
-		for _, e := range h.comp.order {
+	if h.comp.Eligible(a.ctype[0], fi.Size()) {
+		for _, e := range h.comp.Order() {
 			if q[e] > 0 && a.variants[e] == nil {
 				cv := newVariant(e, id, -1)
 				cv.onTheFly = true
@@ -214,8 +216,8 @@ func (h *Handler) unchanged(a *asset) bool {
 	if rd != a.rd {
 		return false
 	}
-	for e := range numEnc {
-		if e != encIdentity && !h.precompressed {
+	for e := range compress.NumEncodings {
+		if e != compress.Identity && !h.precompressed {
 			break
 		}
 		st := absent

@@ -11,6 +11,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"edge/internal/compress"
 )
 
 // TestHotFileNoFilesystem proves that a cached file is served without any
@@ -82,7 +84,7 @@ func TestCacheSeesChanges(t *testing.T) {
 	wantStatus(t, "old ETag", resp, 200)
 
 	// A sidecar that appears is picked up, and one that goes away is dropped.
-	gz := compressWith(t, encGzip, "version 2")
+	gz := compressWith(t, compress.Gzip, "version 2")
 	os.WriteFile(p+".gz", []byte(gz), 0o644)
 	s.clock.advance(3 * time.Second)
 	if resp, _ = s.get(t, "/app.js", "Accept-Encoding: gzip"); resp.Header.Get("Content-Encoding") != "gzip" {

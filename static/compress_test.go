@@ -5,6 +5,9 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+
+	"edge/internal/compress"
+	"edge/internal/testutil"
 )
 
 func TestCompressOnTheFly(t *testing.T) {
@@ -16,7 +19,7 @@ func TestCompressOnTheFly(t *testing.T) {
 			"tiny.css":  "a{}",
 			"image.png": css, // not a compressible type
 			"pre.js":    css,
-			"pre.js.br": compressWith(t, encBrotli, css),
+			"pre.js.br": compressWith(t, compress.Brotli, css),
 			"data.json": css,
 		})
 		s := newSite(t, "/", fmt.Sprintf("{root: %q, compress: {min_size: 1KiB}%s}", dir, cacheOpt), nil)
@@ -44,7 +47,7 @@ func TestCompressOnTheFly(t *testing.T) {
 			resp, body := s.get(t, tt.path, "Accept-Encoding: "+tt.accept)
 			wantStatus(t, name, resp, 200)
 			wantHeader(t, name, resp, "Content-Encoding", tt.coding)
-			if got := decode(t, tt.coding, body); tt.path != "/tiny.css" && got != css {
+			if got := testutil.Decode(t, tt.coding, body); tt.path != "/tiny.css" && got != css {
 				t.Errorf("%s: decoded body differs", name)
 			}
 			if cl := resp.Header.Get("Content-Length"); cl != "" && cl != strconv.Itoa(len(body)) {
@@ -73,31 +76,4 @@ func TestCompressOnTheFly(t *testing.T) {
 			t.Errorf("range: %d %q encoding %q", resp.StatusCode, body, resp.Header.Get("Content-Encoding"))
 		}
 	})
-}
-
-func TestCompressorPoolReuse(t *testing.T) {
-	c := newCompressor(staticConfig(t, "/", fmt.Sprintf("{root: %q, compress: {}}", t.TempDir())).Compress)
-	in := []byte(strings.Repeat("abcdefgh", 1000))
-	for _, e := range []encoding{encBrotli, encZstd, encGzip} {
-		first := c.compressBytes(e, in)
-		for range 3 {
-			// A pooled encoder must not carry state from its last use.
-			if again := c.compressBytes(e, in); string(again) != string(first) {
-				t.Fatalf("%s: output differs on reuse", encToken[e])
-			}
-		}
-		if got := decode(t, encToken[e], string(first)); got != string(in) {
-			t.Errorf("%s: round trip differs", encToken[e])
-		}
-	}
-	if c.compressBytes(encGzip, []byte("x")) != nil {
-		t.Errorf("compressing 1 byte should not pay off")
-	}
-	if newCompressor(nil) != nil {
-		t.Errorf("no compress block must give a nil compressor")
-	}
-	off := staticConfig(t, "/", fmt.Sprintf("{root: %q, compress: {enabled: false}}", t.TempDir()))
-	if newCompressor(off.Compress) != nil {
-		t.Errorf("enabled: false must give a nil compressor")
-	}
 }

@@ -45,6 +45,7 @@ import (
 	"time"
 
 	"edge/config"
+	"edge/internal/compress"
 	"edge/internal/httperr"
 )
 
@@ -64,10 +65,11 @@ type Handler struct {
 	precompressed bool
 	cacheControl  []string
 	revalidate    int64 // nanoseconds between stats of a cached file
-	comp          *compressor
+	comp          *compress.Compressor
 	cache         *cache
 	metrics       *metrics // nil without WithRegisterer
 	fallback      http.Handler
+	scriptExt     string // WithScripts; "": off
 	log           *slog.Logger
 	epoch         time.Time // origin of ticks
 
@@ -127,10 +129,11 @@ func New(routePath string, cfg *config.Static, fallback http.Handler, log *slog.
 		precompressed: *cfg.Precompressed,
 		cacheControl:  []string{cfg.CacheControl},
 		revalidate:    int64(cfg.CacheRevalidate),
-		comp:          newCompressor(cfg.Compress),
+		comp:          compress.New(cfg.Compress),
 		cache:         newCache(int64(*cfg.CacheMaxFileSize), int64(cfg.CacheMaxBytes), m),
 		metrics:       m,
 		fallback:      fallback,
+		scriptExt:     o.scriptExt,
 		log:           log,
 		epoch:         time.Now(),
 		now:           time.Now,
@@ -167,6 +170,9 @@ func (h *Handler) tick() int64 {
 // ServeHTTP serves GET and HEAD for the files of the route. Other methods
 // get 405 (OPTIONS 204), unless the file is missing and a fallback is set.
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if h.script(w, r) {
+		return
+	}
 	name, code := h.fileName(r.URL.Path)
 	if code != 0 {
 		h.error(w, code)
@@ -217,9 +223,9 @@ func (h *Handler) serveKey(w http.ResponseWriter, r *http.Request, name string, 
 			return
 		}
 	}
-	q := acceptQ{encIdentity: 1000} // a range is served from the identity file
+	q := compress.AcceptQ{compress.Identity: 1000} // a range is served from the identity file
 	if len(r.Header["Range"]) == 0 {
-		q = parseAcceptEncoding(headerValue(r, "Accept-Encoding"))
+		q = compress.ParseAccept(headerValue(r, "Accept-Encoding"))
 	}
 	a = h.openStreamed(rd, file, f, fi, &q)
 	defer a.close() // closes f too; closing twice is harmless

@@ -10,8 +10,9 @@ import (
 type Option func(*options)
 
 type options struct {
-	reg  prometheus.Registerer
-	site string
+	reg       prometheus.Registerer
+	site      string
+	scriptExt string
 }
 
 // WithRegisterer exports the route's cache metrics on reg:

@@ -81,21 +81,3 @@ func contentType(name string) string {
 	}
 	return "application/octet-stream"
 }
-
-// typeMatches reports whether the media type of ctype (parameters ignored)
-// matches one of the patterns: an exact type, or "family/*".
-func typeMatches(ctype string, patterns []string) bool {
-	mt, _, _ := strings.Cut(ctype, ";")
-	mt = strings.TrimSpace(strings.ToLower(mt))
-	for _, p := range patterns {
-		p = strings.ToLower(p)
-		if family, ok := strings.CutSuffix(p, "/*"); ok {
-			if strings.HasPrefix(mt, family+"/") {
-				return true
-			}
-		} else if mt == p {
-			return true
-		}
-	}
-	return false
-}

@@ -6,6 +6,8 @@ import (
 	"net/http"
 	"strings"
 	"time"
+
+	"edge/internal/compress"
 )
 
 // Header values shared by every response; never modified.
@@ -15,7 +17,7 @@ var (
 	hVary      = []string{"Accept-Encoding"}
 	hNoCache   = []string{"no-cache"}
 	hTextPlain = []string{"text/plain; charset=utf-8"}
-	hEncoding  = [numEnc][]string{nil, {"br"}, {"zstd"}, {"gzip"}}
+	hEncoding  = [compress.NumEncodings][]string{nil, {"br"}, {"zstd"}, {"gzip"}}
 )
 
 // serveAsset answers a GET or HEAD for a resolved file: it picks the
@@ -23,10 +25,10 @@ var (
 // the full body, a 304, or (from the identity file only) the ranges.
 func (h *Handler) serveAsset(w http.ResponseWriter, r *http.Request, a *asset, cacheControl []string) {
 	ranged := len(r.Header["Range"]) > 0
-	v := a.variants[encIdentity]
+	v := a.variants[compress.Identity]
 	if !ranged && len(a.order) > 0 {
-		q := parseAcceptEncoding(headerValue(r, "Accept-Encoding"))
-		v = a.variants[q.choose(a.order)]
+		q := compress.ParseAccept(headerValue(r, "Accept-Encoding"))
+		v = a.variants[q.Choose(a.order)]
 	}
 
 	hdr := w.Header()
@@ -64,7 +66,7 @@ func (h *Handler) serveAsset(w http.ResponseWriter, r *http.Request, a *asset, c
 		return
 	}
 
-	if v.enc != encIdentity {
+	if v.enc != compress.Identity {
 		hdr["Content-Encoding"] = hEncoding[v.enc]
 	}
 	if v.hLength != nil {
@@ -78,7 +80,7 @@ func (h *Handler) serveAsset(w http.ResponseWriter, r *http.Request, a *asset, c
 	case v.body != nil:
 		w.Write(v.body)
 	case v.onTheFly:
-		h.comp.stream(v.enc, w, a.variants[encIdentity].f)
+		h.comp.Stream(v.enc, w, a.variants[compress.Identity].f)
 	default:
 		// w is the server's own ResponseWriter: io.Copy reaches its
 		// ReadFrom, which hands the *os.File to sendfile(2).

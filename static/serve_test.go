@@ -9,6 +9,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"edge/internal/compress"
 )
 
 // bothModes runs f against a route that caches small files and one that
@@ -83,7 +85,7 @@ func TestRanges(t *testing.T) {
 	bothModes(t, func(t *testing.T, cacheOpt string) {
 		dir := t.TempDir()
 		const content = "0123456789abcdefghij" // 20 bytes
-		gz := compressWith(t, encGzip, content)
+		gz := compressWith(t, compress.Gzip, content)
 		writeFiles(t, dir, map[string]string{"r.txt": content, "r.txt.gz": gz})
 		s := newSite(t, "/", fmt.Sprintf("{root: %q%s}", dir, cacheOpt), nil)
 		resp, _ := s.get(t, "/r.txt")

@@ -138,6 +138,10 @@ func TestHostileAdminCrossSitePublish(t *testing.T) {
 	if code, _ := adminCall(t, "POST", "http://"+admin+"/-/reload", "", map[string]string{"Origin": "https://evil.example"}, ""); code != http.StatusForbidden {
 		t.Errorf("cross-site reload = %d, want 403", code)
 	}
+	// A page on another site cannot kick the users off either.
+	if code, _ := adminCall(t, "POST", "http://"+admin+"/hub/disconnect", "", map[string]string{"Origin": "https://evil.example"}, `{"all":true}`); code != http.StatusForbidden {
+		t.Errorf("cross-site disconnect = %d, want 403", code)
+	}
 	// Reads stay open to pages (GET changes nothing).
 	if code, _ := adminCall(t, "GET", "http://"+admin+"/healthz", "", map[string]string{"Sec-Fetch-Site": "cross-site"}, ""); code != 200 {
 		t.Errorf("cross-site GET /healthz = %d, want 200", code)
@@ -172,6 +176,7 @@ func TestHostileAdminKeyCoversEverything(t *testing.T) {
 	guarded := []struct{ method, path string }{
 		{"GET", "/debug/pprof/"}, {"GET", "/debug/pprof/cmdline"}, {"GET", "/hub/stats"},
 		{"POST", "/publish/orders"}, {"POST", "/-/reload"}, {"GET", "/nothing-here"},
+		{"POST", "/hub/disconnect"}, {"POST", "/hub/unsubscribe"}, {"GET", "/hub/connections"},
 	}
 	for _, tc := range guarded {
 		for _, auth := range []string{"", "Bearer wrong", "Basic czNjcmV0", "Bearer", "s3cret"} {
@@ -236,5 +241,38 @@ func TestHostileAdminLowercaseBearer(t *testing.T) {
 		if m := readHub(t, sub); m["data"] != "lower" {
 			t.Errorf("subscriber got %v", m)
 		}
+	}
+}
+
+// TestCLIDisconnectAndUnsubscribe: edge connections lists the hub's
+// connections, edge unsubscribe takes them out of a channel and edge
+// disconnect closes them with the code and reason given, through the
+// running edge's admin listener; a bad order is refused with the reason.
+func TestCLIDisconnectAndUnsubscribe(t *testing.T) {
+	p, httpAddr, _ := adminEdge(t, "")
+	c := subscribe(t, httpAddr, "orders")
+	out, errOut, code := runEdge(t, "connections", "-config", p.cfgPath)
+	if code != 0 || !strings.Contains(out, `"orders"`) || !strings.Contains(out, `"route": "/socket/"`) {
+		t.Fatalf("edge connections: exit %d: %s %s", code, out, errOut)
+	}
+	if _, errOut, code := runEdge(t, "unsubscribe", "-config", p.cfgPath, "-all", "-channel", "orders"); code != 0 {
+		t.Fatalf("edge unsubscribe: exit %d: %s", code, errOut)
+	}
+	if m := readHub(t, c); m["type"] != "unsubscribed" || m["channel"] != "orders" || m["reason"] != "server" {
+		t.Fatalf("after edge unsubscribe the client got %v", m)
+	}
+	if _, errOut, code := runEdge(t, "disconnect", "-config", p.cfgPath, "-all", "-code", "5000"); code == 0 || !strings.Contains(errOut, "4000") {
+		t.Errorf("edge disconnect -code 5000: exit %d %q, want refused naming the range", code, errOut)
+	}
+	if _, errOut, code := runEdge(t, "disconnect", "-config", p.cfgPath, "-all", "-reason", "maintenance", "-no-reconnect"); code != 0 {
+		t.Fatalf("edge disconnect: exit %d: %s", code, errOut)
+	}
+	if m := readHub(t, c); m["type"] != "disconnect" || m["reason"] != "maintenance" || m["reconnect"] != false {
+		t.Fatalf("after edge disconnect the client got %v", m)
+	}
+	c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	_, _, err := c.ReadMessage()
+	if ce, ok := err.(*websocket.CloseError); !ok || ce.Code != 4000 || ce.Text != "maintenance" {
+		t.Errorf("close: %v, want 4000 maintenance", err)
 	}
 }

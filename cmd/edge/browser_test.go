@@ -110,3 +110,83 @@ sites:
 		t.Errorf("published order not on the page: row %q", result.Row)
 	}
 }
+
+// TestBrowserHub runs hub/client.js in Chromium over wss (trusting edge's
+// local CA): with WebSockets blocked at the network level it falls back
+// to SSE, receives, and recovers what was published while it was away;
+// a token refreshed in place keeps it connected past the first token's
+// exp; a disconnect with reconnect:false stops it.
+func TestBrowserHub(t *testing.T) {
+	for _, bin := range []string{"chromium", "certutil", "node"} {
+		if _, err := exec.LookPath(bin); err != nil {
+			t.Fatalf("%s not found: the README test command installs it (make test)", bin)
+		}
+	}
+	npmDeps(t, "testdata/browser")
+	httpAddr, httpsAddr, adminAddr := freePort(t), freePort(t), freePort(t)
+	dir := t.TempDir()
+	storage := filepath.Join(dir, "state")
+	secret := "browser-hub-test-secret-0123456789abcdef"
+	writeFile(t, dir, "secret", secret)
+	writeFile(t, dir, "www/hub.html", `<!doctype html><title>hub</title><script src="/socket/client.js"></script>`)
+	cfg := writeFile(t, dir, "config.yaml", fmt.Sprintf(`
+listen: { http: "%s", https: "%s" }
+admin: "%s"
+tls: { ca: internal, storage: %s }
+sites:
+  - hosts: [localhost, 127.0.0.1]
+    routes:
+      - { path: /socket/, hub: { channels: [orders] } }
+      - { path: /jwt/, hub: { channels: [orders], auth: { mode: jwt, secret_file: secret } } }
+      - { path: /, static: { root: www } }
+`, httpAddr, httpsAddr, adminAddr, storage))
+	p := startEdgeAt(t, dir, cfg)
+	p.waitHTTP("http://"+adminAddr+"/healthz", 20*time.Second)
+
+	_, port, _ := strings.Cut(httpsAddr, ":")
+	node := exec.Command("node", "hub.js", "https://localhost:"+port, filepath.Join(storage, "ca", "root.crt"), t.TempDir(),
+		"http://"+adminAddr, secret)
+	node.Dir = "testdata/browser"
+	node.Stderr = os.Stderr
+	timer := time.AfterFunc(90*time.Second, func() { node.Process.Kill() })
+	defer timer.Stop()
+	out, err := node.Output()
+	if err != nil {
+		t.Fatalf("node hub.js: %v\n%s", err, out)
+	}
+	var res struct {
+		Error string
+		SSE   struct {
+			Transports []string
+			Messages   []int
+			Gaps       int
+		}
+		Refresh struct {
+			Transports []string
+			Closes     []int
+			Refreshed  int
+			Tokens     int
+		}
+		Stop struct {
+			State     string
+			Opens     int
+			LastClose int
+		}
+	}
+	if err := json.Unmarshal(out, &res); err != nil {
+		t.Fatalf("hub.js printed %q: %v", out, err)
+	}
+	t.Logf("browser: %s", out)
+	if res.Error != "" {
+		t.Fatalf("in the browser: %s\n%s", res.Error, out)
+	}
+	if fmt.Sprint(res.SSE.Transports) != "[sse sse]" || fmt.Sprint(res.SSE.Messages) != "[1 2 3]" || res.SSE.Gaps != 0 {
+		t.Errorf("SSE fallback: %+v, want two SSE opens (before and after the drop) and 1 2 3 without a gap", res.SSE)
+	}
+	if fmt.Sprint(res.Refresh.Transports) != "[websocket]" || len(res.Refresh.Closes) != 0 || res.Refresh.Refreshed < 1 || res.Refresh.Tokens < 2 {
+		t.Errorf("token refresh: %+v, want one wss connection, never closed, refreshed at least once", res.Refresh)
+	}
+	if res.Stop.State != "closed" || res.Stop.Opens != 1 || res.Stop.LastClose != 4403 {
+		t.Errorf("disconnect reconnect:false: %+v, want closed with 4403 and no reconnect", res.Stop)
+	}
+}

@@ -28,6 +28,11 @@ Usage:
   edge reload   [-config FILE]               make the running edge re-read its configuration
   edge publish  [-config FILE] CHANNEL [PAYLOAD|-]   publish a message to hub subscribers
   edge trust    [-config FILE]               show how to trust the local development CA
+  edge disconnect  [-config FILE] -sub USER|-conn ID|-channel NAME|-all [-code N] [-reason TEXT] [-no-reconnect]
+                                             close hub connections on every node
+  edge unsubscribe [-config FILE] -channel NAME -sub USER|-conn ID|-all
+                                             take hub connections out of a channel
+  edge connections [-config FILE] [-sub USER]   list hub connections (one user's, across nodes)
   edge import-nginx FILE [-o OUT]            convert an nginx configuration to edge's YAML
   edge version                               print version, commit and Go version
 
@@ -51,6 +56,12 @@ func cli(args []string, stdout, stderr io.Writer) error {
 		return cmdPublish(rest, stdout, stderr)
 	case "trust":
 		return cmdTrust(rest, stdout, stderr)
+	case "disconnect":
+		return cmdDisconnect(rest, stdout, stderr)
+	case "unsubscribe":
+		return cmdUnsubscribe(rest, stdout, stderr)
+	case "connections":
+		return cmdConnections(rest, stdout, stderr)
 	case "version":
 		return cmdVersion(rest, stdout, stderr)
 	case "import-nginx":

@@ -21,7 +21,7 @@ func TestVersion(t *testing.T) {
 }
 
 func TestHelp(t *testing.T) {
-	for _, cmd := range []string{"run", "validate", "reload", "publish", "trust", "version"} {
+	for _, cmd := range []string{"run", "validate", "reload", "publish", "trust", "version", "disconnect", "unsubscribe", "connections"} {
 		_, errOut, code := runEdge(t, cmd, "-h")
 		if code != 0 || !strings.Contains(errOut, "Usage: edge "+cmd) {
 			t.Errorf("edge %s -h = %d %q, want usage and exit 0", cmd, code, errOut)

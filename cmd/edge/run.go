@@ -21,6 +21,7 @@ import (
 
 	"edge/config"
 	"edge/hub"
+	"edge/internal/clientip"
 	"edge/proxy"
 	"edge/server"
 	edgetls "edge/tls"
@@ -239,6 +240,7 @@ func (a *app) apply(cfg *config.Config) error {
 		MaxConnsPerIP:     cfg.Server.MaxConnectionsPerIP,
 		// Body timeout and trusted proxies reach the Router through cfg.
 		MaxRequestsPerConn: cfg.Server.MaxRequestsPerConnection,
+		ProxyProtocol:      proxyProtocol(cfg.Listen.ProxyProtocol),
 		Metrics:            a.stats,
 	}
 	if err := a.srv.Apply(specs, opts, cfg.Server.ShutdownTimeout); err != nil {
@@ -391,3 +393,18 @@ func httpsPort(addr string) string {
 }
 
 var _ http.Handler = (*server.Router)(nil)
+
+// proxyProtocol turns listen.proxy_protocol into the server's setting; nil
+// when off.
+func proxyProtocol(pp *config.ProxyProtocol) *server.ProxyProtocol {
+	if pp == nil {
+		return nil
+	}
+	out := &server.ProxyProtocol{Timeout: pp.Timeout, Required: pp.Required == nil || *pp.Required}
+	for _, s := range pp.Trusted {
+		if p, ok := clientip.ParsePrefix(s); ok { // config validated it
+			out.Trusted = append(out.Trusted, p)
+		}
+	}
+	return out
+}

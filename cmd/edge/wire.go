@@ -7,6 +7,7 @@ import (
 
 	"edge/access"
 	"edge/config"
+	"edge/fastcgi"
 	"edge/proxy"
 	"edge/respond"
 	"edge/server"
@@ -66,6 +67,8 @@ func (b *builder) route(site *config.Site, r *config.Route) (http.Handler, error
 		h, err = b.static(site, r)
 	case r.Proxy != nil:
 		h, err = b.proxy(site, r.Path, r.Proxy)
+	case r.FastCGI != nil:
+		h, err = b.fastcgi(site, r.Path, r.FastCGI)
 	case r.Hub != nil:
 		// Hub routes are keyed by path on the node: clients of a path that
 		// stays configured stay connected across reloads.
@@ -90,19 +93,24 @@ func (b *builder) route(site *config.Site, r *config.Route) (http.Handler, error
 
 func (b *builder) static(site *config.Site, r *config.Route) (http.Handler, error) {
 	var fallback http.Handler
+	opts := []static.Option{static.WithRegisterer(b.a.reg, site.Name())}
 	if fb := r.Static.Fallback; fb != nil {
 		var err error
 		if fb.Proxy != nil {
 			fallback, err = b.proxy(site, r.Path, fb.Proxy)
 		} else {
-			fallback, err = b.route(site, siteRoute(site, fb.Route))
+			fr := siteRoute(site, fb.Route)
+			fallback, err = b.route(site, fr)
+			if fr.FastCGI != nil {
+				// Scripts run, never served as files.
+				opts = append(opts, static.WithScripts(fr.FastCGI.SplitPath))
+			}
 		}
 		if err != nil {
 			return nil, fmt.Errorf("fallback: %w", err)
 		}
 	}
-	return static.New(r.Path, r.Static, fallback, b.a.log.With("component", "static", "route", r.Path),
-		static.WithRegisterer(b.a.reg, site.Name()))
+	return static.New(r.Path, r.Static, fallback, b.a.log.With("component", "static", "route", r.Path), opts...)
 }
 
 func siteRoute(site *config.Site, path string) *config.Route {
@@ -118,16 +126,35 @@ func siteRoute(site *config.Site, path string) *config.Route {
 // the proxy fallback of a static route), labelled {site, route} as the
 // server labels the route's requests.
 func (b *builder) proxy(site *config.Site, path string, pc *config.Proxy) (http.Handler, error) {
+	return b.newProxy(site, path, pc, nil)
+}
+
+func (b *builder) newProxy(site *config.Site, path string, pc *config.Proxy,
+	transport func(proxy.DialFunc) proxy.RoundTripper) (*proxy.Handler, error) {
 	p, err := proxy.New(pc, proxy.Options{
 		Log:        b.a.log.With("component", "proxy"),
 		Registerer: b.a.reg,
 		Site:       site.Name(),
 		Route:      path,
 		Tunnels:    &b.a.tunnels,
+		Transport:  transport,
 	})
 	if err != nil {
 		return nil, err
 	}
 	b.gen.proxies = append(b.gen.proxies, p)
 	return p, nil
+}
+
+// fastcgi builds a fastcgi route: the proxy handler of its pool with the
+// FastCGI client as its transport, behind the script lookup.
+func (b *builder) fastcgi(site *config.Site, path string, fc *config.FastCGI) (http.Handler, error) {
+	log := b.a.log.With("component", "fastcgi", "site", site.Name(), "route", path)
+	p, err := b.newProxy(site, path, fc.Pool, func(dial proxy.DialFunc) proxy.RoundTripper {
+		return fastcgi.NewTransport(fc, fastcgi.DialFunc(dial), log)
+	})
+	if err != nil {
+		return nil, err
+	}
+	return fastcgi.Scripts(fc, p), nil
 }

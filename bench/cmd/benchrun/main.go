@@ -44,6 +44,8 @@ type harness struct {
 	client              *http.Client
 	targets             []*target
 	backend             *exec.Cmd
+	php                 bool      // a selected scenario needs php-fpm
+	phpFPM              *exec.Cmd // the pool of php scenarios
 }
 
 func main() {
@@ -86,6 +88,7 @@ func main() {
 		fmt.Fprintf(os.Stderr, "benchrun: cannot set niceness %d (%v): figures may suffer from other load\n", *nice, err)
 	}
 	h.nice = *nice
+	h.php = slices.ContainsFunc(sel, func(s *scenario) bool { return s.php })
 	if err := h.setup(); err != nil {
 		fmt.Fprintln(os.Stderr, "benchrun:", err)
 		os.Exit(1)
@@ -162,6 +165,11 @@ func (h *harness) setup() error {
 	if err != nil {
 		return fmt.Errorf("openssl: %w: %s", err, out)
 	}
+	if h.php {
+		if err := h.startPHP(); err != nil {
+			return fmt.Errorf("php-fpm: %w", err)
+		}
+	}
 	if err := portsFree(24000); err != nil {
 		return fmt.Errorf("backend: %w", err)
 	}
@@ -184,6 +192,11 @@ func (h *harness) setup() error {
 func (h *harness) teardown() {
 	for _, t := range h.targets {
 		h.stop(t)
+	}
+	if h.phpFPM != nil && h.phpFPM.Process != nil {
+		h.phpFPM.Process.Signal(syscall.SIGTERM)
+		h.phpFPM.Wait()
+		h.phpFPM = nil
 	}
 	if h.backend != nil && h.backend.Process != nil {
 		h.backend.Process.Kill()
@@ -231,6 +244,9 @@ func (h *harness) runScenario(s *scenario) (map[string][]result, error) {
 	}
 	if !s.fresh {
 		for _, t := range h.targets {
+			if s.only != nil && !slices.Contains(s.only, t.name) {
+				continue
+			}
 			if err := h.start(t); err != nil {
 				return nil, err
 			}
@@ -244,6 +260,9 @@ func (h *harness) runScenario(s *scenario) (map[string][]result, error) {
 	for r := range rounds {
 		for i := range h.targets {
 			t := h.targets[(i+r)%len(h.targets)]
+			if s.only != nil && !slices.Contains(s.only, t.name) {
+				continue
+			}
 			if s.fresh {
 				if err := h.start(t); err != nil {
 					return nil, err

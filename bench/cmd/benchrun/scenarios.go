@@ -44,6 +44,8 @@ type scenario struct {
 	metrics    []metric
 	fresh      bool
 	headline   []string // metric keys repeated in the summary; default rate, p99, per core
+	only       []string // the servers that can run it; nil: all
+	php        bool     // needs the php-fpm pool (harness.startPHP)
 	measure    func(h *harness, t *target) (result, error)
 }
 
@@ -94,6 +96,11 @@ func scenarios(h *harness) []*scenario {
 			what: fmt.Sprintf("HTTPS proxy (keep-alive both sides) to a Go backend answering 1 KiB: wrk -t1 -c64 -d%s --latency", h.dur),
 			measure: func(h *harness, t *target) (result, error) {
 				return h.wrk(t, 64, fmt.Sprintf("https://127.0.0.1:%d/proxy/1k", t.httpsPort))
+			}},
+		{name: "php-hello", metrics: rateMetrics("req/s"), only: []string{"edge", "nginx"}, php: true,
+			what: fmt.Sprintf("hello-world PHP page through PHP-FPM (one static pool of 4 workers on the load core, unix socket, a connection per request as nginx's default): wrk -t1 -c16 -d%s --latency", h.dur),
+			measure: func(h *harness, t *target) (result, error) {
+				return h.wrk(t, 16, fmt.Sprintf("http://127.0.0.1:%d/php/hello.php", t.httpPort))
 			}},
 		h2Scenario(h, "h2-static-1k", "1 KiB file over HTTP/2 (TLS 1.3)", "/static/1k.bin", 32, 10),
 		h2Scenario(h, "h2-static-1k-c100", "1 KiB file over HTTP/2 (TLS 1.3), one stream per connection", "/static/1k.bin", 100, 1),

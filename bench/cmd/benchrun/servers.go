@@ -359,3 +359,48 @@ func (h *harness) waitQuiet() bool {
 		}
 	}
 }
+
+// startPHP writes www/php/hello.php and starts a php-fpm pool for it on
+// the load core (as the proxy backend), listening on DIR/php-fpm.sock,
+// which edge and nginx both pass to.
+func (h *harness) startPHP() error {
+	bins, _ := filepath.Glob("/usr/sbin/php-fpm*")
+	if len(bins) == 0 {
+		return fmt.Errorf("no /usr/sbin/php-fpm*: apt-get install -y php-fpm")
+	}
+	if err := os.MkdirAll(filepath.Join(h.www, "php"), 0o755); err != nil {
+		return err
+	}
+	if err := os.WriteFile(filepath.Join(h.www, "php", "hello.php"), []byte("<?php echo \"hello world\\n\";\n"), 0o644); err != nil {
+		return err
+	}
+	sock := filepath.Join(h.dir, "php-fpm.sock")
+	conf := filepath.Join(h.dir, "php-fpm.conf")
+	// listen.mode: nginx's worker runs as nobody.
+	err := os.WriteFile(conf, []byte(fmt.Sprintf(`[global]
+error_log = %[1]s/php-fpm.log
+daemonize = no
+pid = %[1]s/php-fpm.pid
+[www]
+listen = %[2]s
+listen.mode = 0666
+pm = static
+pm.max_children = 4
+`, h.dir, sock)), 0o644)
+	if err != nil {
+		return err
+	}
+	h.phpFPM = exec.Command("taskset", "-c", loadCore, bins[len(bins)-1], "-F", "-R", "-y", conf)
+	h.phpFPM.Stderr = os.Stderr
+	if err := h.phpFPM.Start(); err != nil {
+		return err
+	}
+	for range 50 {
+		if c, err := net.Dial("unix", sock); err == nil {
+			c.Close()
+			return nil
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	return fmt.Errorf("no socket %s after 5s", sock)
+}

@@ -3,6 +3,7 @@
 import { test as nodeTest, before, afterEach } from "node:test";
 import assert from "node:assert/strict";
 import { createServer } from "node:http";
+import { createHmac } from "node:crypto";
 import { mkdtempSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -245,4 +246,76 @@ test("reconnect backoff is exponential, jittered and capped", async () => {
   });
   assert.ok(new Set(delays.map(Math.round)).size > 3, `delays ${delays} look unjittered`);
   assert.ok(attempts.length >= 6, `${attempts.length} attempts reached the server`);
+});
+
+// admin posts a control order to the hub's admin API.
+async function admin(path, body) {
+  const res = await fetch(`${HTTP}${path}`, { method: "POST", body: JSON.stringify(body) });
+  assert.equal(res.status, 202, await res.text());
+}
+
+test("a disconnect order: with reconnect the client comes back, with reconnect:false it stops", async () => {
+  const hub = newHub(`${WS}/socket/`, { ...fast, channels: ["js-d1"] });
+  const log = record(hub);
+  const orders = [];
+  hub.on("disconnect", (d) => orders.push(d));
+  await until(() => log.of("subscribed").length === 1, "subscribed");
+  await admin("/hub/disconnect", { channel: "js-d1", code: 4001, reason: "maintenance" });
+  await until(() => log.of("open").length === 2, "reconnected after a disconnect with reconnect");
+  assert.deepEqual(orders, [{ type: "disconnect", code: 4001, reason: "maintenance", reconnect: true }]);
+  assert.equal(log.of("close")[0].code, 4001);
+  await until(() => log.of("subscribed").length === 2, "subscribed again");
+
+  await admin("/hub/disconnect", { channel: "js-d1", code: 4403, reason: "banned", reconnect: false });
+  await until(() => hub.state === "closed", "stopped after reconnect:false");
+  assert.equal(orders[1].reconnect, false);
+  assert.equal(log.of("close").at(-1).code, 4403);
+  assert.equal(log.of("close").at(-1).reason, "banned");
+  await sleep(300); // several backoff periods of `fast`
+  assert.equal(log.of("open").length, 2, "no reconnect after reconnect:false");
+});
+
+test("a server-side unsubscribe is not undone by the next reconnect", async () => {
+  const hub = newHub(`${WS}/socket/`, { ...fast, channels: ["js-u1", "js-u2"] });
+  const log = record(hub);
+  const unsubs = [];
+  hub.on("unsubscribed", (u) => unsubs.push(u));
+  await until(() => log.of("subscribed").length === 2, "subscribed");
+  await admin("/hub/unsubscribe", { all: true, channel: "js-u1" });
+  await until(() => unsubs.length === 1, "unsubscribed event");
+  assert.deepEqual(unsubs[0], { type: "unsubscribed", channel: "js-u1", reason: "server" });
+  assert.equal(hub.position("js-u1"), undefined);
+  await drop("/socket/", "js-u2", []);
+  await until(() => log.of("open").length === 2, "reconnected");
+  await publish("js-u1", "not any more");
+  await publish("js-u2", "still");
+  await until(() => log.data("js-u2").includes("still"), "js-u2 message");
+  assert.deepEqual(log.data("js-u1"), []);
+});
+
+// hs256 signs a JWT with the hub's test secret.
+function hs256(claims) {
+  const b64 = (v) => Buffer.from(JSON.stringify(v)).toString("base64url");
+  const head = b64({ alg: "HS256", typ: "JWT" }) + "." + b64(claims);
+  const sig = createHmac("sha256", process.env.EDGE_SECRET).update(head).digest("base64url");
+  return head + "." + sig;
+}
+
+test("a token from a function is refreshed before exp: the connection outlives its first token", async () => {
+  let calls = 0;
+  const token = () => {
+    calls++;
+    return hs256({ sub: "js", exp: Math.floor(Date.now() / 1000) + 2 });
+  };
+  const hub = newHub(`${WS}/jwt/`, { ...fast, token, refreshMargin: 1500 });
+  const log = record(hub);
+  const refreshed = [];
+  hub.on("refreshed", (r) => refreshed.push(r));
+  await until(() => log.of("open").length === 1, "open");
+  const firstExp = Math.floor(Date.now() / 1000) + 2;
+  await until(() => Date.now() / 1000 > firstExp + 1, "past the first token's exp", 5000);
+  assert.ok(refreshed.length >= 1, `refreshed ${refreshed.length} times`);
+  assert.ok(calls >= 2, "token() called again for the refresh");
+  assert.equal(log.of("close").length, 0, "never dropped");
+  assert.equal(log.of("open").length, 1);
 });

@@ -1,0 +1,1 @@
+<?php echo "info ", $_SERVER["PATH_INFO"] ?? "", " ", $_SERVER["SCRIPT_NAME"];

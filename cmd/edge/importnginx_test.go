@@ -211,3 +211,18 @@ func startNginx(t *testing.T, dir, conf, addr string) {
 		time.Sleep(20 * time.Millisecond)
 	}
 }
+
+// TestImportNginxBrokenFile: a file that does not parse gives FILE:LINE:COL
+// and exit 1, and -o is not written (an old edge.yaml stays as it was).
+func TestImportNginxBrokenFile(t *testing.T) {
+	dir := t.TempDir()
+	src := writeFile(t, dir, "nginx.conf", "http {\n  server {\n    return 200 \"unterminated;\n  }\n}\n")
+	out := writeFile(t, dir, "edge.yaml", "old\n")
+	_, errOut, code := runEdge(t, "import-nginx", src, "-o", out)
+	if code != 1 || !strings.Contains(errOut, src+":3:16: unterminated quoted string") {
+		t.Errorf("exit %d, stderr %q", code, errOut)
+	}
+	if b, _ := os.ReadFile(out); string(b) != "old\n" {
+		t.Errorf("edge.yaml was overwritten: %q", b)
+	}
+}

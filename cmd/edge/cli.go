@@ -33,6 +33,7 @@ Usage:
   edge unsubscribe [-config FILE] -channel NAME -sub USER|-conn ID|-all
                                              take hub connections out of a channel
   edge connections [-config FILE] [-sub USER]   list hub connections (one user's, across nodes)
+  edge import-nginx FILE [-o OUT]            convert an nginx configuration to edge's YAML
   edge version                               print version, commit and Go version
 
 Run "edge COMMAND -h" for a command's flags.
@@ -63,6 +64,8 @@ func cli(args []string, stdout, stderr io.Writer) error {
 		return cmdConnections(rest, stdout, stderr)
 	case "version":
 		return cmdVersion(rest, stdout, stderr)
+	case "import-nginx":
+		return cmdImportNginx(rest, stdout, stderr)
 	case "-h", "-help", "--help", "help":
 		fmt.Fprint(stdout, usage)
 		return nil

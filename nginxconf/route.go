@@ -743,8 +743,10 @@ func (c *conv) finishPHP(s *site, sc scope, rewrites []*Directive) {
 		target = "/index.php"
 	}
 	r := newMap().set("path", target)
-	r.note(fmt.Sprintf("%s: location %s: edge routes are prefixes: only %s runs PHP; other .php files under the root would be served by the static route as files: add a fastcgi route for each PHP entry point", s.php.Pos(), strings.Join(s.php.Args, " "), target))
-	c.warns = append(c.warns, fmt.Sprintf("%s: location: edge routes are prefixes: only %s runs PHP; other .php scripts need fastcgi routes of their own", s.php.Pos(), target))
+	// The static route that falls back here sends every path with a .php
+	// segment to this route (file or not), which runs the script the path
+	// names: nginx's location ~ \.php$, and no script's source is served.
+	r.note(fmt.Sprintf("%s: location %s: every .php path under the static route runs here (the script it names), so no script's source is served", s.php.Pos(), strings.Join(s.php.Args, " ")))
 	c.fill(s, r, s.php, s.php.Block, s.phpScope, rewrites)
 	c.addRoute(s, r, s.php)
 }

@@ -31,7 +31,7 @@ type sideReq struct {
 // the same loopback backend and files, and requires the same answers.
 func TestImportNginxSideBySide(t *testing.T) {
 	if _, err := os.Stat("/usr/sbin/nginx"); err != nil {
-		t.Fatal("nginx not found at /usr/sbin/nginx: scripts/test.sh installs it (apt-get install nginx-light)")
+		t.Fatal("nginx not found at /usr/sbin/nginx: scripts/test.sh installs it (apt-get install nginx)")
 	}
 	// Three backends answering alike, so that balancing order does not
 	// change the bodies.

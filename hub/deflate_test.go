@@ -326,6 +326,9 @@ func TestDeflateRawRoute(t *testing.T) {
 	if ext != deflateAnswer {
 		t.Fatalf("extensions %q", ext)
 	}
+	// A raw route sends no subscribed message: wait for the subscription
+	// the connection made at connect before publishing.
+	waitFor(t, 5*time.Second, "raw subscriber", func() bool { return e.n.LocalPresence().Channels["raw"].Subscribers == 1 })
 	text := strings.Repeat("hello raw world ", 20)
 	e.publish(t, "raw", text)
 	if c, op, got := rc.message(); !c || op != wsframe.OpText || string(got) != text {

@@ -264,6 +264,20 @@ func TestStreamedResponse(t *testing.T) {
 	if err != nil || string(rest) != "last\n" {
 		t.Fatalf("rest = %q, %v", rest, err)
 	}
+	if res.ContentLength != -1 {
+		t.Errorf("a streamed response has Content-Length %d: it cannot have been known", res.ContentLength)
+	}
+}
+
+// TestShortResponseHasLength: a response that is complete when its header
+// arrives (most pages) goes out with its Content-Length, not chunked.
+func TestShortResponseHasLength(t *testing.T) {
+	fpm := testutil.StartFPM(t, 2, false)
+	rt := newRoute(t, fmt.Sprintf("upstreams: [%q]", fpm.Addr))
+	res, body := get(t, rt.url+"/users/42")
+	if res.StatusCode != 200 || res.ContentLength != int64(len(body)) || len(res.TransferEncoding) != 0 {
+		t.Errorf("status %d, Content-Length %d for %d bytes, Transfer-Encoding %v", res.StatusCode, res.ContentLength, len(body), res.TransferEncoding)
+	}
 }
 
 // TestPathSafety: no request runs a file that is not a script, or leaves

@@ -222,6 +222,39 @@ func (s *stdoutReader) next() error {
 	return fmt.Errorf("%w: unexpected record type %d", errProtocol, h[1])
 }
 
+// buffered reports whether the rest of the response, up to its
+// END_REQUEST, is already in the connection's buffer, so that reading it
+// to the end cannot block, and how many STDOUT bytes it holds. A short
+// response (most pages) then goes out with a Content-Length in one write
+// instead of chunked and flushed record by record.
+func (s *stdoutReader) buffered() (int64, bool) {
+	if s.err != nil {
+		return 0, s.err == io.EOF
+	}
+	b, _ := s.r.Peek(s.r.Buffered()) // what is buffered: cannot fail
+	i, n := s.left+s.pad, int64(s.left)
+	for {
+		if i+headerLen > len(b) {
+			return 0, false
+		}
+		h := b[i : i+headerLen]
+		if h[0] != version1 || binary.BigEndian.Uint16(h[2:]) != requestID {
+			return 0, false // the reader reports it
+		}
+		size := int(binary.BigEndian.Uint16(h[4:])) + int(h[6])
+		switch h[1] {
+		case typeStdout:
+			n += int64(binary.BigEndian.Uint16(h[4:]))
+		case typeStderr:
+		case typeEndRequest:
+			return n, i+headerLen+size <= len(b)
+		default:
+			return 0, false
+		}
+		i += headerLen + size
+	}
+}
+
 // unexpected turns an EOF in the middle of a response into
 // io.ErrUnexpectedEOF.
 func unexpected(err error) error {

@@ -197,6 +197,9 @@ func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 			delete(res.Header, "Content-Length")
 		}
 	}
+	if n, ok := out.buffered(); ok && res.ContentLength < 0 {
+		res.ContentLength = int64(tr.R.Buffered()) + n
+	}
 	if req.Method == http.MethodHead {
 		res.ContentLength = max(res.ContentLength, 0)
 	}

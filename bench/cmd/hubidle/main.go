@@ -15,6 +15,7 @@ import (
 	"crypto/tls"
 	"flag"
 	"fmt"
+	"io"
 	"net/http"
 	"os"
 	"os/exec"
@@ -36,7 +37,7 @@ const config = `listen:
   http: 127.0.0.1:%d
   https: 127.0.0.1:%d
 admin: 127.0.0.1:%d
-server: { idle_timeout: 1h }
+server: { idle_timeout: 1h, pprof: true }
 log: { level: warn }
 tls: { ca: internal, storage: %s }
 sites:
@@ -51,6 +52,7 @@ func main() {
 	edgeBin := flag.String("edge", "bin/edge", "edge binary")
 	conns := flag.Int("c", 5000, "connections per scheme")
 	settle := flag.Duration("settle", 3*time.Second, "wait before reading memory with the connections open")
+	heapDir := flag.String("heap", "", "also save a heap profile per scheme (DIR/hubidle-SCHEME.heap), taken with the connections open")
 	flag.Parse()
 	dir, err := os.MkdirTemp("", "edge-hubidle-")
 	if err != nil {
@@ -65,7 +67,7 @@ func main() {
 		time.Now().UTC().Format("2006-01-02 15:04 UTC"), sysinfo.CPUModel(), *conns, sysinfo.LoadAvg())
 	fmt.Printf("%-6s %14s %14s %14s %12s\n", "scheme", "KiB/conn RSS", "heap KiB/conn", "stack KiB/conn", "RSS MiB")
 	for _, scheme := range []string{"ws", "wss"} {
-		m, err := measure(*edgeBin, cfg, scheme, *conns, *settle)
+		m, err := measure(*edgeBin, cfg, scheme, *conns, *settle, *heapDir)
 		if err != nil {
 			fail(fmt.Errorf("%s: %w", scheme, err))
 		}
@@ -82,7 +84,7 @@ type measurement struct{ before, after memory }
 
 // measure starts edge, holds n subscribed connections over scheme and
 // reads edge's memory before and with them.
-func measure(edgeBin, cfg, scheme string, n int, settle time.Duration) (measurement, error) {
+func measure(edgeBin, cfg, scheme string, n int, settle time.Duration, heapDir string) (measurement, error) {
 	var m measurement
 	cmd := exec.Command("taskset", "-c", "1", edgeBin, "run", "-config", cfg)
 	cmd.Env = append(os.Environ(), "GOMAXPROCS=1")
@@ -136,7 +138,28 @@ func measure(edgeBin, cfg, scheme string, n int, settle time.Duration) (measurem
 	}
 	time.Sleep(settle)
 	m.after = read(pid)
+	if heapDir != "" {
+		if err := saveHeap(filepath.Join(heapDir, "hubidle-"+scheme+".heap")); err != nil {
+			return m, err
+		}
+	}
 	return m, nil
+}
+
+// saveHeap writes edge's heap profile (after a GC) to file.
+func saveHeap(file string) error {
+	r, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/debug/pprof/heap?gc=1", adminPort))
+	if err != nil {
+		return err
+	}
+	defer r.Body.Close()
+	f, err := os.Create(file)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	_, err = io.Copy(f, r.Body)
+	return err
 }
 
 func waitReady() error {

@@ -84,14 +84,14 @@ func connContext(ctx context.Context, c net.Conn) context.Context {
 // net/http reads them. It keeps the optional interfaces of the connection
 // it wraps that net/http and the handlers use.
 type guardConn struct {
-	net.Conn
+	wrapped
 	st *connState // until connContext takes it
 	f  *framing   // owned by the reader; nil once framing is done
 }
 
 func newGuardConn(c net.Conn, tls *cryptotls.ConnectionState) *guardConn {
 	st := &connState{conn: c, tls: tls}
-	g := &guardConn{Conn: c, st: st, f: &framing{st: st}}
+	g := &guardConn{wrapped: wrapped{c}, st: st, f: &framing{st: st}}
 	st.conn = g
 	return g
 }
@@ -107,15 +107,20 @@ func (c *guardConn) Read(p []byte) (int, error) {
 	return n, err
 }
 
-// NetConn returns the wrapped connection (the *tls.Conn over HTTPS), as
-// tls.Conn.NetConn does.
-func (c *guardConn) NetConn() net.Conn { return c.Conn }
+// wrapped is the connection a wrapper (guardConn, proxyConn) holds, with
+// the optional interfaces of the socket it wraps passed through, so that
+// wrapping keeps sendfile, half-close and the raw socket working.
+type wrapped struct{ net.Conn }
+
+// NetConn returns the wrapped connection (the *tls.Conn over HTTPS, the
+// socket under a PROXY header), as tls.Conn.NetConn does.
+func (c wrapped) NetConn() net.Conn { return c.Conn }
 
 // ReadFrom keeps sendfile(2) for static files over plain HTTP.
-func (c *guardConn) ReadFrom(r io.Reader) (int64, error) { return io.Copy(c.Conn, r) }
+func (c wrapped) ReadFrom(r io.Reader) (int64, error) { return io.Copy(c.Conn, r) }
 
 // CloseWrite keeps half-close working for proxied upgrades.
-func (c *guardConn) CloseWrite() error {
+func (c wrapped) CloseWrite() error {
 	if cw, ok := c.Conn.(interface{ CloseWrite() error }); ok {
 		return cw.CloseWrite()
 	}
@@ -123,8 +128,9 @@ func (c *guardConn) CloseWrite() error {
 }
 
 // SyscallConn exposes a plain socket for the hub's non-blocking fan-out
-// (hub/flush.go); over TLS there is none (the *tls.Conn is not one).
-func (c *guardConn) SyscallConn() (syscall.RawConn, error) {
+// (hub/flush.go) and the proxy's parked tunnels; over TLS there is none
+// (the *tls.Conn is not one).
+func (c wrapped) SyscallConn() (syscall.RawConn, error) {
 	if sc, ok := c.Conn.(syscall.Conn); ok {
 		return sc.SyscallConn()
 	}

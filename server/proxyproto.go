@@ -4,13 +4,11 @@ import (
 	"bufio"
 	"bytes"
 	"errors"
-	"io"
 	"log/slog"
 	"net"
 	"net/netip"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"time"
 
 	"github.com/pires/go-proxyproto"
@@ -106,7 +104,7 @@ func (l *proxyListener) run() {
 			go l.readHeader(c, pp)
 			continue
 		default:
-			c = &proxyConn{Conn: c, refuse: l.refuseFunc(c)}
+			c = &proxyConn{wrapped: wrapped{c}, refuse: l.refuseFunc(c)}
 		}
 		l.hand(c)
 	}
@@ -174,7 +172,7 @@ func (l *proxyListener) readHeader(c net.Conn, pp *ProxyProtocol) {
 func parseProxyHeader(c net.Conn, required bool) (*proxyConn, error) {
 	br := bufio.NewReader(c)
 	h, err := proxyproto.Read(br)
-	pc := &proxyConn{Conn: c, checked: true}
+	pc := &proxyConn{wrapped: wrapped{c}, checked: true}
 	switch {
 	case errors.Is(err, proxyproto.ErrNoProxyProtocol):
 		if required {
@@ -230,7 +228,7 @@ func (l *proxyListener) Addr() net.Addr { return l.inner.Addr() }
 // optional interfaces of the connection it wraps that the layers above
 // use.
 type proxyConn struct {
-	net.Conn
+	wrapped
 	remote net.Addr // static; nil: the peer's
 
 	// Owned by the reader.
@@ -314,27 +312,7 @@ func (c *proxyConn) RemoteAddr() net.Addr {
 	return c.Conn.RemoteAddr()
 }
 
-// NetConn returns the accepted socket, as tls.Conn.NetConn does. Reading
-// it directly skips pending bytes, which the first read of net/http or the
-// TLS layer takes long before anything parks on the socket.
-func (c *proxyConn) NetConn() net.Conn { return c.Conn }
-
-// ReadFrom keeps sendfile(2) for static files over plain HTTP.
-func (c *proxyConn) ReadFrom(r io.Reader) (int64, error) { return io.Copy(c.Conn, r) }
-
-// CloseWrite keeps half-close working for proxied upgrades.
-func (c *proxyConn) CloseWrite() error {
-	if cw, ok := c.Conn.(interface{ CloseWrite() error }); ok {
-		return cw.CloseWrite()
-	}
-	return c.Conn.Close()
-}
-
-// SyscallConn exposes the socket for the hub's non-blocking fan-out and
-// the proxy's parked tunnels.
-func (c *proxyConn) SyscallConn() (syscall.RawConn, error) {
-	if sc, ok := c.Conn.(syscall.Conn); ok {
-		return sc.SyscallConn()
-	}
-	return nil, errors.ErrUnsupported
-}
+// NetConn (the accepted socket; reading it directly skips pending bytes,
+// which the first read of net/http or the TLS layer takes long before
+// anything parks on the socket), ReadFrom, CloseWrite and SyscallConn come
+// from wrapped.

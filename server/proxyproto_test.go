@@ -354,7 +354,7 @@ func FuzzProxyConnSniff(f *testing.F) {
 			b.Close()
 		}()
 		refused := false
-		c := &proxyConn{Conn: a, refuse: func() { refused = true }}
+		c := &proxyConn{wrapped: wrapped{a}, refuse: func() { refused = true }}
 		defer c.Close()
 		bufSize := int(size)%64 + 1
 		var got []byte

@@ -11,10 +11,11 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
+
+	"edge/internal/testutil"
 )
 
 // edgeBin is the edge binary the end-to-end tests run, built once with the
@@ -50,24 +51,8 @@ func freePort(t testing.TB) string {
 	return l.Addr().String()
 }
 
-// syncBuffer is a bytes.Buffer safe for the process's stderr copier and
-// the test reading it.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
+// syncBuffer is the tests' one concurrent-safe output buffer.
+type syncBuffer = testutil.Buffer
 
 // edgeProc is a running edge binary.
 type edgeProc struct {

@@ -248,7 +248,7 @@ func trustCommand(verb string, args []string, stdout, stderr io.Writer) error {
 	if *stores != "" {
 		o.Stores = strings.Split(*stores, ",")
 	}
-	fmt.Fprintf(stdout, "edge local CA root %s (%s)\n", path, root.Name)
+	fmt.Fprintf(stdout, "root certificate %s (%q)\n", path, root.Name)
 	if verb == "trust" {
 		err = truststore.Install(root, o)
 	} else {

@@ -16,8 +16,8 @@ import (
 	"time"
 
 	"edge/config"
-	"edge/internal/truststore"
 	"edge/hub"
+	"edge/internal/truststore"
 	edgetls "edge/tls"
 )
 

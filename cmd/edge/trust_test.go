@@ -21,8 +21,8 @@ import (
 // writing only here; no hooks run).
 type trustEnv struct {
 	dir, home, cfg, storage string
-	sysDir, etcDir         string // local roots, and the bundle with its links
-	update                 string // the -system-update command
+	sysDir, etcDir          string // local roots, and the bundle with its links
+	update                  string // the -system-update command
 }
 
 func newTrustEnv(t *testing.T, dir string) *trustEnv {

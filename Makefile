@@ -4,7 +4,7 @@ COMMIT  ?= $(shell git rev-parse --short=12 HEAD 2>/dev/null || echo unknown)
 LDFLAGS := -s -w -X main.version=$(VERSION) -X main.commit=$(COMMIT)
 PREFIX  ?= /usr/local
 
-.PHONY: build test run bench install uninstall fuzz clean
+.PHONY: build test run bench install uninstall deb fuzz clean
 
 build:
 	CGO_ENABLED=0 go build -trimpath -ldflags '$(LDFLAGS)' -o bin/edge ./cmd/edge
@@ -37,6 +37,10 @@ install: build
 
 uninstall:
 	./scripts/install.sh --uninstall
+
+# bin/edge_<version>_<arch>.deb (nfpm; packaging/deb/)
+deb:
+	./scripts/deb.sh
 
 clean:
 	rm -rf bin

@@ -9,7 +9,9 @@
 #
 # Installs nginx, caddy, wrk and h2load from apt when missing, builds bin/edge when
 # missing (make bench builds it first) and the bench tools, then runs
-# bench/cmd/benchrun. The report goes to stdout and bench/results/<date>.txt.
+# bench/cmd/benchrun. The report goes to stdout and bench/results/<date>.txt, its
+# bar chart of the ratios to bench/results/<date>.svg (benchrun -chart FILE.txt
+# redraws one from an existing report).
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)

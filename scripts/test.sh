@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Runs every test of edge with the race detector, after making sure the real
 # peers the tests use are installed: redis-server, Chromium and NSS tools,
-# testssl.sh, Node.js/npm, h2spec, systemd-analyze, nginx and PHP-FPM. Nothing here is
+# testssl.sh, Node.js/npm, h2spec, systemd-analyze, nginx, PHP-FPM and
+# update-ca-certificates (edge trust). TestDebianPackage installs nfpm itself
+# (scripts/deb.sh, pinned, into bin/tools). Nothing here is
 # skipped in CI: a missing peer is installed, or the script stops and says
 # why.
 set -euo pipefail
@@ -17,6 +19,8 @@ declare -A pkgs=(
   [redis-server]=redis-server
   [chromium]=chromium
   [certutil]=libnss3-tools
+  [update-ca-certificates]=ca-certificates
+  [dpkg-deb]=dpkg
   [testssl]=testssl.sh
   [node]=nodejs
   [npm]=npm

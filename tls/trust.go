@@ -4,19 +4,44 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"os"
 	"path/filepath"
 	"strings"
 	"time"
 
 	"edge/config"
+	"edge/internal/truststore"
 )
 
-// Trust implements `edge trust`: it creates the local CA under tls.storage
+// LocalCARoot is the path of the local CA's root certificate under
+// tls.storage. With create, the CA is made first if it does not exist
+// (edge trust); without, a missing CA is an error that says so (edge
+// untrust has nothing to remove).
+func LocalCARoot(cfg *config.Config, create bool) (string, error) {
+	dir := filepath.Join(cfg.TLS.Storage, "ca")
+	if !create {
+		p := filepath.Join(dir, rootCertFile)
+		if _, err := os.Stat(p); err != nil {
+			return "", fmt.Errorf("no local CA under tls.storage %s: %w", cfg.TLS.Storage, err)
+		}
+		return p, nil
+	}
+	if err := prepareStorage(cfg.TLS.Storage, nil); err != nil {
+		return "", err
+	}
+	ca, err := openLocalCA(dir)
+	if err != nil {
+		return "", err
+	}
+	return ca.RootPath(), nil
+}
+
+// Trust implements `edge trust -print`: it creates the local CA under tls.storage
 // if it does not exist yet and writes where its root certificate is and
 // the exact commands that install it into the system store
 // (update-ca-certificates), the NSS databases of Chromium and Firefox
 // (certutil) and how to use it with curl (--cacert). It changes no trust
-// store itself: that needs root, and is the operator's decision.
+// store itself, for those who install it by hand or on another machine.
 func Trust(cfg *config.Config, w io.Writer) error {
 	if err := prepareStorage(cfg.TLS.Storage, nil); err != nil {
 		return err
@@ -26,6 +51,7 @@ func Trust(cfg *config.Config, w io.Writer) error {
 		return err
 	}
 	root := shellQuote(ca.RootPath())
+	sysFile := shellQuote("/usr/local/share/ca-certificates/" + truststore.SystemFileName(ca.root.Raw))
 	nick := shellQuote(ca.root.Subject.CommonName)
 	url := exampleURL(cfg)
 	_, err = fmt.Fprintf(w, `edge local CA root certificate:
@@ -36,7 +62,7 @@ func Trust(cfg *config.Config, w io.Writer) error {
 Install it so that browsers and tools trust %s:
 
 System store (Debian, Ubuntu; curl, wget, Go programs and most tools use it):
-  sudo install -m 0644 %s /usr/local/share/ca-certificates/edge-local-ca.crt
+  sudo install -m 0644 %s %s
   sudo update-ca-certificates
 
 Chromium and Chrome (the NSS database of your user, $HOME/.pki/nssdb):
@@ -51,15 +77,15 @@ curl, without installing anything:
   curl --cacert %s %s
 
 To remove it again: certutil -d sql:"$HOME/.pki/nssdb" -D -n %s
-  and sudo rm /usr/local/share/ca-certificates/edge-local-ca.crt && sudo update-ca-certificates --fresh
+  and sudo rm %s && sudo update-ca-certificates --fresh
 `,
 		ca.RootPath(), ca.root.Subject.CommonName, ca.root.NotAfter.UTC().Format(time.DateOnly), ca.fingerprint(),
 		url,
-		root,
+		root, sysFile,
 		nick, root,
 		nick, root,
 		root, url,
-		nick)
+		nick, sysFile)
 	return err
 }
 

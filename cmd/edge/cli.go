@@ -27,7 +27,8 @@ Usage:
   edge validate [-config FILE]               check a configuration, like nginx -t
   edge reload   [-config FILE]               make the running edge re-read its configuration
   edge publish  [-config FILE] CHANNEL [PAYLOAD|-]   publish a message to hub subscribers
-  edge trust    [-config FILE]               show how to trust the local development CA
+  edge trust    [-config FILE] [-print]      install the local development CA into the system store, Chromium and Firefox
+  edge untrust  [-config FILE]               remove it again
   edge disconnect  [-config FILE] -sub USER|-conn ID|-channel NAME|-all [-code N] [-reason TEXT] [-no-reconnect]
                                              close hub connections on every node
   edge unsubscribe [-config FILE] -channel NAME -sub USER|-conn ID|-all
@@ -56,6 +57,8 @@ func cli(args []string, stdout, stderr io.Writer) error {
 		return cmdPublish(rest, stdout, stderr)
 	case "trust":
 		return cmdTrust(rest, stdout, stderr)
+	case "untrust":
+		return cmdUntrust(rest, stdout, stderr)
 	case "disconnect":
 		return cmdDisconnect(rest, stdout, stderr)
 	case "unsubscribe":

@@ -17,6 +17,7 @@ import (
 
 	"edge/config"
 	"edge/hub"
+	"edge/internal/truststore"
 	edgetls "edge/tls"
 )
 
@@ -206,7 +207,25 @@ func cmdPublish(args []string, stdout, stderr io.Writer) error {
 }
 
 func cmdTrust(args []string, stdout, stderr io.Writer) error {
-	fs, cfgPath := newFlags("trust", "trust [-config FILE]", stderr)
+	return trustCommand("trust", args, stdout, stderr)
+}
+
+func cmdUntrust(args []string, stdout, stderr io.Writer) error {
+	return trustCommand("untrust", args, stdout, stderr)
+}
+
+// trustCommand is `edge trust` (install the local CA root into the system
+// store and the NSS databases of Chromium and Firefox, or -print the
+// commands) and `edge untrust` (remove it again).
+func trustCommand(verb string, args []string, stdout, stderr io.Writer) error {
+	fs, cfgPath := newFlags(verb, verb+" [-config FILE] [-stores system,nss] [-system-dir DIR] [-system-update CMD]", stderr)
+	var print *bool
+	if verb == "trust" {
+		print = fs.Bool("print", false, "only print where the root is and the commands that install it; change nothing")
+	}
+	stores := fs.String("stores", "", "comma-separated stores to change: system, nss (Chromium, Chrome, Firefox); default every store found")
+	sysDir := fs.String("system-dir", "", "directory of local CA roots (default /usr/local/share/ca-certificates, or /etc/pki/ca-trust/source/anchors with update-ca-trust)")
+	sysUpdate := fs.String("system-update", "", "command that rebuilds the system bundle from -system-dir (default update-ca-certificates, or update-ca-trust extract)")
 	if done, err := parseFlags(fs, args); done {
 		return err
 	}
@@ -214,5 +233,29 @@ func cmdTrust(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	return edgetls.Trust(cfg, stdout)
+	if print != nil && *print {
+		return edgetls.Trust(cfg, stdout)
+	}
+	path, err := edgetls.LocalCARoot(cfg, verb == "trust")
+	if err != nil {
+		return err
+	}
+	root, err := truststore.LoadRoot(path)
+	if err != nil {
+		return err
+	}
+	o := truststore.Options{SystemDir: *sysDir, SystemUpdate: strings.Fields(*sysUpdate), Out: stdout}
+	if *stores != "" {
+		o.Stores = strings.Split(*stores, ",")
+	}
+	fmt.Fprintf(stdout, "root certificate %s (%q)\n", path, root.Name)
+	if verb == "trust" {
+		err = truststore.Install(root, o)
+	} else {
+		err = truststore.Uninstall(root, o)
+	}
+	if err != nil {
+		return fmt.Errorf("%s: %w", verb, err)
+	}
+	return nil
 }

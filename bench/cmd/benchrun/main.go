@@ -65,6 +65,7 @@ func main() {
 	servers := flag.String("servers", "edge,nginx,caddy,bare", "servers to measure, comma-separated")
 	edgeEnv := flag.String("edge-env", "", "extra environment for edge, comma-separated KEY=VALUE (experiments such as GOGC=400)")
 	nice := flag.Int("nice", -15, "niceness of the benchmark (inherited by servers, load and backend), so that other work on the machine disturbs less; needs root to go below 0")
+	chart := flag.String("chart", "", "only draw the SVG bar chart of an existing report (bench/results/X.txt -> X.svg) and exit")
 	profile := flag.Duration("profile", 0, "instead of comparing, profile edge alone under each scenario's load for this long (needs the admin listener's pprof)")
 	flag.Usage = func() {
 		fmt.Fprintf(flag.CommandLine.Output(), "usage: benchrun [flags] [scenario...]\n\nscenarios: %s\n\nflags:\n",
@@ -72,6 +73,15 @@ func main() {
 		flag.PrintDefaults()
 	}
 	flag.Parse()
+	if *chart != "" {
+		out, err := writeChartFile(*chart)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "benchrun:", err)
+			os.Exit(1)
+		}
+		fmt.Println("written to", out)
+		return
+	}
 
 	if *edgeEnv != "" {
 		h.edgeEnv = strings.Split(*edgeEnv, ",")
@@ -231,6 +241,11 @@ func (h *harness) compare(sel []*scenario) error {
 			return err
 		}
 		fmt.Printf("\nwritten to %s\n", h.outFile)
+		if svg, err := writeChartFile(h.outFile); err != nil {
+			fmt.Fprintln(os.Stderr, "benchrun: no chart:", err)
+		} else {
+			fmt.Printf("chart: %s\n", svg)
+		}
 	}
 	return nil
 }

@@ -77,6 +77,9 @@ type channel struct {
 	last, safe uint64
 	// hist holds the retained messages, oldest first. Guarded by mu.
 	hist []*message
+	// published counts the messages delivered on this node since the
+	// state was created, for the dashboard's messages/s. Guarded by mu.
+	published uint64
 	// dead is set when the node dropped this state; holders of the pointer
 	// must look the channel up again. Guarded by mu.
 	dead bool
@@ -128,6 +131,7 @@ func (ch *channel) publish(n *Node, payload []byte, lim histLimits, now time.Tim
 	m := &message{seq: n.seq.Add(1), at: now.UnixNano(), payload: payload}
 	m.frame = messageFrame(ch.name, m.seq, dataJSON(payload))
 	ch.last = m.seq
+	ch.published++
 	if ch.raws > 0 {
 		m.rawFrame(n)
 	}

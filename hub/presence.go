@@ -50,6 +50,22 @@ func (n *Node) LocalPresence() Presence {
 	return p
 }
 
+// ChannelMessages returns, for every channel this node holds state for,
+// how many messages it delivered since that state was created (idle
+// channels are dropped, and their counts start again from 0). With Redis
+// every node receives every message, so the rate is the cluster's too.
+func (n *Node) ChannelMessages() map[string]uint64 {
+	out := map[string]uint64{}
+	for _, ch := range n.channelList() {
+		ch.mu.Lock()
+		if !ch.dead {
+			out[ch.name] = ch.published
+		}
+		ch.mu.Unlock()
+	}
+	return out
+}
+
 // Presence returns the presence over every node that shares this node's
 // Redis (each node's last report, at most PresenceTTL old), or this node's
 // presence without Redis.

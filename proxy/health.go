@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"net/http"
 	"sync"
@@ -85,6 +86,13 @@ func (h *Handler) probe(runCtx context.Context, s *upstream) {
 		res.Body.Close()
 	}
 	changed, healthy := h.upstreams.probed(s, ok, hc.Fails, hc.Passes)
+	if !ok {
+		msg := fmt.Sprintf("health check: status %d", status)
+		if err != nil {
+			msg = "health check: " + err.Error()
+		}
+		h.upstreams.noteError(s, msg)
+	}
 	switch {
 	case changed && healthy:
 		h.log.Info("upstream healthy again", "upstream", s.name)

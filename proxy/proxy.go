@@ -498,6 +498,7 @@ func (h *Handler) upstreamFailed(r *http.Request, s *upstream, err error, retry 
 	st := stateFrom(r.Context())
 	cause, _ := errorCause(err)
 	down := h.upstreams.fail(s)
+	h.upstreams.noteError(s, cause+": "+err.Error())
 	h.log.Warn("upstream failed", "upstream", s.name, "cause", cause, "retry", retry,
 		"marked_down", down, "method", r.Method, "path", r.URL.Path, "err", err)
 	h.metrics.failure(s.name, cause)

@@ -41,6 +41,9 @@ type upstream struct {
 	healthy   bool      // active health verdict; true without checks
 	hcFails   int       // consecutive failed probes
 	hcPasses  int       // consecutive good probes
+	failures  uint64    // every failed attempt and probe, for the dashboard
+	lastErr   string    // the latest failure's cause and error; "" before any
+	lastErrAt time.Time // when lastErr happened
 }
 
 // upstreams is the set of a route's servers: it picks one per attempt
@@ -314,4 +317,48 @@ func (p *upstreams) up(s *upstream) bool {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	return s.available(now)
+}
+
+// noteError records a failed attempt or probe of s for Upstreams: the
+// count, and the latest error with its time.
+func (p *upstreams) noteError(s *upstream, msg string) {
+	now := p.now()
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	s.failures++
+	s.lastErr, s.lastErrAt = msg, now
+}
+
+// UpstreamState is one upstream server's health as the admin dashboard
+// shows it.
+type UpstreamState struct {
+	Name   string `json:"name"`
+	Backup bool   `json:"backup"`
+	// Up reports whether the server gets traffic now: not down by passive
+	// (max_fails) or active (health_check) health.
+	Up bool `json:"up"`
+	// Active is the number of requests in flight and open tunnels.
+	Active int64 `json:"active"`
+	// Failures counts failed attempts and failed health probes since the
+	// route was built (a reload starts again from 0).
+	Failures  uint64    `json:"failures"`
+	LastError string    `json:"last_error,omitempty"`
+	LastErrAt time.Time `json:"last_error_at,omitzero"`
+}
+
+// Upstreams returns the state of the route's servers, in configuration
+// order. Safe for concurrent use.
+func (h *Handler) Upstreams() []UpstreamState {
+	p := h.upstreams
+	now := p.now()
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	out := make([]UpstreamState, 0, len(p.list))
+	for _, s := range p.list {
+		out = append(out, UpstreamState{
+			Name: s.name, Backup: s.backup, Up: s.available(now), Active: s.active.Load(),
+			Failures: s.failures, LastError: s.lastErr, LastErrAt: s.lastErrAt,
+		})
+	}
+	return out
 }

@@ -42,7 +42,7 @@ func (a *app) adminHandler(cfg *config.Config) (http.Handler, error) {
 	mux.Handle("/publish/", hubAPI)
 	mux.Handle("/hub/", hubAPI)
 	mux.HandleFunc("POST /-/reload", func(w http.ResponseWriter, r *http.Request) {
-		if err := a.reload(); err != nil {
+		if err := a.reload("admin"); err != nil {
 			http.Error(w, err.Error(), http.StatusUnprocessableEntity)
 			return
 		}
@@ -55,7 +55,27 @@ func (a *app) adminHandler(cfg *config.Config) (http.Handler, error) {
 		mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
 		mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
 	}
-	return newAdminGuard(cfg.Admin, key, a.log.With("component", "admin"), mux), nil
+	mux.HandleFunc("GET /{$}", func(w http.ResponseWriter, r *http.Request) {
+		writePage(w, http.StatusOK, dashboardHTML)
+	})
+	mux.HandleFunc("GET /-/dashboard.json", a.serveDashboardJSON)
+	g := newAdminGuard(cfg.Admin, key, a.log.With("component", "admin"), mux)
+	g.loginPage = dashboardHTML
+	return g, nil
+}
+
+// writePage writes the dashboard page. Its policy allows only its own
+// inline code and requests to its own origin, and no framing.
+func writePage(w http.ResponseWriter, status int, page []byte) {
+	h := w.Header()
+	h.Set("Content-Type", "text/html; charset=utf-8")
+	h.Set("Cache-Control", "no-store")
+	h.Set("Content-Security-Policy", "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; "+
+		"img-src data:; connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'")
+	h.Set("X-Frame-Options", "DENY")
+	h.Set("Referrer-Policy", "no-referrer")
+	w.WriteHeader(status)
+	w.Write(page)
 }
 
 // ready reports why edge should not get traffic yet, in this order: a

@@ -30,6 +30,11 @@ import (
 //   - With a key, every path but the probes (/healthz, /readyz, /metrics)
 //     needs "Authorization: Bearer KEY" (scheme in any case), compared in
 //     constant time. pprof, /hub/stats, /publish and /-/reload included.
+//     The dashboard page at / is no exception: without the key a browser
+//     gets 401 with loginPage, a page holding no data that asks for the
+//     key and sends it as a bearer on its own requests. (Not a cookie:
+//     cookies ignore the port, so one set here would travel to every site
+//     on the same host and on to their backends.)
 //
 // Static after construction; safe for concurrent use.
 type adminGuard struct {
@@ -40,6 +45,9 @@ type adminGuard struct {
 	keySum []byte
 	log    *slog.Logger
 	next   http.Handler
+	// loginPage is the body of a 401 to GET / (the dashboard asking for
+	// the key); nil: the generic error page.
+	loginPage []byte
 }
 
 // openWithKey are the paths a key does not cover: probes and scrapers that
@@ -77,6 +85,10 @@ func (g *adminGuard) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	if g.keySum != nil && !openWithKey[r.URL.Path] && !g.keyOK(r) {
 		w.Header().Set("WWW-Authenticate", `Bearer realm="edge admin"`)
+		if r.URL.Path == "/" && r.Method == http.MethodGet && g.loginPage != nil {
+			writePage(w, http.StatusUnauthorized, g.loginPage)
+			return
+		}
 		httperr.Error(w, http.StatusUnauthorized)
 		return
 	}

@@ -92,11 +92,16 @@ type app struct {
 	// tunnels holds every proxied upgraded connection of every
 	// generation, so that shutdown closes them all with a close frame.
 	tunnels proxy.Tunnels
+
+	// started and reloads are for the admin dashboard.
+	started time.Time
+	reloads reloadLog
 }
 
 // generation is the set of handlers built from one configuration.
 type generation struct {
 	proxies []*proxy.Handler
+	pools   []pool // proxies with their site and route, for the dashboard
 	hubKeys []string
 	ctx     context.Context // cancelled when the generation is retired
 	cancel  context.CancelFunc
@@ -108,10 +113,11 @@ func newApp(path string, log *slog.Logger, level *slog.LevelVar) *app {
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return &app{
 		path: path, log: log, level: level, reg: reg,
-		stats:  server.NewMetrics(reg),
-		srv:    server.New(log.With("component", "server")),
-		ctx:    ctx,
-		cancel: cancel,
+		stats:   server.NewMetrics(reg),
+		srv:     server.New(log.With("component", "server")),
+		ctx:     ctx,
+		cancel:  cancel,
+		started: time.Now(),
 	}
 }
 
@@ -142,6 +148,7 @@ func (a *app) run(cfg *config.Config) error {
 	a.reloadMu.Lock()
 	err = a.apply(cfg)
 	a.reloadMu.Unlock()
+	a.reloads.add("start", err)
 	if err != nil {
 		a.cancel()
 		a.wg.Wait()
@@ -157,7 +164,7 @@ func (a *app) run(cfg *config.Config) error {
 		case s := <-sigs:
 			switch s {
 			case syscall.SIGHUP:
-				a.reload()
+				a.reload("signal")
 			case syscall.SIGUSR1:
 				a.stats.ReopenLogs()
 				a.log.Info("access logs reopened")
@@ -172,10 +179,12 @@ func (a *app) run(cfg *config.Config) error {
 
 // reload re-reads the configuration. Any problem leaves the running
 // configuration untouched and is returned, and /readyz reports it until a
-// reload succeeds.
-func (a *app) reload() error {
+// reload succeeds. by says what asked for it ("signal", "admin"), for the
+// dashboard's reload history.
+func (a *app) reload(by string) error {
 	a.reloadMu.Lock()
 	defer a.reloadMu.Unlock()
+	defer func() { a.reloads.add(by, a.reloadErr) }()
 	notify(a.log, fmt.Sprintf("RELOADING=1\nMONOTONIC_USEC=%d", monotonicUsec()))
 	a.log.Info("reloading", "config", a.path)
 	a.reloadErr = a.reloadLocked()

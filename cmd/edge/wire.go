@@ -143,6 +143,7 @@ func (b *builder) newProxy(site *config.Site, path string, pc *config.Proxy,
 		return nil, err
 	}
 	b.gen.proxies = append(b.gen.proxies, p)
+	b.gen.pools = append(b.gen.pools, pool{site: site.Name(), route: path, h: p})
 	return p, nil
 }
 

@@ -4,7 +4,7 @@ COMMIT  ?= $(shell git rev-parse --short=12 HEAD 2>/dev/null || echo unknown)
 LDFLAGS := -s -w -X main.version=$(VERSION) -X main.commit=$(COMMIT)
 PREFIX  ?= /usr/local
 
-.PHONY: build test run bench install uninstall deb fuzz clean
+.PHONY: build test run bench install uninstall deb fuzz clean screenshots
 
 build:
 	CGO_ENABLED=0 go build -trimpath -ldflags '$(LDFLAGS)' -o bin/edge ./cmd/edge
@@ -39,6 +39,10 @@ uninstall:
 	./scripts/install.sh --uninstall
 
 # bin/edge_<version>_<arch>.deb (nfpm; packaging/deb/)
+# docs/dashboard.png and docs/demo.png, from the browser tests.
+screenshots:
+	go test ./cmd/edge -run 'TestBrowserDashboard|TestBrowserDemo' -count=1 -screenshots
+
 deb:
 	./scripts/deb.sh
 

@@ -6,6 +6,7 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/json"
+	"flag"
 	"fmt"
 	"net"
 	"net/http"
@@ -260,7 +261,8 @@ func TestDashboardData(t *testing.T) {
 // TestBrowserDashboard opens the dashboard in Chromium: with a key set it
 // first shows only the key prompt (401, no numbers), then with the key
 // its request total and hub subscriber count move while the test makes
-// traffic, and the screenshot goes to docs/dashboard.png.
+// traffic, and the screenshot goes to docs/dashboard.png (with
+// -screenshots; a temporary file otherwise).
 func TestBrowserDashboard(t *testing.T) {
 	for _, bin := range []string{"chromium", "node"} {
 		if _, err := exec.LookPath(bin); err != nil {
@@ -272,11 +274,7 @@ func TestBrowserDashboard(t *testing.T) {
 	dir := t.TempDir()
 	writeFile(t, dir, "admin.key", key)
 	e := startDashboardEdge(t, "admin_key_file: "+filepath.Join(dir, "admin.key")+"\n")
-	shot, err := filepath.Abs("../../docs/dashboard.png")
-	if err != nil {
-		t.Fatal(err)
-	}
-	os.MkdirAll(filepath.Dir(shot), 0o755)
+	shot := screenshotPath(t, "dashboard.png")
 
 	node := exec.Command("node", "dashboard.js", "http://"+e.admin+"/", t.TempDir(), shot, key)
 	node.Dir = "testdata/browser"
@@ -364,4 +362,23 @@ func TestBrowserDashboard(t *testing.T) {
 	if _, err := os.Stat(shot); err != nil {
 		t.Errorf("screenshot: %v", err)
 	}
+}
+
+// screenshots makes the browser tests write their pictures into docs/
+// (make screenshots); by default they go to a temporary directory, so that
+// a test run leaves the tree as it was.
+var screenshots = flag.Bool("screenshots", false, "write the browser tests' screenshots to docs/")
+
+// screenshotPath is where a browser test saves the picture name.
+func screenshotPath(t *testing.T, name string) string {
+	t.Helper()
+	if !*screenshots {
+		return filepath.Join(t.TempDir(), name)
+	}
+	p, err := filepath.Abs(filepath.Join("..", "..", "docs", name))
+	if err != nil {
+		t.Fatal(err)
+	}
+	os.MkdirAll(filepath.Dir(p), 0o755)
+	return p
 }

@@ -65,7 +65,7 @@ func (d *demoPage) wait(what, expr string) demoState {
 // WebSocket; a disconnect makes client.js reconnect and recover what was
 // published meanwhile with since, without a gap; a restart of edge on the
 // same ports is survived (the page reconnects and counts on). The final
-// picture goes to docs/demo.png.
+// picture goes to docs/demo.png (with -screenshots).
 func TestBrowserDemo(t *testing.T) {
 	for _, bin := range []string{"chromium", "certutil", "node"} {
 		if _, err := exec.LookPath(bin); err != nil {
@@ -167,8 +167,7 @@ func TestBrowserDemo(t *testing.T) {
 	}
 	t.Logf("page after restart: %+v", st)
 
-	shot, _ := filepath.Abs("../../docs/demo.png")
-	os.MkdirAll(filepath.Dir(shot), 0o755)
+	shot := screenshotPath(t, "demo.png")
 	if res := d.send(map[string]any{"shot": shot}); string(res["shot"]) != "true" {
 		t.Fatalf("screenshot: %v", res)
 	}

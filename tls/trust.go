@@ -1,14 +1,18 @@
 package tls
 
 import (
+	"encoding/pem"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
+	"os"
 	"path/filepath"
 	"strings"
 	"time"
 
 	"edge/config"
+	"edge/internal/redisclient"
 )
 
 // Trust implements `edge trust`: it creates the local CA under tls.storage
@@ -18,14 +22,11 @@ import (
 // (certutil) and how to use it with curl (--cacert). It changes no trust
 // store itself: that needs root, and is the operator's decision.
 func Trust(cfg *config.Config, w io.Writer) error {
-	if err := prepareStorage(cfg.TLS.Storage, nil); err != nil {
-		return err
-	}
-	ca, err := openLocalCA(filepath.Join(cfg.TLS.Storage, "ca"))
+	ca, rootPath, err := trustCA(cfg)
 	if err != nil {
 		return err
 	}
-	root := shellQuote(ca.RootPath())
+	root := shellQuote(rootPath)
 	nick := shellQuote(ca.root.Subject.CommonName)
 	url := exampleURL(cfg)
 	_, err = fmt.Fprintf(w, `edge local CA root certificate:
@@ -53,7 +54,7 @@ curl, without installing anything:
 To remove it again: certutil -d sql:"$HOME/.pki/nssdb" -D -n %s
   and sudo rm /usr/local/share/ca-certificates/edge-local-ca.crt && sudo update-ca-certificates --fresh
 `,
-		ca.RootPath(), ca.root.Subject.CommonName, ca.root.NotAfter.UTC().Format(time.DateOnly), ca.fingerprint(),
+		rootPath, ca.root.Subject.CommonName, ca.root.NotAfter.UTC().Format(time.DateOnly), ca.fingerprint(),
 		url,
 		root,
 		nick, root,
@@ -99,4 +100,37 @@ func hostForURL(h string) string {
 // shellQuote quotes s for a POSIX shell.
 func shellQuote(s string) string {
 	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
+}
+
+// trustCA opens the local CA for Trust and returns where its root
+// certificate file is. With tls.storage redis the CA lives in Redis (all
+// nodes share it); its root is copied to a file in the temporary
+// directory for the install commands.
+func trustCA(cfg *config.Config) (*localCA, string, error) {
+	if !cfg.TLS.RedisStorage() {
+		if err := prepareStorage(cfg.TLS.Storage, nil); err != nil {
+			return nil, "", err
+		}
+		ca, err := openLocalCA(filepath.Join(cfg.TLS.Storage, "ca"))
+		if err != nil {
+			return nil, "", err
+		}
+		return ca, ca.RootPath(), nil
+	}
+	rdb, err := redisclient.New(cfg.Redis)
+	if err != nil {
+		return nil, "", err
+	}
+	defer rdb.Close()
+	st := NewRedisStorage(rdb, cfg.Redis.Prefix+"certmagic:", 0, slog.New(slog.DiscardHandler))
+	defer st.Close()
+	ca, err := openSharedLocalCA(st)
+	if err != nil {
+		return nil, "", err
+	}
+	file := filepath.Join(os.TempDir(), "edge-local-ca-root.crt")
+	if err := writeFileAtomic(file, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: ca.root.Raw}), 0o644); err != nil {
+		return nil, "", err
+	}
+	return ca, file, nil
 }

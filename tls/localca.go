@@ -312,7 +312,9 @@ func (f storageFiles) write(name string, data []byte, _ os.FileMode) error {
 	return f.st.Store(ctx, localCAPrefix+name, data)
 }
 
-func (f storageFiles) path(name string) string { return fmt.Sprintf("%v %s%s", f.st, localCAPrefix, name) }
+func (f storageFiles) path(name string) string {
+	return fmt.Sprintf("%v %s%s", f.st, localCAPrefix, name)
+}
 
 // openSharedLocalCA opens (creates) the CA in st under st's lock, so that
 // nodes starting together agree on one root.

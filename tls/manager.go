@@ -49,9 +49,9 @@ type options struct {
 	leafLifetime time.Duration
 	ocspInterval time.Duration
 	renewalRatio float64
-	lockTTL      time.Duration // Redis storage locks; 0: DefaultLockTTL
-	ticketRotate time.Duration // 0: TicketRotation
-	ticketPoll   time.Duration // 0: ticketRefresh
+	lockTTL      time.Duration                           // Redis storage locks; 0: DefaultLockTTL
+	ticketRotate time.Duration                           // 0: TicketRotation
+	ticketPoll   time.Duration                           // 0: ticketRefresh
 	onEvent      func(event string, data map[string]any) // tests observe certmagic events
 }
 

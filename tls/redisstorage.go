@@ -68,8 +68,8 @@ func NewRedisStorage(rdb redis.Cmdable, prefix string, ttl time.Duration, log *s
 	return &RedisStorage{rdb: rdb, prefix: prefix, ttl: ttl, log: log, locks: map[string]*heldLock{}}
 }
 
-func (s *RedisStorage) dataKey() string           { return s.prefix + "data" }
-func (s *RedisStorage) mtimeKey() string          { return s.prefix + "mtime" }
+func (s *RedisStorage) dataKey() string            { return s.prefix + "data" }
+func (s *RedisStorage) mtimeKey() string           { return s.prefix + "mtime" }
 func (s *RedisStorage) lockKey(name string) string { return s.prefix + "lock:" + name }
 
 // String names the storage in logs.

@@ -24,11 +24,12 @@ func withTickets(rotate, poll time.Duration) Option {
 	return func(o *options) { o.ticketRotate, o.ticketPoll = rotate, poll }
 }
 
-// redisACMEYAML is acmeYAML with tls.storage redis on srv.
-func redisACMEYAML(p *pebble, srv *testpeer.RedisServer, hosts string) string {
+// redisACMEYAML is acmeYAML with tls.storage redis on srv (HTTP-01 only);
+// sites are more entries for the sites list.
+func redisACMEYAML(p *pebble, srv *testpeer.RedisServer, hosts string, sites ...string) string {
 	y := acmeYAML(p, hosts, "  tls_alpn_challenge: false")
 	y = strings.Replace(y, `storage: "{dir}/storage"`, "storage: redis", 1)
-	return y + fmt.Sprintf("redis: { url: %q }\n", srv.URL())
+	return fmt.Sprintf("redis: { url: %q }\n", srv.URL()) + y + strings.Join(sites, "")
 }
 
 // node is one edge node of a test cluster: listeners, manager, events.
@@ -352,5 +353,71 @@ func TestTicketKeysRotate(t *testing.T) {
 	}
 	if len(prev) != ticketKeep {
 		t.Errorf("%d keys after many rotations, want %d", len(prev), ticketKeep)
+	}
+}
+
+// TestRedisDownAtStart: with tls.storage redis and Redis down, the node
+// starts and serves what needs no Redis (a manual certificate); /readyz
+// (Ready) says Redis is unreachable and which names wait. When Redis
+// comes back, the local CA (kept in Redis) issues and the ACME name is
+// obtained without a restart.
+func TestRedisDownAtStart(t *testing.T) {
+	t.Parallel()
+	srv := testpeer.StartRedis(t)
+	srv.Kill()
+	acmeName := uniqueName("down")
+	e := listen(t)
+	p := startPebble(t, e.httpPort, e.httpsPort, pebbleOpts{})
+	dir := t.TempDir()
+	ca, err := openLocalCA(filepath.Join(dir, "test-ca"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	manualRoots := x509.NewCertPool()
+	manualRoots.AddCert(ca.root)
+	c, err := ca.issue("manual.example.com", time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	certFile, keyFile := filepath.Join(dir, "site.crt"), filepath.Join(dir, "site.key")
+	writeCertFiles(t, c, certFile, keyFile)
+	yaml := redisACMEYAML(p, srv, acmeName, fmt.Sprintf(`
+  - hosts: [manual.example.com]
+    tls: { cert: %s, key: %s }
+    routes: [{ path: /, static: { root: . } }]
+  - hosts: [localhost]
+    routes: [{ path: /, static: { root: . } }]
+`, certFile, keyFile))
+
+	log, sink := newLogger(t)
+	ev := newEvents()
+	m := newManager(t, e.parse(t, yaml), log, ev.option(), withPollInterval(100*time.Millisecond))
+	e.serve(t, m)
+	run(t, m)
+	if _, err := handshake(e.httpsAddr(), "manual.example.com", manualRoots); err != nil {
+		t.Errorf("the manual certificate is not served while redis is down: %v", err)
+	}
+	waitFor(t, 10*time.Second, "Ready to name redis", func() bool {
+		err := m.Ready()
+		return err != nil && strings.Contains(err.Error(), "redis unreachable")
+	})
+	err = m.Ready()
+	for _, want := range []string{acmeName, "localhost (local CA not available)"} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("Ready() = %v, want it to name %q", err, want)
+		}
+	}
+	if !sink.has("tls storage in redis unreachable") {
+		t.Error("the log does not say that redis is unreachable")
+	}
+
+	srv.Restart()
+	start := time.Now()
+	obtained(t, m, ev, acmeName)
+	waitFor(t, 15*time.Second, "Ready after redis came back", func() bool { return m.Ready() == nil })
+	t.Logf("ready %v after redis came back", time.Since(start).Round(time.Millisecond))
+	servedSerial(t, e.httpsAddr(), acmeName, p.issuers)
+	if _, err := handshake(e.httpsAddr(), "localhost", localRoot(t, srv)); err != nil {
+		t.Errorf("localhost after redis came back: %v", err)
 	}
 }

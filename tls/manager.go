@@ -622,6 +622,14 @@ func (m *Manager) setStorageHealth(err error) {
 		m.log.Warn("tls storage in redis unreachable: serving cached certificates and retrying", "err", err)
 	case err == nil && prev != "":
 		m.log.Info("tls storage in redis reachable again")
+		// certmagic gives up on a name whose stored certificate it
+		// could not read (it logs "initiating certificate management"):
+		// start the names again now that storage answers.
+		m.mu.Lock()
+		if m.runCtx != nil {
+			m.manage(m.snap.Load())
+		}
+		m.mu.Unlock()
 	}
 }
 

@@ -5,6 +5,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 	"runtime"
 	"runtime/debug"
@@ -123,7 +124,9 @@ func cmdValidate(args []string, stdout, stderr io.Writer) error {
 	}
 	if cfg.TLS.RedisStorage() && cfg.Redis != nil {
 		// edge run starts without it (and retries), but an operator
-		// validating a cluster configuration wants to know now.
+		// validating a cluster configuration wants to know now. The
+		// problem line says it all; go-redis's own dial messages go.
+		setRedisLogger(slog.New(slog.DiscardHandler))
 		if err := redisclient.Check(cfg.Redis, 3*time.Second); err != nil {
 			p := cfg.Pos("tls.storage")
 			fmt.Fprintln(stderr, config.Problem{File: cfg.File, Line: p.Line, Col: p.Col, Path: "tls.storage", Msg: err.Error()})

@@ -622,9 +622,10 @@ func (m *Manager) setStorageHealth(err error) {
 		m.log.Warn("tls storage in redis unreachable: serving cached certificates and retrying", "err", err)
 	case err == nil && prev != "":
 		m.log.Info("tls storage in redis reachable again")
-		// certmagic gives up on a name whose stored certificate it
-		// could not read (it logs "initiating certificate management"):
-		// start the names again now that storage answers.
+		// Local leaves wait for the CA in Redis, and certmagic gives up
+		// on a name whose stored certificate it could not read (it logs
+		// "initiating certificate management"): retry both now.
+		m.maintain()
 		m.mu.Lock()
 		if m.runCtx != nil {
 			m.manage(m.snap.Load())

@@ -246,6 +246,7 @@ func (m *Manager) leafFor(name string, prev map[string]*localLeaf, s *snapshot) 
 			// The CA is in Redis, which may come back: serve the rest,
 			// maintain retries, Ready says why.
 			m.log.Warn("local CA not available; retrying", "name", name, "err", err)
+			m.setStorageHealth(err)
 		}
 	}
 	s.leaves = append(s.leaves, l)

@@ -80,7 +80,7 @@ func (tk *ticketKeys) fetch(ctx context.Context) ([][32]byte, error) {
 
 // syncTickets keeps the session ticket keys of cfg equal to those in Redis
 // until ctx is done: every refresh on success, retrying with backoff from
-// one second on failure. Until the first success crypto/tls's own keys
+// one second to five on failure. Until the first success crypto/tls's own keys
 // stay in use. health records the outcome for Ready.
 func (m *Manager) syncTickets(ctx context.Context, tk *ticketKeys, cfg *cryptotls.Config, refresh time.Duration) {
 	backoff := time.Second
@@ -101,7 +101,7 @@ func (m *Manager) syncTickets(ctx context.Context, tk *ticketKeys, cfg *cryptotl
 		m.setStorageHealth(err)
 		if err != nil {
 			t.Reset(backoff)
-			backoff = min(2*backoff, 30*time.Second)
+			backoff = min(2*backoff, 5*time.Second) // also how soon a returning Redis is noticed
 			continue
 		}
 		backoff = time.Second

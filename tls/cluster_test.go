@@ -421,3 +421,50 @@ func TestRedisDownAtStart(t *testing.T) {
 		t.Errorf("localhost after redis came back: %v", err)
 	}
 }
+
+// TestRedisClusterRenewal: when the certificate is due, one node renews
+// it and the other nodes load the renewed one from Redis rather than
+// ordering their own: all three converge on one new serial.
+func TestRedisClusterRenewal(t *testing.T) {
+	t.Parallel()
+	srv := testpeer.StartRedis(t)
+	name := uniqueName("cluster-renew")
+	es := []*edgeServer{listen(t), listen(t), listen(t)}
+	p := startPebble(t, es[0].httpPort, es[0].httpsPort, pebbleOpts{validity: 60})
+	var nodes []*node
+	for _, e := range es {
+		// Renew with 80% of the lifetime left: due 12 s after issuance.
+		nodes = append(nodes, startNode(t, e, redisACMEYAML(p, srv, name), withRenewalRatio(0.8)))
+	}
+	for _, n := range nodes {
+		run(t, n.m)
+	}
+	for i, n := range nodes {
+		waitFor(t, 60*time.Second, fmt.Sprintf("node %d ready", i+1), func() bool { return n.m.Ready() == nil })
+	}
+	first := servedSerial(t, nodes[0].e.httpsAddr(), name, p.issuers)
+	renewals := func() int {
+		r := 0
+		for _, n := range nodes {
+			r += n.ev.count("cert_obtained " + name + " true")
+		}
+		return r
+	}
+	waitFor(t, 40*time.Second, "a renewal", func() bool { return renewals() > 0 })
+	var serials []string
+	waitFor(t, 20*time.Second, "every node to serve the renewed certificate", func() bool {
+		serials = serials[:0]
+		for _, n := range nodes {
+			serials = append(serials, servedSerial(t, n.e.httpsAddr(), name, p.issuers))
+		}
+		return serials[0] != first && serials[0] == serials[1] && serials[1] == serials[2]
+	})
+	r := renewals()
+	t.Logf("renewals %d, orders %d", r, p.orders.Load())
+	if r > 2 {
+		t.Errorf("%d renewals by the nodes for one certificate, want one (two if its successor was due already)", r)
+	}
+	if int(p.orders.Load()) != 1+r {
+		t.Errorf("%d orders at the CA, want %d (one issuance, %d renewals)", p.orders.Load(), 1+r, r)
+	}
+}

@@ -9,6 +9,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -466,5 +467,37 @@ func TestRedisClusterRenewal(t *testing.T) {
 	}
 	if int(p.orders.Load()) != 1+r {
 		t.Errorf("%d orders at the CA, want %d (one issuance, %d renewals)", p.orders.Load(), 1+r, r)
+	}
+}
+
+// TestTrustRedis: `edge trust` with tls.storage redis prints the root of
+// the CA the nodes share (kept in Redis), copied to a file, and leaves no
+// directory named redis behind.
+func TestTrustRedis(t *testing.T) {
+	tmp := t.TempDir()
+	t.Setenv("TMPDIR", tmp) // where the root is copied; forbids t.Parallel
+	srv := testpeer.StartRedis(t)
+	e := listen(t)
+	n := startNode(t, e, fmt.Sprintf(internalRedisYAML, "redis", srv.URL()))
+	run(t, n.m)
+	var out strings.Builder
+	if err := Trust(e.parse(t, fmt.Sprintf(internalRedisYAML, "redis", srv.URL())), &out); err != nil {
+		t.Fatal(err)
+	}
+	file := filepath.Join(tmp, "edge-local-ca-root.crt")
+	if !strings.Contains(out.String(), file) {
+		t.Errorf("trust output does not name %s:\n%s", file, out.String())
+	}
+	data, err := os.ReadFile(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pool := x509.NewCertPool()
+	pool.AppendCertsFromPEM(data)
+	if _, err := handshake(e.httpsAddr(), "app.cluster.test", pool); err != nil {
+		t.Errorf("the node's certificate does not verify against the printed root: %v", err)
+	}
+	if _, err := os.Stat("redis"); err == nil {
+		t.Error("a directory named redis was created")
 	}
 }

@@ -246,7 +246,6 @@ func (m *Manager) leafFor(name string, prev map[string]*localLeaf, s *snapshot) 
 			// The CA is in Redis, which may come back: serve the rest,
 			// maintain retries, Ready says why.
 			m.log.Warn("local CA not available; retrying", "name", name, "err", err)
-			m.setStorageHealth(err)
 		}
 	}
 	s.leaves = append(s.leaves, l)
@@ -273,7 +272,14 @@ func (m *Manager) issueLeaf(l *localLeaf) error {
 		var ca *localCA
 		var err error
 		if m.sharedCA {
-			ca, err = openSharedLocalCA(m.storage)
+			// While Redis is known to be down, fail at once instead of
+			// dialling again for every name; its return retries.
+			if e := m.storageErr(); e != "" {
+				return fmt.Errorf("local CA: tls storage in redis unreachable: %s", e)
+			}
+			if ca, err = openSharedLocalCA(m.storage); err != nil {
+				m.setStorageHealth(err)
+			}
 		} else {
 			ca, err = openLocalCA(filepath.Join(m.dir, "ca"))
 		}

@@ -31,7 +31,10 @@ type TLS struct {
 	// Storage is where certificates, keys, ACME accounts and the local CA
 	// are kept, with private permissions (0700 directories, 0600 keys).
 	// Default $STATE_DIRECTORY (systemd), /var/lib/edge for root, else
-	// $XDG_DATA_HOME/edge or ~/.local/share/edge.
+	// $XDG_DATA_HOME/edge or ~/.local/share/edge. The word "redis"
+	// (StorageRedis) keeps them in redis.url under redis.prefix instead,
+	// shared by every node on that Redis, with the TLS session ticket
+	// keys; a directory named redis is written ./redis.
 	Storage string `yaml:"storage"`
 	// EAB is External Account Binding, for CAs that require it.
 	EAB *EAB `yaml:"eab"`
@@ -131,6 +134,12 @@ func (s CertSource) String() string {
 	}
 	return "none"
 }
+
+// StorageRedis as tls.storage keeps certificates in Redis.
+const StorageRedis = "redis"
+
+// RedisStorage reports whether certificates are kept in Redis.
+func (t *TLS) RedisStorage() bool { return t.Storage == StorageRedis }
 
 // publicCAs are the CA presets; they issue for public names only.
 var publicCAs = map[string]string{
@@ -297,6 +306,9 @@ func (v *validator) tls() {
 			}
 		}
 	}
+	if t.RedisStorage() && c.Redis == nil {
+		v.errf("tls.storage", "storage redis needs the redis section (redis.url): certificates are kept there, under redis.prefix")
+	}
 	if t.EAB != nil && (t.EAB.KeyID == "" || t.EAB.MACKey == "") {
 		v.errf("tls.eab", "eab needs key_id and mac_key")
 	}
@@ -456,7 +468,7 @@ func (t *TLS) defaults(c *Config) {
 	t.CARoot = c.resolve(t.CARoot)
 	if t.Storage == "" {
 		t.Storage = defaultStorage()
-	} else {
+	} else if !t.RedisStorage() {
 		t.Storage = c.resolve(t.Storage)
 	}
 	setBool(&t.HTTPChallenge, true)

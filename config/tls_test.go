@@ -144,6 +144,8 @@ func TestTLSBadInput(t *testing.T) {
 			`tls.on_demand: on-demand TLS needs an allow list or an ask URL`},
 		{"on_demand with internal", "tls: { ca: internal, on_demand: { allow: [a.example.com] } }\n" + site("localhost", ""),
 			`tls.on_demand: on-demand TLS needs an ACME CA`},
+		{"storage redis without redis", "tls:\n  email: a@example.com\n  storage: redis\n" + site("dash.example.com", ""),
+			`edge.yaml:3:3: tls.storage: storage redis needs the redis section (redis.url)`},
 		{"both challenges off", "tls: { email: a@example.com, http_challenge: false, tls_alpn_challenge: false }\n" + site("dash.example.com", ""),
 			`tls: both ACME challenges are off`},
 	} {

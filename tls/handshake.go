@@ -44,16 +44,26 @@ var aeadSuites = []uint16{
 // Every call returns the same *Config, which stays valid across Update:
 // do not modify it (Clone it). Session ticket keys are left to crypto/tls,
 // which makes a random key at start and rotates it every 24 hours,
-// accepting tickets for 7 days; they are never written to disk.
+// accepting tickets for 7 days; they are never written to disk. With
+// tls.storage redis the keys are shared by every node instead (see
+// tickets.go), so that a session resumes on any node.
 func (m *Manager) TLSConfig() *cryptotls.Config { return m.tlsConfig }
 
 func (m *Manager) newTLSConfig() *cryptotls.Config {
-	return &cryptotls.Config{
+	c := &cryptotls.Config{
 		MinVersion:     cryptotls.VersionTLS12,
 		CipherSuites:   aeadSuites,
 		NextProtos:     []string{"h2", "http/1.1", acmez.ACMETLS1Protocol},
 		GetCertificate: m.getCertificate,
 	}
+	if tc := m.ticketCfg; tc != nil {
+		// Tickets are sealed with the keys shared through Redis, kept in
+		// ticketCfg. Hooks rather than SetSessionTicketKeys on c: servers
+		// Clone c, and a clone would keep the keys of the moment.
+		c.WrapSession = tc.EncryptTicket
+		c.UnwrapSession = tc.DecryptTicket
+	}
+	return c
 }
 
 // getCertificate is the GetCertificate callback.
@@ -100,7 +110,12 @@ func (m *Manager) getCertificate(hello *cryptotls.ClientHelloInfo) (*cryptotls.C
 // certOf returns the current certificate of a configured name.
 func (m *Manager) certOf(e *entry, hello *cryptotls.ClientHelloInfo) (*cryptotls.Certificate, error) {
 	if e.source != config.SourceACME {
-		return e.slot.Load(), nil
+		if c := e.slot.Load(); c != nil {
+			return c, nil
+		}
+		m.met.handshakeFailure("not_ready")
+		m.logThrottled("notready:"+e.name, slog.LevelWarn, "TLS handshake refused", "server_name", e.name, "remote_addr", remoteAddr(hello), "err", "local CA not available yet")
+		return nil, fmt.Errorf("%q: local CA not available yet", e.name)
 	}
 	if mg := m.magic.Load(); mg != nil {
 		h := *hello

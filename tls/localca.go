@@ -1,6 +1,7 @@
 package tls
 
 import (
+	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
@@ -18,6 +19,8 @@ import (
 	"path/filepath"
 	"strings"
 	"time"
+
+	"github.com/caddyserver/certmagic"
 )
 
 // Local CA lifetimes. The root is generated once and installed into trust
@@ -42,7 +45,7 @@ const (
 // localCA is a two-level ECDSA P-256 CA kept in a directory. It is
 // immutable after openLocalCA and safe for concurrent use.
 type localCA struct {
-	dir       string
+	files     caFiles
 	root      *x509.Certificate
 	inter     *x509.Certificate
 	interKey  *ecdsa.PrivateKey
@@ -50,7 +53,26 @@ type localCA struct {
 }
 
 // RootPath is where the root certificate of the local CA is stored.
-func (ca *localCA) RootPath() string { return filepath.Join(ca.dir, rootCertFile) }
+func (ca *localCA) RootPath() string { return ca.files.path(rootCertFile) }
+
+// caFiles is where the local CA keeps its files: a directory, or the
+// certmagic storage shared by several nodes (tls.storage: redis), so that
+// every node issues from the same root.
+type caFiles interface {
+	// read returns a file; a missing one gives an error matching fs.ErrNotExist.
+	read(name string) ([]byte, error)
+	write(name string, data []byte, perm os.FileMode) error
+	path(name string) string
+}
+
+// dirFiles keeps the CA in a directory.
+type dirFiles string
+
+func (d dirFiles) read(name string) ([]byte, error) { return os.ReadFile(d.path(name)) }
+func (d dirFiles) write(name string, data []byte, perm os.FileMode) error {
+	return writeFileAtomic(d.path(name), data, perm)
+}
+func (d dirFiles) path(name string) string { return filepath.Join(string(d), name) }
 
 // openLocalCA loads the CA from dir, creating the root and the
 // intermediate the first time (and the intermediate again when it is
@@ -59,6 +81,12 @@ func openLocalCA(dir string) (*localCA, error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("local CA: %w", err)
 	}
+	return openLocalCAIn(dirFiles(dir))
+}
+
+// openLocalCAIn loads the CA from files, creating what is missing. Callers
+// sharing files between processes hold a lock around it.
+func openLocalCAIn(dir caFiles) (*localCA, error) {
 	rootCert, rootKey, err := loadPair(dir, rootCertFile, rootKeyFile)
 	if errors.Is(err, fs.ErrNotExist) {
 		rootCert, rootKey, err = makeRoot(dir)
@@ -76,17 +104,17 @@ func openLocalCA(dir string) (*localCA, error) {
 	if err != nil {
 		return nil, fmt.Errorf("local CA intermediate: %w", err)
 	}
-	return &localCA{dir: dir, root: rootCert, inter: inter, interKey: interKey, chainTail: [][]byte{inter.Raw}}, nil
+	return &localCA{files: dir, root: rootCert, inter: inter, interKey: interKey, chainTail: [][]byte{inter.Raw}}, nil
 }
 
 // loadPair reads a certificate and its key. A missing file gives an error
 // matching fs.ErrNotExist.
-func loadPair(dir, certFile, keyFile string) (*x509.Certificate, *ecdsa.PrivateKey, error) {
-	certPEM, err := os.ReadFile(filepath.Join(dir, certFile))
+func loadPair(dir caFiles, certFile, keyFile string) (*x509.Certificate, *ecdsa.PrivateKey, error) {
+	certPEM, err := dir.read(certFile)
 	if err != nil {
 		return nil, nil, err
 	}
-	keyPEM, err := os.ReadFile(filepath.Join(dir, keyFile))
+	keyPEM, err := dir.read(keyFile)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -109,7 +137,7 @@ func loadPair(dir, certFile, keyFile string) (*x509.Certificate, *ecdsa.PrivateK
 	return cert, key, nil
 }
 
-func makeRoot(dir string) (*x509.Certificate, *ecdsa.PrivateKey, error) {
+func makeRoot(dir caFiles) (*x509.Certificate, *ecdsa.PrivateKey, error) {
 	host, _ := os.Hostname()
 	now := time.Now()
 	tmpl := &x509.Certificate{
@@ -127,7 +155,7 @@ func makeRoot(dir string) (*x509.Certificate, *ecdsa.PrivateKey, error) {
 	return makeCA(dir, rootCertFile, rootKeyFile, tmpl, nil, nil)
 }
 
-func makeIntermediate(dir string, root *x509.Certificate, rootKey *ecdsa.PrivateKey) (*x509.Certificate, *ecdsa.PrivateKey, error) {
+func makeIntermediate(dir caFiles, root *x509.Certificate, rootKey *ecdsa.PrivateKey) (*x509.Certificate, *ecdsa.PrivateKey, error) {
 	now := time.Now()
 	tmpl := &x509.Certificate{
 		Subject: pkix.Name{
@@ -147,7 +175,7 @@ func makeIntermediate(dir string, root *x509.Certificate, rootKey *ecdsa.Private
 // makeCA creates a key and a certificate from tmpl, signed by parent (self
 // when nil), and writes both: the key first, so that a crash never leaves
 // a certificate without its key.
-func makeCA(dir, certFile, keyFile string, tmpl, parent *x509.Certificate, parentKey *ecdsa.PrivateKey) (*x509.Certificate, *ecdsa.PrivateKey, error) {
+func makeCA(dir caFiles, certFile, keyFile string, tmpl, parent *x509.Certificate, parentKey *ecdsa.PrivateKey) (*x509.Certificate, *ecdsa.PrivateKey, error) {
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
 		return nil, nil, err
@@ -170,10 +198,10 @@ func makeCA(dir, certFile, keyFile string, tmpl, parent *x509.Certificate, paren
 	if err != nil {
 		return nil, nil, err
 	}
-	if err := writeFileAtomic(filepath.Join(dir, keyFile), pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: keyDER}), 0o600); err != nil {
+	if err := dir.write(keyFile, pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: keyDER}), 0o600); err != nil {
 		return nil, nil, err
 	}
-	if err := writeFileAtomic(filepath.Join(dir, certFile), pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o644); err != nil {
+	if err := dir.write(certFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o644); err != nil {
 		return nil, nil, err
 	}
 	return cert, key, nil
@@ -262,4 +290,40 @@ func earliest(a, b time.Time) time.Time {
 		return a
 	}
 	return b
+}
+
+// storageFiles keeps the local CA in a certmagic storage, under
+// edge/local_ca/, so that nodes sharing the storage share the CA.
+type storageFiles struct {
+	st certmagic.Storage
+}
+
+const localCAPrefix = "edge/local_ca/"
+
+func (f storageFiles) read(name string) ([]byte, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	return f.st.Load(ctx, localCAPrefix+name)
+}
+
+func (f storageFiles) write(name string, data []byte, _ os.FileMode) error {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	return f.st.Store(ctx, localCAPrefix+name, data)
+}
+
+func (f storageFiles) path(name string) string {
+	return fmt.Sprintf("%v %s%s", f.st, localCAPrefix, name)
+}
+
+// openSharedLocalCA opens (creates) the CA in st under st's lock, so that
+// nodes starting together agree on one root.
+func openSharedLocalCA(st certmagic.Storage) (*localCA, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := st.Lock(ctx, "edge_local_ca"); err != nil {
+		return nil, fmt.Errorf("local CA: %w", err)
+	}
+	defer st.Unlock(context.Background(), "edge_local_ca")
+	return openLocalCAIn(storageFiles{st})
 }

@@ -9,6 +9,7 @@
 package tls
 
 import (
+	"cmp"
 	"context"
 	cryptotls "crypto/tls"
 	"crypto/x509"
@@ -25,9 +26,11 @@ import (
 
 	"github.com/caddyserver/certmagic"
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/redis/go-redis/v9"
 	"go.uber.org/zap"
 
 	"edge/config"
+	"edge/internal/redisclient"
 )
 
 // ErrClosed is returned by Run, Prepare and Update after Close.
@@ -46,6 +49,9 @@ type options struct {
 	leafLifetime time.Duration
 	ocspInterval time.Duration
 	renewalRatio float64
+	lockTTL      time.Duration                           // Redis storage locks; 0: DefaultLockTTL
+	ticketRotate time.Duration                           // 0: TicketRotation
+	ticketPoll   time.Duration                           // 0: ticketRefresh
 	onEvent      func(event string, data map[string]any) // tests observe certmagic events
 }
 
@@ -70,6 +76,11 @@ type Manager struct {
 	storage   *trackedStorage
 	met       *metrics // nil without a registerer
 	tlsConfig *cryptotls.Config
+	sharedCA  bool              // the local CA lives in storage (tls.storage: redis)
+	rdb       *redis.Client     // tls.storage: redis; closed by Close; else nil
+	rstore    *RedisStorage     // on rdb; else nil
+	tickets   *ticketKeys       // on rdb; else nil (crypto/tls's own keys)
+	ticketCfg *cryptotls.Config // holds the shared ticket keys; nil without tickets
 
 	snap  atomic.Pointer[snapshot]   // the current configuration; replaced by Update
 	magic atomic.Pointer[magicState] // certmagic, set by Run; kept after Run returns so that draining connections still find certificates
@@ -87,6 +98,9 @@ type Manager struct {
 	logMu    sync.Mutex
 	lastLog  map[string]time.Time // guarded by logMu; throttles handshake failure logs per name
 	failures map[string]string    // guarded by logMu; the last ACME error per name until it is obtained
+	storeErr string               // guarded by logMu; why shared storage is unreachable, "" when it is fine
+
+	manageFailed bool // guarded by mu; the last ManageAsync failed (storage unreachable): maintain retries it
 }
 
 // New prepares certificates for cfg, a validated configuration: the
@@ -103,25 +117,35 @@ func New(cfg *config.Config, log *slog.Logger, reg prometheus.Registerer, opts .
 	for _, opt := range opts {
 		opt(&o)
 	}
-	if err := prepareStorage(cfg.TLS.Storage, log); err != nil {
-		return nil, err
-	}
-	st := o.storage
-	if st == nil {
-		st = &certmagic.FileStorage{Path: filepath.Join(cfg.TLS.Storage, "certs")}
-	}
 	m := &Manager{
 		log:      log,
 		zlog:     newZapLogger(log.Handler()),
 		dir:      cfg.TLS.Storage,
 		opts:     o,
-		storage:  track(st),
 		lastLog:  map[string]time.Time{},
 		failures: map[string]string{},
 	}
+	st := o.storage
+	if cfg.TLS.RedisStorage() {
+		m.dir, m.sharedCA = "", true
+		if err := m.openRedis(cfg); err != nil {
+			return nil, err
+		}
+		if st == nil {
+			st = m.rstore
+		}
+	} else if err := prepareStorage(cfg.TLS.Storage, log); err != nil {
+		return nil, err
+	}
+	if st == nil {
+		st = &certmagic.FileStorage{Path: filepath.Join(cfg.TLS.Storage, "certs")}
+	}
+	m.storage = track(st)
+	m.storage.check = m.checkStored
 	m.tlsConfig = m.newTLSConfig()
 	s, staged, err := m.build(cfg, nil)
 	if err != nil {
+		m.closeRedis()
 		return nil, err
 	}
 	for _, sc := range staged {
@@ -131,6 +155,7 @@ func New(cfg *config.Config, log *slog.Logger, reg prometheus.Registerer, opts .
 	if reg != nil {
 		met, err := newMetrics(reg, m.expiries)
 		if err != nil {
+			m.closeRedis()
 			return nil, err
 		}
 		m.met = met
@@ -187,6 +212,13 @@ func (m *Manager) Run(ctx context.Context) error {
 	m.running, m.runCtx, m.stopRun, m.runDone = true, ctx, stop, make(chan struct{})
 	done := m.runDone
 	m.manage(s)
+	if m.tickets != nil {
+		m.wg.Add(1)
+		go func() {
+			defer m.wg.Done()
+			m.syncTickets(ctx, m.tickets, m.ticketCfg, cmp.Or(m.opts.ticketPoll, ticketRefresh))
+		}()
+	}
 	m.mu.Unlock()
 	m.log.Info("certificate management started", "acme", len(s.acmeNames), "local", len(s.leaves), "manual", len(s.manual), "storage", m.storage.String())
 
@@ -239,6 +271,7 @@ func (m *Manager) Close() error {
 	}
 	if first {
 		m.met.unregister()
+		m.closeRedis()
 	}
 	return nil
 }
@@ -353,8 +386,12 @@ func (m *Manager) manage(s *snapshot) {
 	if len(s.acmeNames) == 0 {
 		return
 	}
+	m.manageFailed = false
 	if err := m.magic.Load().managed.ManageAsync(ctx, s.acmeNames); err != nil {
-		m.log.Error("starting certificate management", "err", err)
+		// certmagic does not retry a name whose stored certificate it
+		// could not read (storage unreachable): maintain does.
+		m.manageFailed = true
+		m.logThrottled("manage", slog.LevelError, "starting certificate management failed; retrying", "err", err)
 	}
 }
 
@@ -401,8 +438,13 @@ func (m *Manager) maintain() {
 	}
 	for _, l := range s.leaves {
 		if l.due(m.opts.leafLifetime) {
-			m.issueLeaf(l)
+			if err := m.issueLeaf(l); err != nil {
+				m.logThrottled("leaf:"+l.name, slog.LevelWarn, "local certificate not issued; retrying", "name", l.name, "err", err)
+			}
 		}
+	}
+	if m.manageFailed && m.runCtx != nil {
+		m.manage(s)
 	}
 }
 
@@ -420,10 +462,19 @@ func (m *Manager) Ready() error {
 			missing = append(missing, n)
 		}
 	}
-	if len(missing) > 0 {
-		return fmt.Errorf("no certificate yet for %s", strings.Join(missing, ", "))
+	for _, l := range s.leaves {
+		if l.slot.Load() == nil {
+			missing = append(missing, l.name+" (local CA not available)")
+		}
 	}
-	return nil
+	var errs []error
+	if e := m.storageErr(); e != "" {
+		errs = append(errs, fmt.Errorf("tls storage in redis unreachable (serving cached certificates, retrying): %s", e))
+	}
+	if len(missing) > 0 {
+		errs = append(errs, fmt.Errorf("no certificate yet for %s", strings.Join(missing, ", ")))
+	}
+	return errors.Join(errs...)
 }
 
 // expiries returns the expiry of the certificate of every configured name
@@ -524,4 +575,67 @@ func rootPool(file string) (*x509.CertPool, error) {
 		return nil, fmt.Errorf("tls.ca_root: %s holds no PEM certificate", file)
 	}
 	return pool, nil
+}
+
+// openRedis connects the shared storage (tls.storage: redis): certmagic's
+// files and locks under <redis.prefix>certmagic:, session ticket keys
+// under <redis.prefix>tls:. Nothing is dialled yet, so a Redis that is
+// down at start does not stop edge: what needs it is retried.
+func (m *Manager) openRedis(cfg *config.Config) error {
+	if cfg.Redis == nil {
+		return errors.New("tls.storage redis needs redis.url")
+	}
+	rdb, err := redisclient.New(cfg.Redis)
+	if err != nil {
+		return err
+	}
+	m.rdb = rdb
+	m.rstore = NewRedisStorage(rdb, cfg.Redis.Prefix+"certmagic:", m.opts.lockTTL, m.log)
+	m.tickets = newTicketKeys(rdb, cfg.Redis.Prefix, m.opts.ticketRotate)
+	m.ticketCfg = &cryptotls.Config{}
+	return nil
+}
+
+// closeRedis releases what openRedis made.
+func (m *Manager) closeRedis() {
+	if m.rstore != nil {
+		m.rstore.Close()
+	}
+	if m.rdb != nil {
+		m.rdb.Close()
+	}
+}
+
+// setStorageHealth records the outcome of the last call to shared storage
+// for Ready, logging the changes.
+func (m *Manager) setStorageHealth(err error) {
+	m.logMu.Lock()
+	prev := m.storeErr
+	if err != nil {
+		m.storeErr = err.Error()
+	} else {
+		m.storeErr = ""
+	}
+	m.logMu.Unlock()
+	switch {
+	case err != nil && prev == "":
+		m.log.Warn("tls storage in redis unreachable: serving cached certificates and retrying", "err", err)
+	case err == nil && prev != "":
+		m.log.Info("tls storage in redis reachable again")
+		// Local leaves wait for the CA in Redis, and certmagic gives up
+		// on a name whose stored certificate it could not read (it logs
+		// "initiating certificate management"): retry both now.
+		m.maintain()
+		m.mu.Lock()
+		if m.runCtx != nil {
+			m.manage(m.snap.Load())
+		}
+		m.mu.Unlock()
+	}
+}
+
+func (m *Manager) storageErr() string {
+	m.logMu.Lock()
+	defer m.logMu.Unlock()
+	return m.storeErr
 }

@@ -240,7 +240,12 @@ func (m *Manager) leafFor(name string, prev map[string]*localLeaf, s *snapshot) 
 	}
 	if l.due(m.opts.leafLifetime) {
 		if err := m.issueLeaf(l); err != nil {
-			return nil, err
+			if !m.sharedCA {
+				return nil, err
+			}
+			// The CA is in Redis, which may come back: serve the rest,
+			// maintain retries, Ready says why.
+			m.log.Warn("local CA not available; retrying", "name", name, "err", err)
 		}
 	}
 	s.leaves = append(s.leaves, l)
@@ -264,7 +269,20 @@ func (l *localLeaf) due(lifetime time.Duration) bool {
 // the CA at first use. Called with mu held, or from New.
 func (m *Manager) issueLeaf(l *localLeaf) error {
 	if m.ca == nil {
-		ca, err := openLocalCA(filepath.Join(m.dir, "ca"))
+		var ca *localCA
+		var err error
+		if m.sharedCA {
+			// While Redis is known to be down, fail at once instead of
+			// dialling again for every name; its return retries.
+			if e := m.storageErr(); e != "" {
+				return fmt.Errorf("local CA: tls storage in redis unreachable: %s", e)
+			}
+			if ca, err = openSharedLocalCA(m.storage); err != nil {
+				m.setStorageHealth(err)
+			}
+		} else {
+			ca, err = openLocalCA(filepath.Join(m.dir, "ca"))
+		}
 		if err != nil {
 			return err
 		}

@@ -22,6 +22,10 @@ type trackedStorage struct {
 	held  map[string]struct{} // guarded by mu: lock names we hold
 	idle  chan struct{}       // guarded by mu: closed when busy drops to 0; nil if nobody waits
 	tryer certmagic.TryLocker // s as a TryLocker, or nil
+
+	// check, when set, vets what Load returns: an error replaces the
+	// value (Manager.checkStored). Set before use.
+	check func(ctx context.Context, key string, value []byte) error
 }
 
 // trackedTryStorage is a trackedStorage over a storage that also
@@ -151,7 +155,13 @@ func (t *trackedStorage) Store(ctx context.Context, key string, value []byte) er
 func (t *trackedStorage) Load(ctx context.Context, key string) ([]byte, error) {
 	t.enter()
 	defer t.leave()
-	return t.s.Load(ctx, key)
+	v, err := t.s.Load(ctx, key)
+	if err == nil && t.check != nil {
+		if err := t.check(ctx, key, v); err != nil {
+			return nil, err
+		}
+	}
+	return v, err
 }
 
 func (t *trackedStorage) Delete(ctx context.Context, key string) error {

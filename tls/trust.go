@@ -1,8 +1,10 @@
 package tls
 
 import (
+	"encoding/pem"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"os"
 	"path/filepath"
@@ -10,6 +12,7 @@ import (
 	"time"
 
 	"edge/config"
+	"edge/internal/redisclient"
 	"edge/internal/truststore"
 )
 
@@ -18,6 +21,12 @@ import (
 // (edge trust); without, a missing CA is an error that says so (edge
 // untrust has nothing to remove).
 func LocalCARoot(cfg *config.Config, create bool) (string, error) {
+	if cfg.TLS.RedisStorage() {
+		// The CA lives in Redis, shared by every node: its root is
+		// written to a file to be installed from.
+		_, p, err := trustCA(cfg)
+		return p, err
+	}
 	dir := filepath.Join(cfg.TLS.Storage, "ca")
 	if !create {
 		p := filepath.Join(dir, rootCertFile)
@@ -43,14 +52,11 @@ func LocalCARoot(cfg *config.Config, create bool) (string, error) {
 // (certutil) and how to use it with curl (--cacert). It changes no trust
 // store itself, for those who install it by hand or on another machine.
 func Trust(cfg *config.Config, w io.Writer) error {
-	if err := prepareStorage(cfg.TLS.Storage, nil); err != nil {
-		return err
-	}
-	ca, err := openLocalCA(filepath.Join(cfg.TLS.Storage, "ca"))
+	ca, rootPath, err := trustCA(cfg)
 	if err != nil {
 		return err
 	}
-	root := shellQuote(ca.RootPath())
+	root := shellQuote(rootPath)
 	sysFile := shellQuote("/usr/local/share/ca-certificates/" + truststore.SystemFileName(ca.root.Raw))
 	nick := shellQuote(ca.root.Subject.CommonName)
 	url := exampleURL(cfg)
@@ -79,7 +85,7 @@ curl, without installing anything:
 To remove it again: certutil -d sql:"$HOME/.pki/nssdb" -D -n %s
   and sudo rm %s && sudo update-ca-certificates --fresh
 `,
-		ca.RootPath(), ca.root.Subject.CommonName, ca.root.NotAfter.UTC().Format(time.DateOnly), ca.fingerprint(),
+		rootPath, ca.root.Subject.CommonName, ca.root.NotAfter.UTC().Format(time.DateOnly), ca.fingerprint(),
 		url,
 		root, sysFile,
 		nick, root,
@@ -125,4 +131,37 @@ func hostForURL(h string) string {
 // shellQuote quotes s for a POSIX shell.
 func shellQuote(s string) string {
 	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
+}
+
+// trustCA opens the local CA for Trust and returns where its root
+// certificate file is. With tls.storage redis the CA lives in Redis (all
+// nodes share it); its root is copied to a file in the temporary
+// directory for the install commands.
+func trustCA(cfg *config.Config) (*localCA, string, error) {
+	if !cfg.TLS.RedisStorage() {
+		if err := prepareStorage(cfg.TLS.Storage, nil); err != nil {
+			return nil, "", err
+		}
+		ca, err := openLocalCA(filepath.Join(cfg.TLS.Storage, "ca"))
+		if err != nil {
+			return nil, "", err
+		}
+		return ca, ca.RootPath(), nil
+	}
+	rdb, err := redisclient.New(cfg.Redis)
+	if err != nil {
+		return nil, "", err
+	}
+	defer rdb.Close()
+	st := NewRedisStorage(rdb, cfg.Redis.Prefix+"certmagic:", 0, slog.New(slog.DiscardHandler))
+	defer st.Close()
+	ca, err := openSharedLocalCA(st)
+	if err != nil {
+		return nil, "", err
+	}
+	file := filepath.Join(os.TempDir(), "edge-local-ca-root.crt")
+	if err := writeFileAtomic(file, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: ca.root.Raw}), 0o644); err != nil {
+		return nil, "", err
+	}
+	return ca, file, nil
 }

@@ -5,9 +5,14 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 	"runtime"
 	"runtime/debug"
+	"time"
+
+	"edge/config"
+	"edge/internal/redisclient"
 )
 
 // Set with -ldflags "-X main.version=… -X main.commit=…" by make build;
@@ -119,6 +124,17 @@ func cmdValidate(args []string, stdout, stderr io.Writer) error {
 	}
 	for _, w := range cfg.Warnings {
 		fmt.Fprintln(stderr, w)
+	}
+	if cfg.TLS.RedisStorage() && cfg.Redis != nil {
+		// edge run starts without it (and retries), but an operator
+		// validating a cluster configuration wants to know now. The
+		// problem line says it all; go-redis's own dial messages go.
+		setRedisLogger(slog.New(slog.DiscardHandler))
+		if err := redisclient.Check(cfg.Redis, 3*time.Second); err != nil {
+			p := cfg.Pos("tls.storage")
+			fmt.Fprintln(stderr, config.Problem{File: cfg.File, Line: p.Line, Col: p.Col, Path: "tls.storage", Msg: err.Error()})
+			return errSilent
+		}
 	}
 	fmt.Fprintln(stdout, "configuration OK")
 	return nil

@@ -11,6 +11,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"edge/internal/testpeer"
 )
 
 func TestVersion(t *testing.T) {
@@ -278,4 +280,31 @@ func TestNotify(t *testing.T) {
 
 func execShell(cmd string) ([]byte, error) {
 	return exec.Command("sh", "-c", cmd).Output()
+}
+
+// TestValidateRedisStorage: with tls.storage redis, validate connects to
+// Redis: unreachable is an error at tls.storage, reachable passes.
+func TestValidateRedisStorage(t *testing.T) {
+	srv := testpeer.StartRedis(t)
+	dir := t.TempDir()
+	cfg := writeFile(t, dir, "edge.yaml", fmt.Sprintf(`
+listen: { http: "127.0.0.1:8080", https: "127.0.0.1:8443" }
+tls:
+  ca: internal
+  storage: redis
+redis: { url: %q }
+sites:
+  - hosts: [localhost]
+    routes: [{ path: /, respond: { status: 200, body: ok } }]
+`, srv.URL()))
+	out, errOut, code := runEdge(t, "validate", "-config", cfg)
+	if code != 0 || out != "configuration OK\n" {
+		t.Fatalf("redis up: code %d, stdout %q, stderr %q", code, out, errOut)
+	}
+	srv.Kill()
+	out, errOut, code = runEdge(t, "validate", "-config", cfg)
+	want := cfg + ":5:3: tls.storage: redis at " + srv.URL() + " unreachable: "
+	if code != 1 || out != "" || !strings.HasPrefix(errOut, want) || strings.Count(errOut, "\n") != 1 || !strings.Contains(errOut, "connection refused") {
+		t.Errorf("redis down: code %d, stdout %q, stderr %q; want exit 1 and %q…connection refused", code, out, errOut, want)
+	}
 }

@@ -29,7 +29,9 @@ var smallBufferDialer = websocket.Dialer{NetDial: func(network, addr string) (ne
 // TestSlowClientDropped: a client that stops reading is closed once its
 // queue is full, counted, and never delays the others or the publisher.
 func TestSlowClientDropped(t *testing.T) {
-	e := newEnv(t, NodeOptions{}, `{ queue_size: 16 }`)
+	// The queue is deep enough that a fast reader on a busy machine (the
+	// whole suite runs in parallel) is not taken for a slow one.
+	e := newEnv(t, NodeOptions{}, `{ queue_size: 48 }`)
 	fast := e.connect(t, "feed")
 	// The slow client's socket gets a small receive buffer, so that the
 	// kernel fills up quickly and the hub's queue has to absorb the rest.
@@ -39,7 +41,7 @@ func TestSlowClientDropped(t *testing.T) {
 	}
 	defer slow.Close()
 
-	const n = 200
+	const n = 300
 	payload := `"` + strings.Repeat("x", 32<<10) + `"`
 	got := make(chan int, 1)
 	go func() {

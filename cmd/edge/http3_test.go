@@ -3,8 +3,8 @@ package main
 import (
 	"bytes"
 	"context"
-	cryptotls "crypto/tls"
 	"crypto/sha256"
+	cryptotls "crypto/tls"
 	"crypto/x509"
 	"encoding/hex"
 	"fmt"

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -408,5 +409,46 @@ func TestDNS01Webhook(t *testing.T) {
 	defer mu.Unlock()
 	if !slices.Contains(calls, "/dns/present "+fqdn) {
 		t.Errorf("webhook calls %q, want /dns/present %s", calls, fqdn)
+	}
+}
+
+// TestDNSWebhookRefusals: a webhook that answers an error status, or
+// redirects (not followed: the record was not set), or hangs, fails the
+// call with the URL, the status and the start of the body.
+func TestDNSWebhookRefusals(t *testing.T) {
+	t.Parallel()
+	release := make(chan struct{})
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.Copy(io.Discard, r.Body) // then net/http notices the client going away
+		switch r.URL.Path {
+		case "/locked/present":
+			http.Error(w, "zone example.com is locked\n"+strings.Repeat("x", 4096), http.StatusConflict)
+		case "/moved/present":
+			http.Redirect(w, r, "/elsewhere", http.StatusFound)
+		case "/hang/present":
+			select {
+			case <-release:
+			case <-r.Context().Done():
+			}
+		}
+	}))
+	defer srv.Close()
+	defer close(release) // before Close, which waits for handlers
+	log, sink := newLogger(t)
+	for _, tc := range []struct{ base, want string }{
+		{"/locked", srv.URL + "/locked/present answered 409 Conflict: zone example.com is locked"},
+		{"/moved", srv.URL + "/moved/present answered 302 Found"},
+		{"/hang", "killed after tls.dns.timeout (200ms)"},
+	} {
+		h := &dnsHook{webhook: srv.URL + tc.base, timeout: 200 * time.Millisecond, log: log, client: &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}}
+		err := h.run(t.Context(), "present", "_acme-challenge.example.com.", "v")
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("webhook %s: %v, want an error containing %q", tc.base, err, tc.want)
+		} else if len(err.Error()) > 800 {
+			t.Errorf("webhook %s: error of %d bytes; the body should be cut", tc.base, len(err.Error()))
+		}
+	}
+	if !sink.has("dns hook killed at its timeout", "fqdn=_acme-challenge.example.com.") {
+		t.Error("the hanging webhook was not logged")
 	}
 }

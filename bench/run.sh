@@ -32,7 +32,7 @@ fi
 
 tools=$(mktemp -d /tmp/edge-bench-bin.XXXXXX)
 trap 'rm -rf "$tools"' EXIT
-go build -o "$tools/" ./bench/cmd/benchrun ./bench/cmd/bare ./bench/cmd/backend ./bench/cmd/tlsload ./bench/cmd/wsload
+go build -o "$tools/" ./bench/cmd/benchrun ./bench/cmd/bare ./bench/cmd/backend ./bench/cmd/tlsload ./bench/cmd/wsload ./bench/cmd/h3load
 
 # Each server holds two sockets per proxied WebSocket.
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true

@@ -80,6 +80,10 @@ type Listen struct {
 	// from load balancers on the http and https listeners (not admin):
 	// nginx's "listen … proxy_protocol" with set_real_ip_from. Default off.
 	ProxyProtocol *ProxyProtocol `yaml:"proxy_protocol"`
+	// HTTP3 also serves HTTP/3 (QUIC) on the https address over UDP, and
+	// announces it with Alt-Svc on HTTPS responses. It needs listen.https.
+	// WebSocket upgrades stay on HTTP/1.1. Default false.
+	HTTP3 bool `yaml:"http3"`
 }
 
 // ProxyProtocol accepts HAProxy's PROXY protocol header from trusted load

@@ -4,6 +4,7 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"fmt"
+	"net"
 	"net/netip"
 	"net/url"
 	"os"
@@ -48,6 +49,11 @@ type TLS struct {
 	// TLSALPNChallenge enables ACME TLS-ALPN-01 on the https listener.
 	// Default true.
 	TLSALPNChallenge *bool `yaml:"tls_alpn_challenge"`
+	// DNS solves ACME challenges with DNS-01 through a hook or a webhook,
+	// which is what wildcard hosts ("*.example.com") need. When set, every
+	// ACME name uses DNS-01 (HTTP-01 and TLS-ALPN-01 are not tried).
+	// Default none.
+	DNS *DNS `yaml:"dns"`
 	// OnDemand obtains certificates at the first handshake for names not
 	// listed in sites. Default off.
 	OnDemand *OnDemand `yaml:"on_demand"`
@@ -71,6 +77,31 @@ type EAB struct {
 	KeyID string `yaml:"key_id"`
 	// MACKey is the base64url HMAC key the CA gave out.
 	MACKey string `yaml:"mac_key"`
+}
+
+// DNS configures the ACME DNS-01 challenge. Exactly one of Exec and
+// Webhook is set.
+type DNS struct {
+	// Exec is a program run as "EXEC present FQDN VALUE" to create the TXT
+	// record FQDN ("_acme-challenge.example.com.") with VALUE, and as
+	// "EXEC cleanup FQDN VALUE" to remove it: the interface of lego's exec
+	// provider. Exit status 0 is success; stderr goes into the error.
+	Exec string `yaml:"exec"`
+	// Webhook is a URL: edge POSTs {"fqdn": FQDN, "value": VALUE} as JSON
+	// to Webhook+"/present" and Webhook+"/cleanup"; a 2xx answer is
+	// success.
+	Webhook string `yaml:"webhook"`
+	// Timeout bounds one hook run or webhook request; a hook still running
+	// then is killed (with its process group). Default 1m.
+	Timeout time.Duration `yaml:"timeout"`
+	// PropagationTimeout is how long to wait for the TXT record to be
+	// visible in DNS before asking the CA to check it (polled every 2 s).
+	// Default 2m; a negative value skips the check.
+	PropagationTimeout time.Duration `yaml:"propagation_timeout"`
+	// Resolvers are the DNS servers ("host:port") used to find the zone
+	// and check propagation. Default: those of /etc/resolv.conf, and the
+	// zone's authoritative servers for the check.
+	Resolvers []string `yaml:"resolvers"`
 }
 
 // OnDemand configures certificates issued at the first handshake.
@@ -329,8 +360,10 @@ func (v *validator) tls() {
 			v.errf("tls.on_demand", "on-demand TLS needs an ACME CA, not ca internal")
 		}
 	}
-	if !*t.HTTPChallenge && !*t.TLSALPNChallenge && c.usesACME() {
-		v.errf("tls", "both ACME challenges are off: certificates cannot be obtained (DNS-01 is not supported)")
+	if t.DNS != nil {
+		v.dns(t.DNS)
+	} else if !*t.HTTPChallenge && !*t.TLSALPNChallenge && c.usesACME() {
+		v.errf("tls", "both ACME challenges are off: certificates cannot be obtained (turn one on, or set tls.dns for DNS-01)")
 	}
 	v.wildcardHosts()
 	if t.DefaultCert != "" && !v.isExactHost(t.DefaultCert) {
@@ -338,11 +371,37 @@ func (v *validator) tls() {
 	}
 }
 
+// dns checks tls.dns.
+func (v *validator) dns(d *DNS) {
+	switch {
+	case d.Exec == "" && d.Webhook == "":
+		v.errf("tls.dns", "set exec (a hook program) or webhook (a URL)")
+	case d.Exec != "" && d.Webhook != "":
+		v.errf("tls.dns", "set exec or webhook, not both")
+	case d.Exec != "":
+		if st, err := os.Stat(d.Exec); err != nil {
+			v.errf("tls.dns.exec", "cannot run %s: %v", d.Exec, unwrapPathErr(err))
+		} else if st.IsDir() || st.Mode().Perm()&0o111 == 0 {
+			v.errf("tls.dns.exec", "%s is not an executable file (chmod +x)", d.Exec)
+		}
+	default:
+		v.httpURL("tls.dns.webhook", d.Webhook)
+	}
+	if d.Timeout < 0 {
+		v.errf("tls.dns.timeout", "must not be negative")
+	}
+	for i, r := range d.Resolvers {
+		if _, _, err := net.SplitHostPort(r); err != nil {
+			v.errf(fmt.Sprintf("tls.dns.resolvers[%d]", i), "%q is not host:port (a DNS server, e.g. 1.1.1.1:53)", r)
+		}
+	}
+}
+
 // wildcardHosts refuses "*.example.com" hosts that would need ACME: a
-// public CA issues wildcards only over DNS-01, which edge does not do.
+// public CA issues wildcards only over DNS-01, so they need tls.dns.
 func (v *validator) wildcardHosts() {
 	c := v.c
-	if c.Listen.HTTPS == "" || c.TLS.OnDemand != nil {
+	if c.Listen.HTTPS == "" || c.TLS.OnDemand != nil || c.TLS.DNS != nil {
 		return
 	}
 	for i := range c.Sites {
@@ -350,7 +409,7 @@ func (v *validator) wildcardHosts() {
 		for j, h := range s.Hosts {
 			if strings.HasPrefix(h, "*.") && c.CertSource(s, h) == SourceACME {
 				v.errf(fmt.Sprintf("sites[%d].hosts[%d]", i, j),
-					"wildcard %q needs the ACME DNS-01 challenge, which edge does not support: give the site a manual certificate (tls.cert, tls.key) or list the names, or use tls.on_demand with an allow list", h)
+					"wildcard %q needs the ACME DNS-01 challenge: set tls.dns (a hook or webhook that sets TXT records), give the site a manual certificate (tls.cert, tls.key), list the names, or use tls.on_demand with an allow list", h)
 			}
 		}
 	}
@@ -479,6 +538,12 @@ func (t *TLS) defaults(c *Config) {
 	}
 	setDur(&t.RenewCheckInterval, 10*time.Minute)
 	setDur(&t.ExpiryWarning, 14*24*time.Hour)
+	if d := t.DNS; d != nil {
+		d.Exec = c.resolve(d.Exec)
+		d.Webhook = strings.TrimSuffix(d.Webhook, "/")
+		setDur(&d.Timeout, time.Minute)
+		setDur(&d.PropagationTimeout, 2*time.Minute)
+	}
 	if od := t.OnDemand; od != nil {
 		if od.RateLimit == 0 {
 			od.RateLimit = 10

@@ -49,6 +49,9 @@ func (v *validator) validate() {
 			v.cidr(fmt.Sprintf("listen.proxy_protocol.trusted[%d]", i), cidr)
 		}
 	}
+	if c.Listen.HTTP3 && c.Listen.HTTPS == "" {
+		v.errf("listen.http3", "HTTP/3 runs on the https address over UDP: set listen.https (or turn http3 off)")
+	}
 	if c.AdminKeyFile != "" {
 		v.readable("admin_key_file", c.AdminKeyFile)
 	}

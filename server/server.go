@@ -27,6 +27,11 @@ type Listener struct {
 	// MaxConnsPerIP, so that it answers when clients fill the caps (the
 	// admin listener: health checks and metrics).
 	Uncapped bool
+	// HTTP3 also serves HTTP/3 on the UDP port of Addr (TLS listeners
+	// only) and announces it with Alt-Svc on the TCP listener's
+	// responses. QUIC connections are not counted in MaxConns and
+	// MaxConnsPerIP, and carry no WebSocket upgrades.
+	HTTP3 bool
 }
 
 // Options are the limits of every http.Server edge runs.
@@ -108,6 +113,11 @@ type listener struct {
 	// proxy reads PROXY protocol headers under ln; nil on an uncapped
 	// listener. Its run goroutine is started by serve.
 	proxy *proxyListener
+	// tcpAddr is the bound address of the TCP socket.
+	tcpAddr string
+	// h3 serves HTTP/3 on the UDP port of tcpAddr; nil when off. Guarded
+	// by Server.mu for writes; serveHTTP loads it for Alt-Svc.
+	h3 atomic.Pointer[h3Server]
 }
 
 // New returns a Server with no listeners.
@@ -131,16 +141,34 @@ func (s *Server) Apply(specs []Listener, opts Options, drain time.Duration) erro
 	defer s.mu.Unlock()
 	keep := map[string]*listener{}
 	var fresh []*listener
+	startH3 := map[*listener]*h3Server{} // kept listeners turning HTTP/3 on
+	undo := func() {
+		for _, f := range fresh {
+			f.ln.Close()
+			if h := f.h3.Load(); h != nil {
+				h.pc.Close()
+			}
+		}
+		for _, h := range startH3 {
+			h.pc.Close()
+		}
+	}
 	for _, sp := range specs {
 		if old, ok := s.active[sp.Name]; ok && old.spec.Addr == sp.Addr && (old.spec.TLS == nil) == (sp.TLS == nil) {
 			keep[sp.Name] = old
+			if sp.HTTP3 && sp.TLS != nil && old.h3.Load() == nil {
+				h, err := old.bindH3(old.tcpAddr, opts)
+				if err != nil {
+					undo()
+					return err
+				}
+				startH3[old] = h
+			}
 			continue
 		}
 		l, err := s.bind(sp, opts)
 		if err != nil {
-			for _, f := range fresh {
-				f.ln.Close()
-			}
+			undo()
 			return err
 		}
 		fresh = append(fresh, l)
@@ -161,10 +189,18 @@ func (s *Server) Apply(specs []Listener, opts Options, drain time.Duration) erro
 		if l, ok := keep[sp.Name]; ok {
 			l.maxRequests.Store(int64(opts.MaxRequestsPerConn))
 			l.metrics.Store(opts.Metrics)
-			l.spec.Handler, l.spec.TLS = sp.Handler, sp.TLS
+			l.spec.Handler, l.spec.TLS, l.spec.HTTP3 = sp.Handler, sp.TLS, sp.HTTP3
 			l.handler.Store(&sp.Handler)
 			if sp.TLS != nil {
 				l.tls.Store(sp.TLS)
+			}
+			if h := startH3[l]; h != nil {
+				l.h3.Store(h)
+				s.serveH3(l, h)
+			} else if h := l.h3.Load(); h != nil && !sp.HTTP3 {
+				l.h3.Store(nil)
+				s.log.Info("http3 listener retired", "listener", l.spec.Name, "addr", h.pc.LocalAddr().String())
+				s.retireH3(h, drain)
 			}
 		}
 	}
@@ -195,6 +231,9 @@ func (s *Server) retire(l *listener, drain time.Duration) {
 	go func() {
 		defer s.wg.Done()
 		defer cancel()
+		if h := l.h3.Load(); h != nil {
+			defer h.stop(ctx)
+		}
 		if l.srv.Shutdown(ctx) != nil {
 			l.srv.Close()
 		}
@@ -204,12 +243,24 @@ func (s *Server) retire(l *listener, drain time.Duration) {
 	}()
 }
 
+// retireH3 drains an HTTP/3 server that a reload turned off, in a
+// goroutine that Shutdown waits for. Called with mu held.
+func (s *Server) retireH3(h *h3Server, drain time.Duration) {
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		ctx, cancel := context.WithTimeout(context.Background(), drain)
+		defer cancel()
+		h.stop(ctx)
+	}()
+}
+
 func (s *Server) bind(sp Listener, opts Options) (*listener, error) {
 	ln, err := net.Listen("tcp", sp.Addr)
 	if err != nil {
 		return nil, fmt.Errorf("listen %s on %s: %w", sp.Name, sp.Addr, err)
 	}
-	l := &listener{spec: sp, log: s.log.With("listener", sp.Name), handshakeTimeout: opts.ReadHeaderTimeout}
+	l := &listener{spec: sp, log: s.log.With("listener", sp.Name), handshakeTimeout: opts.ReadHeaderTimeout, tcpAddr: ln.Addr().String()}
 	if !sp.Uncapped {
 		// The PROXY header is read first, so that the caps count the
 		// client it names and TLS starts after it.
@@ -262,6 +313,15 @@ func (s *Server) bind(sp Listener, opts Options) (*listener, error) {
 		// RFC 8441 (WebSockets over HTTP/2) stays off: gorilla/websocket
 		// cannot serve it, and browsers would then fail the upgrade. Go
 		// enables it only with GODEBUG=http2xconnect=1; never set that.
+		// Likewise RFC 9220 on HTTP/3 (quic-go's default).
+		if sp.HTTP3 {
+			h, err := l.bindH3(l.tcpAddr, opts)
+			if err != nil {
+				ln.Close()
+				return nil, err
+			}
+			l.h3.Store(h)
+		}
 	}
 	return l, nil
 }
@@ -278,6 +338,9 @@ func (l *listener) serveHTTP(w http.ResponseWriter, r *http.Request) {
 		if r.ProtoMajor == 2 {
 			defer l.afterHTTP2(st, r)
 		}
+	}
+	if h := l.h3.Load(); h != nil && r.ProtoMajor < 3 {
+		w.Header().Set("Alt-Svc", h.altSvc)
 	}
 	(*l.handler.Load()).ServeHTTP(w, r)
 }
@@ -321,6 +384,19 @@ func (s *Server) serve(l *listener) {
 			s.log.Error("listener stopped", "listener", l.spec.Name, "err", err)
 		}
 	}()
+	if h := l.h3.Load(); h != nil {
+		s.serveH3(l, h)
+	}
+}
+
+// serveH3 starts serving HTTP/3 on h, owned by s.wg.
+func (s *Server) serveH3(l *listener, h *h3Server) {
+	s.log.Info("listening", "listener", l.spec.Name, "addr", h.pc.LocalAddr().String(), "http3", true)
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		h.run(l.log)
+	}()
 }
 
 // Addr returns the bound address of the named listener, or nil.
@@ -329,6 +405,19 @@ func (s *Server) Addr(name string) net.Addr {
 	defer s.mu.Unlock()
 	if l, ok := s.active[name]; ok {
 		return l.ln.Addr()
+	}
+	return nil
+}
+
+// UDPAddr returns the bound UDP address of the named listener's HTTP/3
+// server, or nil when it has none.
+func (s *Server) UDPAddr(name string) net.Addr {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if l, ok := s.active[name]; ok {
+		if h := l.h3.Load(); h != nil {
+			return h.pc.LocalAddr()
+		}
 	}
 	return nil
 }
@@ -358,6 +447,14 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
+			if h := l.h3.Load(); h != nil {
+				// In parallel with the TCP drain, under the same deadline.
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					h.stop(ctx)
+				}()
+			}
 			if err := l.srv.Shutdown(ctx); err != nil {
 				l.srv.Close()
 				errs[i] = fmt.Errorf("%s: %w", l.spec.Name, err)

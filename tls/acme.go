@@ -77,6 +77,10 @@ func (m *Manager) issuerTemplate(s *snapshot) certmagic.ACMEIssuer {
 		AltTLSALPNPort:          httpsPort,
 		Logger:                  m.zlog,
 	}
+	if t.DNS != nil {
+		// certmagic then solves DNS-01 only, for every name.
+		iss.DNS01Solver = newDNSSolver(t.DNS, m.log, m)
+	}
 	switch {
 	case t.EAB != nil:
 		iss.ExternalAccount = &acme.EAB{KeyID: t.EAB.KeyID, MACKey: t.EAB.MACKey}
@@ -106,6 +110,9 @@ func issuerKey(s *snapshot) string {
 		*t.HTTPChallenge, *t.TLSALPNChallenge, c.Listen.HTTP, c.Listen.HTTPS)
 	if t.EAB != nil {
 		k += "|" + t.EAB.KeyID + "|" + t.EAB.MACKey
+	}
+	if d := t.DNS; d != nil {
+		k += fmt.Sprintf("|dns:%s|%s|%s|%s|%v", d.Exec, d.Webhook, d.Timeout, d.PropagationTimeout, d.Resolvers)
 	}
 	if od := t.OnDemand; od != nil {
 		k += fmt.Sprintf("|%v|%s|%d|%s", od.Allow, od.Ask, od.RateLimit, od.RateWindow)

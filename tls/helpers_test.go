@@ -38,7 +38,11 @@ func TestMain(m *testing.M) {
 	os.Setenv("PEBBLE_VA_NOSLEEP", "1")      // validate at once, not after 0-5 s
 	os.Setenv("PEBBLE_WFE_NONCEREJECT", "0") // no random badNonce
 	os.Setenv("PEBBLE_AUTHZREUSE", "0")      // renewals solve a challenge again
-	os.Exit(m.Run())
+	code := m.Run()
+	if challtestsrvDir != "" {
+		os.RemoveAll(challtestsrvDir)
+	}
+	os.Exit(code)
 }
 
 // logSink is a slog.Handler that keeps records for assertions and can
@@ -136,6 +140,7 @@ type pebbleOpts struct {
 	requireEAB bool
 	ocspURL    string // put into issued certificates
 	keyAlg     string // of Pebble's own chain; default ecdsa
+	dnsAddr    string // the DNS server its VA asks; default an in-process challtestsrv
 }
 
 // startPebble runs Pebble on loopback; its VA validates HTTP-01 on
@@ -147,15 +152,18 @@ func startPebble(t *testing.T, httpPort, tlsPort int, o pebbleOpts) *pebble {
 		o.validity = 90 * 24 * 3600
 	}
 	logger := log.New(io.Discard, "", 0) // Pebble goroutines outlive tests
-	dnsAddr := freeAddr(t)
-	cts, err := challtestsrv.New(challtestsrv.Config{DNSAddrs: []string{dnsAddr}, Log: logger})
-	if err != nil {
-		t.Fatal(err)
+	dnsAddr := o.dnsAddr
+	if dnsAddr == "" {
+		dnsAddr = freeAddr(t)
+		cts, err := challtestsrv.New(challtestsrv.Config{DNSAddrs: []string{dnsAddr}, Log: logger})
+		if err != nil {
+			t.Fatal(err)
+		}
+		cts.SetDefaultDNSIPv4("127.0.0.1")
+		cts.SetDefaultDNSIPv6("") // else the VA tries ::1 first
+		go cts.Run()
+		t.Cleanup(cts.Shutdown)
 	}
-	cts.SetDefaultDNSIPv4("127.0.0.1")
-	cts.SetDefaultDNSIPv6("") // else the VA tries ::1 first
-	go cts.Run()
-	t.Cleanup(cts.Shutdown)
 
 	if o.keyAlg == "" {
 		o.keyAlg = "ecdsa"

@@ -195,7 +195,7 @@ func (m *Manager) addSite(s *snapshot, site *config.Site, bs *buildState) error 
 			}
 			e.slot = &l.slot
 		case config.SourceACME:
-			if wild {
+			if wild && cfg.TLS.DNS == nil {
 				continue // no DNS-01: only on-demand can serve it
 			}
 			s.acme[name] = true

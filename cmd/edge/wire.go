@@ -29,7 +29,7 @@ func (a *app) build(cfg *config.Config, tlsm *edgetls.Manager) (*generation, []s
 	context.AfterFunc(ctx, router.Close) // its access-log files, when the generation is retired
 	var specs []server.Listener
 	if cfg.Listen.HTTPS != "" {
-		specs = append(specs, server.Listener{Name: "https", Addr: cfg.Listen.HTTPS, TLS: tlsm.TLSConfig(), Handler: tlsm.Secure(router)})
+		specs = append(specs, server.Listener{Name: "https", Addr: cfg.Listen.HTTPS, TLS: tlsm.TLSConfig(), Handler: tlsm.Secure(router), HTTP3: cfg.Listen.HTTP3})
 	}
 	if cfg.Listen.HTTP != "" {
 		var h http.Handler = router

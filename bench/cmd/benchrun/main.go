@@ -36,6 +36,7 @@ type harness struct {
 	dur, warmup, settle                 time.Duration
 	wsConns, idleConns                  int
 	nice                                int
+	http3                               bool // the running scenario wants edge with listen.http3
 	edgeEnv                             []string
 	quietBudget                         time.Duration // left for waitQuiet
 	noisy                               int           // measurements taken on a busy machine
@@ -257,6 +258,7 @@ func (h *harness) runScenario(s *scenario) (map[string][]result, error) {
 	if s.fresh {
 		rounds = h.memRounds
 	}
+	h.http3 = s.http3
 	if !s.fresh {
 		for _, t := range h.targets {
 			if s.only != nil && !slices.Contains(s.only, t.name) {

@@ -46,6 +46,7 @@ type scenario struct {
 	headline   []string // metric keys repeated in the summary; default rate, p99, per core
 	only       []string // the servers that can run it; nil: all
 	php        bool     // needs the php-fpm pool (harness.startPHP)
+	http3      bool     // edge runs with listen.http3 (UDP on its https port)
 	measure    func(h *harness, t *target) (result, error)
 }
 
@@ -111,6 +112,12 @@ func scenarios(h *harness) []*scenario {
 		h2Scenario(h, "h2-static-1k-c100", "1 KiB file over HTTP/2 (TLS 1.3), one stream per connection", "/static/1k.bin", 100, 1),
 		h2Scenario(h, "h2-proxy-1k", "HTTP/2 proxy to a Go backend answering 1 KiB", "/proxy/1k", 32, 10),
 		h2Scenario(h, "h2-proxy-1k-c100", "HTTP/2 proxy to a Go backend answering 1 KiB, one stream per connection", "/proxy/1k", 100, 1),
+		// HTTP/3: Debian's nginx 1.22 has no HTTP/3 (it came in 1.25) and
+		// Debian's h2load is built without it, so edge h3 is measured with
+		// bench/cmd/h3load and compared with edge (and nginx) over h2 with
+		// the same client loop.
+		h3Scenario(h, "h3-static-1k", "h3", []string{"edge"}),
+		h3Scenario(h, "h3-baseline-h2-static-1k", "h2", []string{"edge", "nginx"}),
 		{name: "ws-echo", metrics: rateMetrics("msg/s"),
 			what: fmt.Sprintf("WebSocket echo over wss through the proxy, %d connections, 64 B messages, one in flight each: wsload -d%s", h.wsConns, h.dur),
 			measure: func(h *harness, t *target) (result, error) {
@@ -211,6 +218,17 @@ func parseWrk(out string) (result, error) {
 // tool runs one of the Go load tools (tlsload, wsload) pinned to the load
 // core. It samples the server's CPU time when the tool prints "measuring"
 // and "done", and parses its final key=value line.
+// h3Scenario is the 1 KiB file over proto (h3 or h2) with h3load: 32
+// connections × 10 streams, as h2-static-1k.
+func h3Scenario(h *harness, name, proto string, only []string) *scenario {
+	return &scenario{name: name, metrics: rateMetrics("req/s"), only: only, http3: true,
+		what: fmt.Sprintf("1 KiB file over %s with edge's listen.http3 on: h3load -proto %s -c32 -m10 -d%s", map[string]string{"h3": "HTTP/3 (QUIC)", "h2": "HTTP/2 (TLS 1.3)"}[proto], proto, h.dur),
+		measure: func(h *harness, t *target) (result, error) {
+			return h.tool(t, "h3load", "-proto", proto, "-c", "32", "-m", "10", "-d", h.dur.String(),
+				"-warmup", h.warmup.String(), "-url", fmt.Sprintf("https://127.0.0.1:%d/static/1k.bin", t.httpsPort))
+		}}
+}
+
 func (h *harness) tool(t *target, name string, args ...string) (result, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), h.dur+h.warmup+90*time.Second)
 	defer cancel()
@@ -249,7 +267,7 @@ func (h *harness) tool(t *target, name string, args ...string) (result, error) {
 	}
 	kv := parseKV(last)
 	r := result{mP99: kv["p99_ms"], mErrors: kv["errors"]}
-	r[mRate] = kv["conns_per_s"] + kv["msgs_per_s"]
+	r[mRate] = kv["conns_per_s"] + kv["msgs_per_s"] + kv["reqs_per_s"]
 	if !t0.IsZero() && !t1.IsZero() {
 		r.addCPU(cpu1-cpu0, t1.Sub(t0))
 	}

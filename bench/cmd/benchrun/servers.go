@@ -69,6 +69,7 @@ func targets() []*target {
 type tmplData struct {
 	Dir, WWW, Cert, Key, Backend, Admin string
 	HTTPPort, HTTPSPort                 int
+	HTTP3                               bool // edge: listen.http3
 }
 
 // render writes the template name for t into the work directory.
@@ -78,7 +79,7 @@ func (h *harness) render(name string, t *target) (string, error) {
 		return "", err
 	}
 	d := tmplData{Dir: h.dir, WWW: h.www, Cert: h.cert, Key: h.key, Backend: backendAddr,
-		HTTPPort: t.httpPort, HTTPSPort: t.httpsPort}
+		HTTPPort: t.httpPort, HTTPSPort: t.httpsPort, HTTP3: h.http3}
 	if t.adminPort != 0 {
 		d.Admin = fmt.Sprintf("127.0.0.1:%d", t.adminPort)
 	}

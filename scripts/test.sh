@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Runs every test of edge with the race detector, after making sure the real
-# peers the tests use are installed: redis-server, Chromium and NSS tools,
+# peers the tests use are installed: redis-server and redis-sentinel, Chromium and NSS tools,
 # testssl.sh, Node.js/npm, h2spec, systemd-analyze, nginx and PHP-FPM. Nothing here is
 # skipped in CI: a missing peer is installed, or the script stops and says
 # why.
@@ -15,6 +15,7 @@ command -v go >/dev/null || die "Go is not installed: get Go 1.26 from https://g
 # Debian packages: command -> package.
 declare -A pkgs=(
   [redis-server]=redis-server
+  [redis-sentinel]=redis-sentinel
   [chromium]=chromium
   [certutil]=libnss3-tools
   [testssl]=testssl.sh

@@ -57,6 +57,8 @@ type redisBroker struct {
 	reconnects     atomic.Uint64 // subscriptions re-established after a loss
 	canaryFailures atomic.Uint64 // canaries that did not come back
 	invalid        atomic.Uint64 // messages on channels that are not valid names
+	// lastErr is why the last subscription attempt ended, for /readyz.
+	lastErr atomic.Pointer[string]
 }
 
 var _ Broker = (*redisBroker)(nil)
@@ -141,6 +143,10 @@ func (b *redisBroker) Subscribe(ctx context.Context, r Receiver) error {
 			bo.reset()
 		}
 		d := bo.next()
+		if err != nil {
+			msg := err.Error()
+			b.lastErr.Store(&msg)
+		}
 		b.log.Warn("redis subscription down, retrying", "err", err, "retry_in", d.Round(time.Millisecond))
 		if !sleep(ctx, d) {
 			return ctx.Err()
@@ -154,12 +160,15 @@ func (b *redisBroker) Subscribe(ctx context.Context, r Receiver) error {
 func (b *redisBroker) session(ctx context.Context, r Receiver, again bool) (up bool, err error) {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	ps := b.rdb.PSubscribe(ctx, b.prefix+"*")
+	// Connect and wait for the confirmation, bounded: a Redis that
+	// accepts the connection but never answers, or sentinels that cannot
+	// be reached (go-redis asks them with the dial's context), must not
+	// hang us.
+	sctx, scancel := context.WithTimeout(ctx, b.opts.CanaryInterval+time.Second)
+	ps := b.rdb.PSubscribe(sctx, b.prefix+"*")
 	defer ps.Close()
-
-	// Wait for the confirmation, bounded: a Redis that accepts the
-	// connection but never answers must not hang us.
-	confirm, err := ps.ReceiveTimeout(ctx, b.opts.CanaryInterval+time.Second)
+	confirm, err := ps.ReceiveTimeout(sctx, b.opts.CanaryInterval+time.Second)
+	scancel()
 	if err != nil {
 		return false, fmt.Errorf("psubscribe: %w", err)
 	}

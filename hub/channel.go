@@ -238,11 +238,18 @@ func (ch *channel) subscribe(c *client, req *subscribeRequest) bool {
 		return false
 	}
 	ch.trimLocked(req.n, req.node, req.now)
-	if r := req.remote; r != nil && r.err == nil && r.epoch == req.n.Epoch() && ch.last == 0 && len(ch.subs) == 0 {
+	if r := req.remote; r != nil && ch.last == 0 && len(ch.subs) == 0 {
 		// A fresh state learns the channel's position; with subscribers
 		// (or messages) it has its own, and everything after it arrives
-		// live.
-		ch.last, ch.safe = r.last, r.last
+		// live. When Redis cannot say, the position is now on this node's
+		// clock: the catch-up after the outage replays from there.
+		switch {
+		case r.err == nil && r.epoch == req.n.Epoch():
+			ch.last, ch.safe = r.last, r.last
+		case r.err != nil:
+			now := uint64(req.now.UnixMicro())
+			ch.last, ch.safe = now, now
+		}
 	}
 
 	var replay []*message

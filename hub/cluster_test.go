@@ -468,3 +468,56 @@ func TestCatchUpAfterSubscriptionLoss(t *testing.T) {
 		}
 	}
 }
+
+// TestSentinelsDown: every sentinel unreachable. The node runs, retries,
+// and its health (/readyz) says why.
+func TestSentinelsDown(t *testing.T) {
+	s := testpeer.StartRedis(t)
+	dead := testpeer.StartRedis(t)
+	dead.Kill()
+	o := sentinelNode([]*testpeer.RedisServer{s}, "n1")
+	o.Redis.Sentinel.Addrs = []string{dead.Addr, dead.Addr}
+	n, err := NewNode(o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	runNode(t, n)
+	// The reason is go-redis': "all sentinels … are unreachable", or a
+	// deadline when the sentinels are slow to refuse.
+	waitFor(t, 20*time.Second, "health saying why", func() bool {
+		err := n.Healthy()
+		return err != nil && strings.Contains(err.Error(), "psubscribe: ")
+	})
+	t.Logf("health: %v", n.Healthy())
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	if _, err := n.Publish(ctx, "orders", []byte("x")); err == nil {
+		t.Error("publish succeeded without a master")
+	}
+}
+
+// TestForgedHistoryMessages: malformed numbered messages on the history's
+// pub/sub channel are dropped and counted, never delivered; a bad FCALL is
+// refused by Redis.
+func TestForgedHistoryMessages(t *testing.T) {
+	s := testpeer.StartRedis(t)
+	e := newEnv(t, redisNode(s, "n1"), "")
+	c := e.connect(t, "orders")
+	rdb := redis.NewClient(s.Options())
+	defer rdb.Close()
+	ctx := context.Background()
+	for _, p := range []string{"garbage", "12 \nno epoch", "abc e\nx", "0 e\nzero", "99999999999999999999999 e\ntoo big"} {
+		rdb.Publish(ctx, "edge:!s:orders", p)
+	}
+	rdb.Publish(ctx, "edge:!s:bad name", "1 e\nx")
+	if err := rdb.FCall(ctx, "edge_publish", []string{"orders"}).Err(); err == nil || !strings.Contains(err.Error(), "usage") {
+		t.Errorf("FCALL without payload: %v, want a usage error", err)
+	}
+	e.publish(t, "orders", `"good"`)
+	if m := read(t, c, 5*time.Second); m["data"] != "good" {
+		t.Errorf("got %v, want only the good message", m)
+	}
+	if got := e.n.redis.invalid.Load(); got != 6 {
+		t.Errorf("invalid counted %d, want 6", got)
+	}
+}

@@ -386,6 +386,9 @@ func (n *Node) catchUp() {
 	n.hist.enforce(n, lim.maxBytes)
 }
 
+// errBrokerDown is a history fetch not made: the subscription is down.
+var errBrokerDown = errors.New("hub: broker subscription down")
+
 // prefetch asks Redis' history, before ch's lock is taken, for what req
 // may need: the channel's position when this node knows none, and the
 // messages after since when the node's own history does not cover it.
@@ -401,6 +404,11 @@ func (n *Node) prefetch(ch *channel, req *subscribeRequest) *remoteHistory {
 	wantHist := req.hasSince && !covered && (req.epoch == "" || req.epoch == n.Epoch())
 	if !fresh && !wantHist {
 		return nil
+	}
+	if !n.up.Load() {
+		// Redis is out of reach or the subscription is being restored:
+		// do not make the client wait for it.
+		return &remoteHistory{err: errBrokerDown}
 	}
 	count := 0
 	if wantHist {
@@ -577,10 +585,16 @@ func (n *Node) Healthy() error {
 	if n.up.Load() {
 		return nil
 	}
-	if since := n.downSince.Load(); since != 0 {
-		return fmt.Errorf("hub: broker subscription down for %s", time.Since(time.Unix(0, since)).Round(time.Second))
+	why := ""
+	if n.redis != nil {
+		if e := n.redis.lastErr.Load(); e != nil {
+			why = ": " + *e
+		}
 	}
-	return errors.New("hub: broker subscription not established yet")
+	if since := n.downSince.Load(); since != 0 {
+		return fmt.Errorf("hub: broker subscription down for %s%s", time.Since(time.Unix(0, since)).Round(time.Second), why)
+	}
+	return errors.New("hub: broker subscription not established yet" + why)
 }
 
 // Close shuts the hub down: every client gets close 1001 "going away" and
@@ -620,7 +634,9 @@ func (n *Node) Close(ctx context.Context) error {
 			<-done
 		}
 		if n.rdb != nil {
-			if !n.skipPresenceCleanup {
+			// Without a live subscription Redis is most likely out of
+			// reach: do not wait for it (the hash expires with its TTL).
+			if !n.skipPresenceCleanup && n.up.Load() {
 				dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Second)
 				n.rdb.Del(dctx, n.presenceKey(n.id))
 				cancel()

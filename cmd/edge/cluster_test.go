@@ -22,7 +22,7 @@ import (
 func TestClusterNodeKilled(t *testing.T) {
 	redis := testpeer.StartRedis(t)
 	type node struct {
-		p          *edgeProc
+		p           *edgeProc
 		http, admin string
 	}
 	var nodes []node

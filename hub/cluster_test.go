@@ -4,9 +4,15 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
+	"net"
 	"net/http"
+	"net/http/httptest"
+	"os"
+	"os/exec"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -519,5 +525,112 @@ func TestForgedHistoryMessages(t *testing.T) {
 	}
 	if got := e.n.redis.invalid.Load(); got != 6 {
 		t.Errorf("invalid counted %d, want 6", got)
+	}
+}
+
+// balancer is a TCP load balancer on loopback that sends new connections
+// to one backend, switchable, as DNS or a load balancer would after a
+// node's health check fails.
+type balancer struct {
+	ln     net.Listener
+	mu     sync.Mutex
+	target string
+}
+
+func newBalancer(t *testing.T, target string) *balancer {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := &balancer{ln: ln, target: target}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			b.mu.Lock()
+			target := b.target
+			b.mu.Unlock()
+			go func() {
+				defer c.Close()
+				u, err := net.Dial("tcp", target)
+				if err != nil {
+					return
+				}
+				defer u.Close()
+				go func() { io.Copy(u, c); u.Close() }()
+				io.Copy(c, u)
+			}()
+		}
+	}()
+	return b
+}
+
+func (b *balancer) point(target string) {
+	b.mu.Lock()
+	b.target = target
+	b.mu.Unlock()
+}
+
+// TestClientJSCluster: client.js under Node, behind a balancer in front of
+// three nodes; the node it uses crashes, the balancer moves to another,
+// and client.js resubscribes with since and gets what was published
+// meanwhile (testdata/node/cluster.test.mjs).
+func TestClientJSCluster(t *testing.T) {
+	for _, bin := range []string{"node", "npm"} {
+		if _, err := exec.LookPath(bin); err != nil {
+			t.Fatalf("%s not found: the README test command (make test or .ci/run) installs Node 20 and npm", bin)
+		}
+	}
+	npmCI(t)
+	s := testpeer.StartRedis(t)
+	var envs []*env
+	for i := range 3 {
+		envs = append(envs, newEnv(t, redisNode(s, fmt.Sprintf("n%d", i+1)), ""))
+	}
+	lb := newBalancer(t, strings.TrimPrefix(envs[0].http, "http://"))
+	ctl := http.NewServeMux()
+	ctl.HandleFunc("POST /publish", func(w http.ResponseWriter, r *http.Request) {
+		if _, err := envs[1].n.Publish(r.Context(), "room", []byte(`"`+r.URL.Query().Get("data")+`"`)); err != nil {
+			http.Error(w, err.Error(), 500)
+			return
+		}
+		w.WriteHeader(http.StatusNoContent)
+	})
+	ctl.HandleFunc("POST /crash", func(w http.ResponseWriter, r *http.Request) {
+		lb.point(strings.TrimPrefix(envs[1].http, "http://"))
+		e := envs[0]
+		e.n.skipPresenceCleanup = true
+		e.srv.CloseClientConnections()
+		cctx, cancel := context.WithTimeout(r.Context(), 5*time.Second)
+		defer cancel()
+		e.n.Close(cctx)
+		for i := range 5 {
+			if _, err := envs[2].n.Publish(r.Context(), "room", []byte(fmt.Sprint(i))); err != nil {
+				http.Error(w, err.Error(), 500)
+				return
+			}
+		}
+		w.WriteHeader(http.StatusNoContent)
+	})
+	ctlSrv := httptest.NewServer(ctl)
+	defer ctlSrv.Close()
+
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, "node", "cluster.test.mjs")
+	cmd.Dir = nodeDir
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
+	cmd.WaitDelay = 5 * time.Second
+	cmd.Env = append(os.Environ(), "EDGE_LB=http://"+lb.ln.Addr().String(), "EDGE_CTL="+ctlSrv.URL)
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("node cluster.test.mjs: %v\n%s", err, out)
+	}
+	if testing.Verbose() {
+		t.Logf("%s", out)
 	}
 }

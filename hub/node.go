@@ -397,6 +397,7 @@ func (n *Node) prefetch(ch *channel, req *subscribeRequest) *remoteHistory {
 	if n.rdb == nil {
 		return nil
 	}
+	req.tries++ // every attempt counts: subscribe gives up after maxFetches
 	ch.mu.Lock()
 	fresh := ch.last == 0 && len(ch.subs) == 0
 	covered := ch.localCoversLocked(req.since)
@@ -414,7 +415,6 @@ func (n *Node) prefetch(ch *channel, req *subscribeRequest) *remoteHistory {
 	if wantHist {
 		count = req.route.size + 1
 	}
-	req.tries++
 	return n.fetchHistory(ch.name, req.since, count)
 }
 

@@ -519,6 +519,14 @@ func TestForgedHistoryMessages(t *testing.T) {
 	if err := rdb.FCall(ctx, "edge_publish", []string{"orders"}).Err(); err == nil || !strings.Contains(err.Error(), "usage") {
 		t.Errorf("FCALL without payload: %v, want a usage error", err)
 	}
+	for _, name := range []string{"bad name", "a!b", strings.Repeat("x", 129), "é"} {
+		if err := rdb.FCall(ctx, "edge_publish", []string{name}, "x").Err(); err == nil || !strings.Contains(err.Error(), "invalid channel name") {
+			t.Errorf("FCALL edge_publish %q: %v, want invalid channel name", name, err)
+		}
+	}
+	if err := rdb.FCall(ctx, "edge_publish", []string{"a.b:c/d-e_" + strings.Repeat("x", 118)}, "x").Err(); err != nil {
+		t.Errorf("FCALL with a valid 128-character name: %v", err)
+	}
 	e.publish(t, "orders", `"good"`)
 	if m := read(t, c, 5*time.Second); m["data"] != "good" {
 		t.Errorf("got %v, want only the good message", m)

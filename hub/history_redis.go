@@ -70,6 +70,9 @@ local function publish(keys, args)
   if not ch or not data then
     return redis.error_reply('ERR usage: FCALL edge_publish 1 CHANNEL PAYLOAD')
   end
+  if #ch > 128 or not string.match(ch, '^[%%w_%%.:/%%-]+$') then
+    return redis.error_reply('ERR edge_publish: invalid channel name (1 to 128 of A-Z a-z 0-9 _ . : / -)')
+  end
   local size = tonumber(args[2] or defsize) or defsize
   local ttl = tonumber(args[3] or defttl) or defttl
   local e = epoch()

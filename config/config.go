@@ -165,6 +165,21 @@ type Redis struct {
 	URL string `yaml:"url"`
 	// Prefix is put before channel names in Redis. Default "edge:".
 	Prefix string `yaml:"prefix"`
+	// Sentinel, instead of URL, finds the master through Redis Sentinel
+	// and follows it across failovers. Redis Cluster is not supported.
+	Sentinel *RedisSentinel `yaml:"sentinel"`
+}
+
+// RedisSentinel names a master monitored by Redis Sentinel.
+type RedisSentinel struct {
+	// Master is the master's name in the sentinels' configuration
+	// ("sentinel monitor NAME …").
+	Master string `yaml:"master"`
+	// Addrs are the sentinels, host:port each.
+	Addrs []string `yaml:"addrs"`
+	// PasswordFile holds the password of the master and replicas (and of
+	// the sentinels when they require one), on its first line. Optional.
+	PasswordFile string `yaml:"password_file"`
 }
 
 // Site is a virtual host: a set of host names and the routes under them.

@@ -64,6 +64,9 @@ func (c *Config) applyDefaults() {
 	setStr(&c.Log.Level, "info")
 	setStr(&c.Log.Format, "text")
 	c.TLS.defaults(c)
+	if c.Redis != nil && c.Redis.Sentinel != nil {
+		c.Redis.Sentinel.PasswordFile = c.resolve(c.Redis.Sentinel.PasswordFile)
+	}
 	if c.Redis != nil && !c.written("redis.prefix") {
 		c.Redis.Prefix = "edge:"
 	}

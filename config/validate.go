@@ -191,6 +191,10 @@ func (v *validator) pemCerts(path, file string) {
 
 func (v *validator) redis() {
 	r := v.c.Redis
+	if r.Sentinel != nil {
+		v.sentinel(r)
+		return
+	}
 	u, err := url.Parse(r.URL)
 	switch {
 	case r.URL == "":
@@ -208,6 +212,34 @@ func (v *validator) redis() {
 		if _, err := strconv.Atoi(strings.Trim(u.Path, "/")); err != nil {
 			v.errf("redis.url", "database %q is not a number", strings.Trim(u.Path, "/"))
 		}
+	}
+}
+
+// sentinel checks redis.sentinel, which replaces redis.url.
+func (v *validator) sentinel(r *Redis) {
+	s := r.Sentinel
+	if r.URL != "" {
+		v.errf("redis.url", "set redis.url or redis.sentinel, not both")
+	}
+	if s.Master == "" {
+		v.errf("redis.sentinel.master", "missing: the master's name in the sentinels' configuration (sentinel monitor NAME …)")
+	}
+	if len(s.Addrs) == 0 {
+		v.errf("redis.sentinel.addrs", "missing: at least one sentinel, host:port")
+	}
+	for i, a := range s.Addrs {
+		path := fmt.Sprintf("redis.sentinel.addrs[%d]", i)
+		host, port, err := net.SplitHostPort(a)
+		if err != nil || host == "" {
+			v.errf(path, "%q is not host:port", a)
+			continue
+		}
+		if n, err := strconv.Atoi(port); err != nil || n < 1 || n > 65535 {
+			v.errf(path, "invalid port %q", port)
+		}
+	}
+	if s.PasswordFile != "" {
+		v.readable("redis.sentinel.password_file", s.PasswordFile)
 	}
 }
 

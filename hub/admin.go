@@ -196,7 +196,7 @@ type Stats struct {
 func (n *Node) Stats(ctx context.Context) Stats {
 	s := Stats{
 		Node:           n.id,
-		Epoch:          n.epoch,
+		Epoch:          n.Epoch(),
 		Broker:         "memory",
 		Connections:    n.stats.conns.Load(),
 		Accepted:       n.stats.accepted.Load(),

@@ -34,6 +34,9 @@ type redisBrokerOptions struct {
 	ReconnectMin, ReconnectMax time.Duration
 	// Log receives lifecycle messages.
 	Log *slog.Logger
+	// Limits returns the history the channels keep (size and ttl are
+	// passed to edge_publish and are the library's defaults). nil: none.
+	Limits func() histLimits
 }
 
 // redisBroker is a Broker over Redis pub/sub. Each subscriber holds one
@@ -54,6 +57,8 @@ type redisBroker struct {
 	reconnects     atomic.Uint64 // subscriptions re-established after a loss
 	canaryFailures atomic.Uint64 // canaries that did not come back
 	invalid        atomic.Uint64 // messages on channels that are not valid names
+	// lastErr is why the last subscription attempt ended, for /readyz.
+	lastErr atomic.Pointer[string]
 }
 
 var _ Broker = (*redisBroker)(nil)
@@ -73,14 +78,50 @@ func newRedisBroker(opts redisBrokerOptions) *redisBroker {
 	}
 }
 
-// Publish sends PUBLISH <prefix><channel> payload. The sequence number is
-// assigned when the message comes back through the subscription, so it is
-// not known here: seq is always 0.
+// seqReceiver is a Receiver that takes messages numbered by Redis (the
+// Node; tests' recorders do not need to).
+type seqReceiver interface {
+	// DeliverSeq is Deliver for a message of the cluster-wide history:
+	// Redis assigned seq in epoch.
+	DeliverSeq(channel string, seq uint64, epoch string, payload []byte)
+	// SetEpoch reports the epoch when a subscription starts, before
+	// BrokerState(true).
+	SetEpoch(epoch string)
+}
+
+func (b *redisBroker) limits() histLimits {
+	if b.opts.Limits == nil {
+		return histLimits{}
+	}
+	return b.opts.Limits()
+}
+
+// Publish appends payload to the channel's history in Redis and publishes
+// it, numbered, in one step (edge_publish, history_redis.go), and returns
+// the seq Redis assigned. Control orders are published plainly.
 func (b *redisBroker) Publish(ctx context.Context, channel string, payload []byte) (uint64, error) {
-	if err := b.rdb.Publish(ctx, b.prefix+channel, payload).Err(); err != nil {
+	if channel == controlChannel {
+		if err := b.rdb.Publish(ctx, b.prefix+channel, payload).Err(); err != nil {
+			return 0, fmt.Errorf("redis publish %q: %w", channel, err)
+		}
+		return 0, nil
+	}
+	lim := b.limits()
+	call := func() (uint64, error) {
+		return b.rdb.FCall(ctx, "edge_publish", []string{channel}, payload, lim.size, lim.ttl.Milliseconds()).Uint64()
+	}
+	seq, err := call()
+	if isNoFunction(err) {
+		// Redis restarted empty (or failed over to a replica that never
+		// had the library) since this node loaded it.
+		if err = loadLibrary(ctx, b.rdb, b.prefix, lim); err == nil {
+			seq, err = call()
+		}
+	}
+	if err != nil {
 		return 0, fmt.Errorf("redis publish %q: %w", channel, err)
 	}
-	return 0, nil
+	return seq, nil
 }
 
 // Subscribe keeps one pattern subscription alive until ctx is done.
@@ -102,6 +143,10 @@ func (b *redisBroker) Subscribe(ctx context.Context, r Receiver) error {
 			bo.reset()
 		}
 		d := bo.next()
+		if err != nil {
+			msg := err.Error()
+			b.lastErr.Store(&msg)
+		}
 		b.log.Warn("redis subscription down, retrying", "err", err, "retry_in", d.Round(time.Millisecond))
 		if !sleep(ctx, d) {
 			return ctx.Err()
@@ -115,17 +160,36 @@ func (b *redisBroker) Subscribe(ctx context.Context, r Receiver) error {
 func (b *redisBroker) session(ctx context.Context, r Receiver, again bool) (up bool, err error) {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	ps := b.rdb.PSubscribe(ctx, b.prefix+"*")
+	// Connect and wait for the confirmation, bounded: a Redis that
+	// accepts the connection but never answers, or sentinels that cannot
+	// be reached (go-redis asks them with the dial's context), must not
+	// hang us.
+	sctx, scancel := context.WithTimeout(ctx, b.opts.CanaryInterval+time.Second)
+	ps := b.rdb.PSubscribe(sctx, b.prefix+"*")
 	defer ps.Close()
-
-	// Wait for the confirmation, bounded: a Redis that accepts the
-	// connection but never answers must not hang us.
-	confirm, err := ps.ReceiveTimeout(ctx, b.opts.CanaryInterval+time.Second)
+	confirm, err := ps.ReceiveTimeout(sctx, b.opts.CanaryInterval+time.Second)
+	scancel()
 	if err != nil {
 		return false, fmt.Errorf("psubscribe: %w", err)
 	}
 	if _, ok := confirm.(*redis.Subscription); !ok {
 		return false, fmt.Errorf("psubscribe: unexpected reply %T", confirm)
+	}
+	sr, numbered := r.(seqReceiver)
+	if numbered {
+		// The library and the epoch, now that nothing published from here
+		// on can be missed: a Redis that restarted empty forgot both.
+		lctx, lcancel := context.WithTimeout(ctx, b.opts.CanaryInterval+time.Second)
+		err := loadLibrary(lctx, b.rdb, b.prefix, b.limits())
+		var epoch string
+		if err == nil {
+			epoch, err = b.rdb.FCall(lctx, "edge_epoch", nil).Text()
+		}
+		lcancel()
+		if err != nil {
+			return false, fmt.Errorf("history setup: %w", err)
+		}
+		sr.SetEpoch(epoch)
 	}
 	if again {
 		b.reconnects.Add(1)
@@ -164,6 +228,19 @@ func (b *redisBroker) session(ctx context.Context, r Receiver, again bool) (up b
 		}
 		name, ok := strings.CutPrefix(m.Channel, b.prefix)
 		if !ok {
+			continue
+		}
+		if ch, ok := strings.CutPrefix(name, seqInfix); ok {
+			seq, epoch, payload, ok := parseSeqMessage(m.Payload)
+			if !ok || !config.ValidChannel(ch) {
+				b.invalid.Add(1)
+				continue
+			}
+			if numbered {
+				sr.DeliverSeq(ch, seq, epoch, payload)
+			} else {
+				r.Deliver(ch, payload)
+			}
 			continue
 		}
 		if strings.HasPrefix(name, canaryInfix) {

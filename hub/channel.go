@@ -119,18 +119,49 @@ func (ch *channel) dropLocked(n *Node, k int) {
 	}
 }
 
-// publish assigns the next sequence number, records the message in the
-// history and queues its frame on every subscriber. It reports false when
-// the channel state is dead (the caller looks it up again).
-func (ch *channel) publish(n *Node, payload []byte, lim histLimits, now time.Time) (uint64, bool) {
+// publish records the message in the history and queues its frame on
+// every subscriber. seq is the number Redis gave it (cluster-wide
+// history); 0 means the node numbers it (no Redis) or, with Redis, that it
+// came by a plain PUBLISH: live only, with the channel's current seq. It
+// reports false when the channel state is dead (the caller looks it up
+// again).
+func (ch *channel) publish(n *Node, seq uint64, payload []byte, lim histLimits, now time.Time) (uint64, bool) {
 	ch.mu.Lock()
 	if ch.dead {
 		ch.mu.Unlock()
 		return 0, false
 	}
-	m := &message{seq: n.seq.Add(1), at: now.UnixNano(), payload: payload}
+	seq, claimed := ch.publishLocked(n, seq, payload, lim, now)
+	ch.mu.Unlock()
+	if claimed != nil {
+		go flushClients(claimed)
+	}
+	return seq, true
+}
+
+// publishLocked is publish with ch.mu held; the caller flushes claimed.
+func (ch *channel) publishLocked(n *Node, seq uint64, payload []byte, lim histLimits, now time.Time) (uint64, []*client) {
+	keep := true
+	switch {
+	case seq != 0:
+		if seq <= ch.last {
+			// Already delivered: a replay after an outage overlapping the
+			// live subscription.
+			n.stats.duplicates.Add(1)
+			return seq, nil
+		}
+		if ch.last == 0 {
+			// The position before this message is unknown here: the
+			// local history replays only from this message on.
+			ch.safe = seq
+		}
+	case n.redis != nil:
+		seq, keep = ch.last, false
+	default:
+		seq = n.seq.Add(1)
+	}
+	m := &message{seq: seq, at: now.UnixNano(), payload: payload}
 	m.frame = messageFrame(ch.name, m.seq, dataJSON(payload))
-	ch.last = m.seq
 	ch.published++
 	if ch.raws > 0 {
 		m.rawFrame(n)
@@ -138,13 +169,16 @@ func (ch *channel) publish(n *Node, payload []byte, lim histLimits, now time.Tim
 	// The frames are taken before the history may release m (which
 	// forgets them).
 	frame, raw := m.frame, m.raw
-	if lim.size > 0 {
-		ch.hist = append(ch.hist, m)
-		n.hist.retain(ch, m)
-	}
-	ch.trimLocked(n, lim, now)
-	if lim.size == 0 {
-		ch.safe = m.seq
+	if keep {
+		ch.last = m.seq
+		if lim.size > 0 {
+			ch.hist = append(ch.hist, m)
+			n.hist.retain(ch, m)
+		}
+		ch.trimLocked(n, lim, now)
+		if lim.size == 0 {
+			ch.safe = m.seq
+		}
 	}
 	// Clients without a running writer are written to by flushing
 	// goroutines, flushChunk clients each (see flush.go).
@@ -169,11 +203,7 @@ func (ch *channel) publish(n *Node, payload []byte, lim histLimits, now time.Tim
 			claimed = nil
 		}
 	}
-	ch.mu.Unlock()
-	if claimed != nil {
-		go flushClients(claimed)
-	}
-	return m.seq, true
+	return m.seq, claimed
 }
 
 // subscribeRequest is a subscription with optional recovery.
@@ -187,16 +217,56 @@ type subscribeRequest struct {
 	route    histLimits      // the client's route's history limits
 	node     histLimits      // the node's retention, for trimming
 	now      time.Time
+	// remote is what Redis' history said, fetched before the channel's
+	// lock was taken (Node.prefetch); nil when not needed or without
+	// Redis.
+	remote *remoteHistory
+	// again is set by subscribe when the channel moved past remote while
+	// it was fetched: fetch again.
+	again bool
+	// tries counts fetches; after maxFetches the client gets a gap.
+	tries int
 }
+
+// maxFetches bounds the history fetches of one subscription.
+const maxFetches = 3
 
 // subscribe adds c and, under the same lock so nothing is missed or
 // duplicated, queues the reply and the replay (or a gap notice). It
-// reports false when the channel state is dead.
+// reports false when the channel state is dead, or with req.again set
+// when the history must be fetched again.
 func (ch *channel) subscribe(c *client, req *subscribeRequest) bool {
 	ch.mu.Lock()
 	defer ch.mu.Unlock()
 	if ch.dead {
 		return false
+	}
+	ch.trimLocked(req.n, req.node, req.now)
+	if r := req.remote; r != nil && ch.last == 0 && len(ch.subs) == 0 {
+		// A fresh state learns the channel's position; with subscribers
+		// (or messages) it has its own, and everything after it arrives
+		// live. When Redis cannot say, the position is now on this node's
+		// clock: the catch-up after the outage replays from there.
+		switch {
+		case r.err == nil && r.epoch == req.n.Epoch():
+			ch.last, ch.safe = r.last, r.last
+		case r.err != nil:
+			now := uint64(req.now.UnixMicro())
+			ch.last, ch.safe = now, now
+		}
+	}
+
+	var replay []*message
+	gapReason := ""
+	if req.hasSince {
+		if req.n.rdb != nil {
+			replay, gapReason = ch.missedClusterLocked(req)
+			if req.again {
+				return false
+			}
+		} else {
+			replay, gapReason = ch.missedLocked(req)
+		}
 	}
 	ch.subs[c] = struct{}{}
 	if c.raw {
@@ -208,15 +278,9 @@ func (ch *channel) subscribe(c *client, req *subscribeRequest) bool {
 		}
 		ch.subjects[c.subject]++
 	}
-	ch.trimLocked(req.n, req.node, req.now)
-
-	var replay []*message
-	gapReason := ""
-	if req.hasSince {
-		replay, gapReason = ch.missedLocked(req)
-	}
+	epoch := req.n.Epoch()
 	if req.ack {
-		ack := subscribedMsg{Type: "subscribed", Channel: ch.name, Seq: ch.last, Epoch: req.n.epoch, ID: req.id}
+		ack := subscribedMsg{Type: "subscribed", Channel: ch.name, Seq: ch.last, Epoch: epoch, ID: req.id}
 		if req.hasSince {
 			rec := gapReason == ""
 			ack.Recovered = &rec
@@ -225,7 +289,7 @@ func (ch *channel) subscribe(c *client, req *subscribeRequest) bool {
 	}
 	if gapReason != "" {
 		if !c.raw {
-			c.send(gapFrame(ch.name, ch.last, req.n.epoch, gapReason), false)
+			c.send(gapFrame(ch.name, ch.last, epoch, gapReason), false)
 		}
 		req.n.stats.gaps.Add(1)
 		return true
@@ -247,19 +311,29 @@ func (ch *channel) subscribe(c *client, req *subscribeRequest) bool {
 // cannot all be replayed.
 func (ch *channel) missedLocked(req *subscribeRequest) ([]*message, string) {
 	switch {
-	case req.epoch != "" && req.epoch != req.n.epoch:
+	case req.epoch != "" && req.epoch != req.n.Epoch():
 		return nil, "epoch"
 	case req.since < ch.safe || req.since > ch.last:
 		return nil, "history"
 	case req.since == ch.last:
 		return nil, ""
 	}
+	return ch.localAfterLocked(req, req.since)
+}
+
+// localAfterLocked returns the local history after since, which must be
+// at least ch.safe, within the route's limits.
+func (ch *channel) localAfterLocked(req *subscribeRequest, since uint64) ([]*message, string) {
 	// since >= safe: everything after it is in hist.
 	i := len(ch.hist)
-	for i > 0 && ch.hist[i-1].seq > req.since {
+	for i > 0 && ch.hist[i-1].seq > since {
 		i--
 	}
-	missed := ch.hist[i:]
+	return routeLimited(req, ch.hist[i:])
+}
+
+// routeLimited checks missed against the route's own history limits.
+func routeLimited(req *subscribeRequest, missed []*message) ([]*message, string) {
 	if len(missed) > req.route.size {
 		return nil, "history" // more than this route keeps
 	}
@@ -267,6 +341,74 @@ func (ch *channel) missedLocked(req *subscribeRequest) ([]*message, string) {
 		return nil, "history" // older than this route keeps
 	}
 	return missed, ""
+}
+
+// localCoversLocked reports whether the node's own history replays
+// everything after since (cluster-wide history: position known).
+func (ch *channel) localCoversLocked(since uint64) bool {
+	return ch.last != 0 && since >= ch.safe && since <= ch.last
+}
+
+// missedClusterLocked is missedLocked with the history in Redis: the
+// node's own history when it covers since, else Redis' (req.remote),
+// joined to the node's for what was delivered here while it was fetched.
+// Messages after ch.last are not replayed: they reach every subscriber
+// live.
+func (ch *channel) missedClusterLocked(req *subscribeRequest) ([]*message, string) {
+	n, since := req.n, req.since
+	if req.epoch != "" && req.epoch != n.Epoch() {
+		return nil, "epoch"
+	}
+	if ch.localCoversLocked(since) {
+		if since == ch.last {
+			return nil, ""
+		}
+		return ch.localAfterLocked(req, since)
+	}
+	r := req.remote
+	switch {
+	case r == nil:
+		// The state moved since the fetch was judged unnecessary.
+		return ch.retryLocked(req)
+	case r.err != nil:
+		return nil, "outage"
+	case r.epoch != n.Epoch():
+		return nil, "epoch"
+	case r.trimmed > since, r.last == 0 && since > 0:
+		return nil, "history" // trimmed, or expired
+	case len(r.entries) > req.route.size:
+		return nil, "history"
+	case r.last > since && (len(r.entries) == 0 || r.entries[len(r.entries)-1].seq != r.last):
+		return nil, "history" // not kept (history.size 0)
+	}
+	var out []*message
+	for _, e := range r.entries {
+		if e.seq > ch.last {
+			break // on its way live
+		}
+		out = append(out, remoteMessage(ch.name, e))
+	}
+	if top := max(since, r.last); ch.last > top {
+		// Delivered here after the fetch: from the local history.
+		if !ch.localCoversLocked(top) {
+			return ch.retryLocked(req)
+		}
+		for _, m := range ch.hist {
+			if m.seq > top {
+				out = append(out, m)
+			}
+		}
+	}
+	return routeLimited(req, out)
+}
+
+// retryLocked asks for another fetch, or gives up with a gap.
+func (ch *channel) retryLocked(req *subscribeRequest) ([]*message, string) {
+	if req.tries >= maxFetches {
+		return nil, "history"
+	}
+	req.again = true
+	return nil, ""
 }
 
 // unsubscribe removes c.
@@ -296,8 +438,13 @@ func (ch *channel) markLost(n *Node) {
 	if ch.dead {
 		return
 	}
-	b := n.seq.Add(1)
-	ch.last, ch.safe = b, b
+	ch.lostLocked(n, n.seq.Add(1), "outage")
+}
+
+// lostLocked moves the position to pos (everything up to it is covered by
+// the gap), drops the history and sends live subscribers a gap notice.
+func (ch *channel) lostLocked(n *Node, pos uint64, reason string) {
+	ch.last, ch.safe = pos, pos
 	for _, m := range ch.hist {
 		n.hist.release(m)
 	}
@@ -309,10 +456,46 @@ func (ch *channel) markLost(n *Node) {
 			continue
 		}
 		if f == nil {
-			f = gapFrame(ch.name, b, n.epoch, "outage")
+			f = gapFrame(ch.name, pos, n.Epoch(), reason)
 		}
 		c.send(f, true)
 		n.stats.gaps.Add(1)
+	}
+}
+
+// catchUp delivers what Redis' history holds after since (the position
+// before the outage), or reports a gap when it cannot: after an outage of
+// the broker subscription (cluster-wide history). Called on the broker's
+// goroutine before live delivery resumes, so nothing is delivered twice
+// (seqs at or below the position are skipped) or out of order.
+func (ch *channel) catchUp(n *Node, since uint64, r *remoteHistory, lim histLimits, now time.Time) {
+	ch.mu.Lock()
+	if ch.dead {
+		ch.mu.Unlock()
+		return
+	}
+	ok := r.err == nil && r.epoch == n.Epoch() && r.trimmed <= since &&
+		!(r.last == 0 && since > 0) && len(r.entries) <= lim.size &&
+		(r.last <= since || (len(r.entries) > 0 && r.entries[len(r.entries)-1].seq == r.last))
+	if !ok {
+		// Everything up to Redis' position (or, when Redis could not say,
+		// up to now on Redis' clock, roughly) is covered by the gap.
+		pos := max(since, ch.last, r.last)
+		if r.err != nil {
+			pos = max(pos, uint64(now.UnixMicro()))
+		}
+		ch.lostLocked(n, pos, "outage")
+		ch.mu.Unlock()
+		return
+	}
+	var all []*client
+	for _, e := range r.entries {
+		_, claimed := ch.publishLocked(n, e.seq, e.payload, lim, now)
+		all = append(all, claimed...)
+	}
+	ch.mu.Unlock()
+	if all != nil {
+		go flushClients(all)
 	}
 }
 

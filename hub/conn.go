@@ -145,7 +145,7 @@ func (c *client) start(cfg *routeConfig, channels []string, from *resume) {
 	c.maxMessage = int(h.MaxMessageSize)
 	c.nc.SetReadDeadline(time.Now().Add(h.IdleTimeout))
 	if !c.raw {
-		c.send(controlFrame(welcomeMsg{Type: "welcome", Epoch: c.n.epoch, Protocol: 1}), false)
+		c.send(controlFrame(welcomeMsg{Type: "welcome", Epoch: c.n.Epoch(), Protocol: 1}), false)
 	}
 	c.subsMu.Lock()
 	for _, name := range channels {

@@ -9,9 +9,8 @@ import (
 	"strings"
 	"time"
 
-	"github.com/redis/go-redis/v9"
-
 	"edge/config"
+	"edge/internal/redisconn"
 )
 
 // The control API: an application (through the admin API or the CLI)
@@ -314,11 +313,10 @@ func ControlRedis(ctx context.Context, cfg *config.Redis, o Control) error {
 	if err := o.check(); err != nil {
 		return err
 	}
-	opts, err := redisOptions(cfg.URL)
+	rdb, err := redisconn.New(cfg)
 	if err != nil {
 		return err
 	}
-	rdb := redis.NewClient(opts)
 	defer rdb.Close()
 	p, _ := json.Marshal(o)
 	if err := rdb.Publish(ctx, cfg.Prefix+controlChannel, p).Err(); err != nil {

@@ -301,7 +301,7 @@ func TestDeflateReplay(t *testing.T) {
 	for i := range 2 {
 		rc, _ := dialExt(t, e, "/socket/", "permessage-deflate")
 		rc.expect("welcome")
-		rc.send(textMsg(fmt.Sprintf(`{"type":"subscribe","channel":"r","since":%d,"epoch":%q}`, start, e.n.epoch)))
+		rc.send(textMsg(fmt.Sprintf(`{"type":"subscribe","channel":"r","since":%d,"epoch":%q}`, start, e.n.Epoch())))
 		if f := rc.expect("subscribed"); f["recovered"] != true {
 			t.Fatalf("replay %d: %v", i, f)
 		}

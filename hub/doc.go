@@ -23,7 +23,14 @@
 // Each channel keeps a bounded history so that a client reconnecting with
 // "since" gets what it missed, or a "gap" notice when that is impossible —
 // including after a broker outage, which a Redis canary detects even when
-// the subscription dies silently.
+// the subscription dies silently. Without Redis the history and the
+// sequence numbers are the node's own. With Redis they are the cluster's
+// (history_redis.go): Redis numbers each message, keeps it in a Stream per
+// channel and publishes it with its seq in one Function call, so every
+// node delivers the same seq without a round trip per message, a client
+// recovers on any node, and after an outage each node replays from Redis
+// what its subscribers missed. The node's own history is then a cache that
+// spares Redis the common reconnect.
 //
 // Lifecycle: NewNode starts nothing; Route returns the http.Handler of a
 // hub route (and on reload stages its new configuration); Retire, at the

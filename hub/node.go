@@ -17,6 +17,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"edge/config"
+	"edge/internal/redisconn"
 	"edge/internal/wsframe"
 )
 
@@ -58,9 +59,12 @@ type NodeOptions struct {
 // periodic work until its context is done; Close disconnects every client.
 // A Node is safe for concurrent use.
 type Node struct {
-	log    *slog.Logger
-	id     string
-	epoch  string // random per NewNode: clients learn that sequences restarted
+	log *slog.Logger
+	id  string
+	// epoch names the sequence numbers' lifetime: random per NewNode
+	// without Redis (clients learn that sequences restarted), Redis'
+	// epoch with Redis (history_redis.go). Never nil.
+	epoch  atomic.Pointer[string]
 	broker Broker
 	redis  *redisBroker  // nil without Redis
 	rdb    *redis.Client // nil without Redis; owned, closed by Close
@@ -87,6 +91,9 @@ type Node struct {
 
 	// wg counts client reader and writer goroutines.
 	wg sync.WaitGroup
+
+	// redisEpoch is set once the epoch came from Redis.
+	redisEpoch atomic.Bool
 
 	// Broker subscription state.
 	up        atomic.Bool
@@ -116,6 +123,7 @@ type stats struct {
 	slow       atomic.Uint64 // clients closed because their queue was full
 	gaps       atomic.Uint64 // gap notices sent
 	brokerLost atomic.Uint64 // broker subscription losses
+	duplicates atomic.Uint64 // messages already delivered (replay after an outage overlapping live ones)
 	expired    atomic.Uint64 // connections closed because their token's exp passed
 	// compressed counts messages compressed (once per message and kind of
 	// frame, not per client: deflate.go); compressedSaved the bytes that
@@ -133,24 +141,27 @@ func NewNode(opts NodeOptions) (*Node, error) {
 	n := &Node{
 		log:      opts.Log,
 		id:       opts.NodeID,
-		epoch:    randomHex(8),
 		opts:     opts,
 		channels: map[string]*channel{},
 		routes:   map[string]*route{},
 
 		authTransport: newAuthTransport(),
 	}
+	e := randomHex(8)
+	n.epoch.Store(&e)
 	switch {
 	case opts.Broker != nil:
 		n.broker = opts.Broker
 	case opts.Redis != nil:
-		ro, err := redisOptions(opts.Redis.URL)
+		rdb, err := redisconn.New(opts.Redis)
 		if err != nil {
 			return nil, err
 		}
-		n.rdb = redis.NewClient(ro)
+		n.rdb = rdb
 		n.prefix = opts.Redis.Prefix
-		n.redis = newRedisBroker(opts.redisBroker(n.rdb, opts.Redis.Prefix))
+		bo := opts.redisBroker(n.rdb, opts.Redis.Prefix)
+		bo.Limits = n.retention
+		n.redis = newRedisBroker(bo)
 		n.broker = n.redis
 	default:
 		n.broker = newMemoryBroker()
@@ -200,17 +211,6 @@ func (o NodeOptions) redisBroker(rdb *redis.Client, prefix string) redisBrokerOp
 	}
 }
 
-// redisOptions parses a redis://, rediss:// or unix:// URL into client
-// options with context deadlines honoured.
-func redisOptions(rawURL string) (*redis.Options, error) {
-	o, err := redis.ParseURL(rawURL)
-	if err != nil {
-		return nil, fmt.Errorf("redis url: %w", err)
-	}
-	o.ContextTimeoutEnabled = true
-	return o, nil
-}
-
 func randomHex(n int) string {
 	b := make([]byte, n)
 	rand.Read(b)
@@ -220,9 +220,11 @@ func randomHex(n int) string {
 // ID returns the node's ID.
 func (n *Node) ID() string { return n.id }
 
-// Epoch returns the node's epoch: a random string fixed at NewNode. A
-// client's since is only meaningful within one epoch.
-func (n *Node) Epoch() string { return n.epoch }
+// Epoch returns the node's epoch: without Redis a random string fixed at
+// NewNode; with Redis the cluster's, shared by every node and changed only
+// when Redis lost the history. A client's since is only meaningful within
+// one epoch.
+func (n *Node) Epoch() string { return *n.epoch.Load() }
 
 // Run subscribes to the broker (re-subscribing with backoff after
 // failures), refreshes presence in Redis and drops idle channel state,
@@ -252,6 +254,39 @@ func (r receiver) Deliver(channel string, payload []byte) uint64 {
 
 func (r receiver) BrokerState(up bool) { r.n.brokerState(up) }
 
+func (r receiver) DeliverSeq(channel string, seq uint64, epoch string, payload []byte) {
+	r.n.deliverSeq(channel, seq, epoch, payload)
+}
+
+func (r receiver) SetEpoch(epoch string) { r.n.setEpoch(epoch) }
+
+// deliverSeq fans out a message of the cluster-wide history.
+func (n *Node) deliverSeq(name string, seq uint64, epoch string, payload []byte) {
+	if epoch != n.Epoch() {
+		n.setEpoch(epoch)
+	}
+	n.deliverAt(name, seq, payload)
+}
+
+// setEpoch adopts Redis' epoch. A change after the first means Redis lost
+// the history (flushed, restarted empty, failed over to a replica without
+// it): every channel's position and history go, and live subscribers get
+// a gap (epoch).
+func (n *Node) setEpoch(epoch string) {
+	old := n.epoch.Swap(&epoch)
+	if *old == epoch || !n.redisEpoch.Swap(true) {
+		return
+	}
+	n.log.Warn("hub history epoch changed: Redis lost the history; gap reported to clients", "old", *old, "new", epoch)
+	for _, ch := range n.channelList() {
+		ch.mu.Lock()
+		if !ch.dead {
+			ch.lostLocked(n, 0, "epoch")
+		}
+		ch.mu.Unlock()
+	}
+}
+
 // deliver fans a message out to this node's subscribers. It never waits on
 // a client.
 func (n *Node) deliver(name string, payload []byte) uint64 {
@@ -259,12 +294,18 @@ func (n *Node) deliver(name string, payload []byte) uint64 {
 		n.control(payload)
 		return 0
 	}
+	return n.deliverAt(name, 0, payload)
+}
+
+// deliverAt delivers a message numbered seq by Redis, or 0 (see
+// channel.publish).
+func (n *Node) deliverAt(name string, seq uint64, payload []byte) uint64 {
 	if !config.ValidChannel(name) {
 		return 0
 	}
 	lim := n.retention()
 	for {
-		if seq, ok := n.channel(name).publish(n, payload, lim, time.Now()); ok {
+		if seq, ok := n.channel(name).publish(n, seq, payload, lim, time.Now()); ok {
 			n.stats.published.Add(1)
 			n.hist.enforce(n, lim.maxBytes)
 			return seq
@@ -288,6 +329,14 @@ func (n *Node) brokerState(up bool) {
 		return
 	}
 	if n.everUp.Swap(true) {
+		if n.rdb != nil {
+			// Back after an outage: what was published meanwhile is in
+			// Redis' history, unless it was lost there too.
+			n.catchUp()
+			n.log.Info("hub broker subscription restored; missed messages replayed from Redis' history",
+				"down_for", time.Since(time.Unix(0, n.downSince.Load())).Round(time.Millisecond))
+			return
+		}
 		// Back after an outage: whatever was published meanwhile is lost.
 		// Tell live clients, and make since from before now yield a gap.
 		n.markLost()
@@ -304,6 +353,69 @@ func (n *Node) markLost() {
 	for _, ch := range n.channelList() {
 		ch.markLost(n)
 	}
+}
+
+// catchUp replays, on every channel this node holds, what Redis' history
+// holds after the channel's position, in one pipelined round trip; a
+// channel that cannot be replayed gets a gap.
+func (n *Node) catchUp() {
+	chs := n.channelList()
+	lim := n.retention()
+	ctx, cancel := context.WithTimeout(context.Background(), fetchTimeout)
+	defer cancel()
+	type query struct {
+		ch    *channel
+		since uint64
+		cmd   *redis.Cmd
+	}
+	qs := make([]query, 0, len(chs))
+	pipe := n.rdb.Pipeline()
+	for _, ch := range chs {
+		ch.mu.Lock()
+		since, dead := ch.last, ch.dead
+		ch.mu.Unlock()
+		if !dead {
+			qs = append(qs, query{ch, since, sinceCmd(ctx, pipe, ch.name, since, lim.size+1)})
+		}
+	}
+	pipe.Exec(ctx) // errors are per command
+	now := time.Now()
+	for _, q := range qs {
+		q.ch.catchUp(n, q.since, parseSince(q.cmd), lim, now)
+	}
+	n.hist.enforce(n, lim.maxBytes)
+}
+
+// errBrokerDown is a history fetch not made: the subscription is down.
+var errBrokerDown = errors.New("hub: broker subscription down")
+
+// prefetch asks Redis' history, before ch's lock is taken, for what req
+// may need: the channel's position when this node knows none, and the
+// messages after since when the node's own history does not cover it.
+// nil without Redis or when nothing is needed.
+func (n *Node) prefetch(ch *channel, req *subscribeRequest) *remoteHistory {
+	if n.rdb == nil {
+		return nil
+	}
+	req.tries++ // every attempt counts: subscribe gives up after maxFetches
+	ch.mu.Lock()
+	fresh := ch.last == 0 && len(ch.subs) == 0
+	covered := ch.localCoversLocked(req.since)
+	ch.mu.Unlock()
+	wantHist := req.hasSince && !covered && (req.epoch == "" || req.epoch == n.Epoch())
+	if !fresh && !wantHist {
+		return nil
+	}
+	if !n.up.Load() {
+		// Redis is out of reach or the subscription is being restored:
+		// do not make the client wait for it.
+		return &remoteHistory{err: errBrokerDown}
+	}
+	count := 0
+	if wantHist {
+		count = req.route.size + 1
+	}
+	return n.fetchHistory(ch.name, req.since, count)
 }
 
 // channel returns the state of name, creating it.
@@ -473,10 +585,16 @@ func (n *Node) Healthy() error {
 	if n.up.Load() {
 		return nil
 	}
-	if since := n.downSince.Load(); since != 0 {
-		return fmt.Errorf("hub: broker subscription down for %s", time.Since(time.Unix(0, since)).Round(time.Second))
+	why := ""
+	if n.redis != nil {
+		if e := n.redis.lastErr.Load(); e != nil {
+			why = ": " + *e
+		}
 	}
-	return errors.New("hub: broker subscription not established yet")
+	if since := n.downSince.Load(); since != 0 {
+		return fmt.Errorf("hub: broker subscription down for %s%s", time.Since(time.Unix(0, since)).Round(time.Second), why)
+	}
+	return errors.New("hub: broker subscription not established yet" + why)
 }
 
 // Close shuts the hub down: every client gets close 1001 "going away" and
@@ -516,7 +634,9 @@ func (n *Node) Close(ctx context.Context) error {
 			<-done
 		}
 		if n.rdb != nil {
-			if !n.skipPresenceCleanup {
+			// Without a live subscription Redis is most likely out of
+			// reach: do not wait for it (the hash expires with its TTL).
+			if !n.skipPresenceCleanup && n.up.Load() {
 				dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Second)
 				n.rdb.Del(dctx, n.presenceKey(n.id))
 				cancel()
@@ -536,14 +656,20 @@ func PublishRedis(ctx context.Context, cfg *config.Redis, channel string, payloa
 	if !config.ValidChannel(channel) {
 		return fmt.Errorf("invalid channel name %q", channel)
 	}
-	o, err := redisOptions(cfg.URL)
+	rdb, err := redisconn.New(cfg)
 	if err != nil {
 		return err
 	}
-	rdb := redis.NewClient(o)
 	defer rdb.Close()
-	prefix := cfg.Prefix
-	if err := rdb.Publish(ctx, prefix+channel, payload).Err(); err != nil {
+	// Into the cluster-wide history, with the history limits the nodes
+	// loaded as the library's defaults.
+	err = rdb.FCall(ctx, "edge_publish", []string{channel}, payload).Err()
+	if isNoFunction(err) {
+		// No node has loaded the library into this Redis (none running,
+		// or Redis restarted since): live delivery only.
+		err = rdb.Publish(ctx, cfg.Prefix+channel, payload).Err()
+	}
+	if err != nil {
 		return fmt.Errorf("redis publish %q: %w", channel, err)
 	}
 	return nil

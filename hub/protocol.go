@@ -268,10 +268,13 @@ func (c *client) request(cfg *routeConfig, id json.RawMessage) *subscribeRequest
 }
 
 // joinLocked subscribes to a channel, retrying if its state was just
-// dropped. c.subsMu is held.
+// dropped or moved while its history was fetched from Redis. c.subsMu is
+// held (a fetch blocks only this client).
 func (c *client) joinLocked(name string, req *subscribeRequest) {
 	for {
 		ch := c.n.channel(name)
+		req.again = false
+		req.remote = c.n.prefetch(ch, req)
 		if ch.subscribe(c, req) {
 			c.subs = append(c.subs, ch)
 			return
@@ -286,7 +289,7 @@ func (c *client) resubscribeLocked(name string, req *subscribeRequest) {
 	ch.mu.Lock()
 	last := ch.last
 	ch.mu.Unlock()
-	c.send(controlFrame(subscribedMsg{Type: "subscribed", Channel: name, Seq: last, Epoch: c.n.epoch, ID: req.id}), true)
+	c.send(controlFrame(subscribedMsg{Type: "subscribed", Channel: name, Seq: last, Epoch: c.n.Epoch(), ID: req.id}), true)
 }
 
 func (c *client) unsubscribeMsg(m *inbound) {

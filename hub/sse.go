@@ -228,7 +228,7 @@ func (rt *route) serveSSE(w http.ResponseWriter, r *http.Request) {
 	if r.Method == http.MethodHead {
 		return
 	}
-	sc := newSSEConn(w, r, rt.n.epoch)
+	sc := newSSEConn(w, r, rt.n.Epoch())
 	// Events go out as soon as written; a browser retries after 2 s
 	// (EventSource's default is 3 s).
 	sc.w.Write([]byte("retry: 2000\n\n"))

@@ -129,7 +129,7 @@ func (s *sseStream) expectType(typ string) (sseEvent, frame) {
 func TestSSEStream(t *testing.T) {
 	e := newEnv(t, NodeOptions{}, "")
 	s := openSSE(t, e.http+"/socket/sse?channel=news&channel=room", nil)
-	if _, f := s.expectType("welcome"); f.str("epoch") != e.n.epoch {
+	if _, f := s.expectType("welcome"); f.str("epoch") != e.n.Epoch() {
 		t.Errorf("welcome %v", f)
 	}
 	s.expectType("subscribed")
@@ -139,7 +139,7 @@ func TestSSEStream(t *testing.T) {
 	}
 	seq := e.publish(t, "news", "{\n  \"headline\": \"multi-line JSON\"\n}")
 	ev, f := s.expectType("message")
-	if want := fmt.Sprintf("news:%d@%s", seq, e.n.epoch); ev.id != want {
+	if want := fmt.Sprintf("news:%d@%s", seq, e.n.Epoch()); ev.id != want {
 		t.Errorf("id %q, want %q", ev.id, want)
 	}
 	if fmt.Sprint(f["data"]) != "map[headline:multi-line JSON]" || f.seq() != seq {

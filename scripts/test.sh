@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # Runs every test of edge with the race detector, after making sure the real
-# peers the tests use are installed: redis-server, Chromium and NSS tools,
-# testssl.sh, Node.js/npm, h2spec, systemd-analyze, nginx, PHP-FPM and
-# update-ca-certificates (edge trust). TestDebianPackage installs nfpm itself
-# (scripts/deb.sh, pinned, into bin/tools). Nothing here is
+# peers the tests use are installed: redis-server and redis-sentinel, Chromium
+# and NSS tools, testssl.sh, Node.js/npm, h2spec, systemd-analyze, nginx,
+# PHP-FPM and update-ca-certificates (edge trust). TestDebianPackage installs
+# nfpm itself (scripts/deb.sh, pinned, into bin/tools). Nothing here is
 # skipped in CI: a missing peer is installed, or the script stops and says
 # why.
 set -euo pipefail
@@ -17,6 +17,7 @@ command -v go >/dev/null || die "Go is not installed: get Go 1.26 from https://g
 # Debian packages: command -> package.
 declare -A pkgs=(
   [redis-server]=redis-server
+  [redis-sentinel]=redis-sentinel
   [chromium]=chromium
   [certutil]=libnss3-tools
   [update-ca-certificates]=ca-certificates

@@ -30,7 +30,7 @@ import (
 	"go.uber.org/zap"
 
 	"edge/config"
-	"edge/internal/redisclient"
+	"edge/internal/redisconn"
 )
 
 // ErrClosed is returned by Run, Prepare and Update after Close.
@@ -585,7 +585,7 @@ func (m *Manager) openRedis(cfg *config.Config) error {
 	if cfg.Redis == nil {
 		return errors.New("tls.storage redis needs redis.url")
 	}
-	rdb, err := redisclient.New(cfg.Redis)
+	rdb, err := redisconn.New(cfg.Redis)
 	if err != nil {
 		return err
 	}

@@ -12,7 +12,7 @@ import (
 	"time"
 
 	"edge/config"
-	"edge/internal/redisclient"
+	"edge/internal/redisconn"
 	"edge/internal/truststore"
 )
 
@@ -148,7 +148,7 @@ func trustCA(cfg *config.Config) (*localCA, string, error) {
 		}
 		return ca, ca.RootPath(), nil
 	}
-	rdb, err := redisclient.New(cfg.Redis)
+	rdb, err := redisconn.New(cfg.Redis)
 	if err != nil {
 		return nil, "", err
 	}

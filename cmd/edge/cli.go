@@ -12,7 +12,7 @@ import (
 	"time"
 
 	"edge/config"
-	"edge/internal/redisclient"
+	"edge/internal/redisconn"
 )
 
 // Set with -ldflags "-X main.version=… -X main.commit=…" by make build;
@@ -130,7 +130,7 @@ func cmdValidate(args []string, stdout, stderr io.Writer) error {
 		// validating a cluster configuration wants to know now. The
 		// problem line says it all; go-redis's own dial messages go.
 		setRedisLogger(slog.New(slog.DiscardHandler))
-		if err := redisclient.Check(cfg.Redis, 3*time.Second); err != nil {
+		if err := redisconn.Check(cfg.Redis, 3*time.Second); err != nil {
 			p := cfg.Pos("tls.storage")
 			fmt.Fprintln(stderr, config.Problem{File: cfg.File, Line: p.Line, Col: p.Col, Path: "tls.storage", Msg: err.Error()})
 			return errSilent

@@ -192,7 +192,7 @@ func cmdPublish(args []string, stdout, stderr io.Writer) error {
 		return nil
 	}
 	if cfg.Admin == "" {
-		return errors.New("publish needs redis.url or the admin listener in the configuration")
+		return errors.New("publish needs redis (url or sentinel) or the admin listener in the configuration")
 	}
 	body, err := adminRequest(cfg, http.MethodPost, "/publish/"+channel, payload)
 	if err != nil {

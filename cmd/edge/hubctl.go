@@ -78,7 +78,7 @@ func sendControl(cfgPath string, o hub.Control, stdout, stderr io.Writer) error 
 		return fmt.Errorf("no running edge answers on the admin listener %s (%v)", cfg.Admin, err)
 	}
 	if cfg.Redis == nil {
-		return fmt.Errorf("%s needs the admin listener or redis.url in the configuration", o.Op)
+		return fmt.Errorf("%s needs the admin listener or redis (url or sentinel) in the configuration", o.Op)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()

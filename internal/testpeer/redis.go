@@ -31,6 +31,10 @@ type RedisServer struct {
 
 	t   testing.TB
 	dir string
+	// args returns redis-server's arguments for port; ready is the log
+	// line (lowercase) that says it serves.
+	args  func(port string) []string
+	ready string
 
 	mu     sync.Mutex
 	proc   *os.Process // nil while killed; guarded by mu
@@ -50,7 +54,19 @@ func StartRedis(t testing.TB) *RedisServer {
 	if _, err := exec.LookPath("redis-server"); err != nil {
 		t.Fatal("redis-server not found: install it with the README test command (make test or .ci/run; apt-get install redis-server)")
 	}
-	s := &RedisServer{t: t, dir: t.TempDir()}
+	s := &RedisServer{t: t, dir: t.TempDir(), ready: "ready to accept connections"}
+	s.args = func(port string) []string {
+		return []string{"--port", port, "--bind", "127.0.0.1", "--dir", s.dir,
+			"--save", "", "--appendonly", "no", "--daemonize", "no", "--protected-mode", "yes"}
+	}
+	s.launch()
+	return s
+}
+
+// launch starts s on a free port, failing the test when it cannot.
+func (s *RedisServer) launch() {
+	t := s.t
+	t.Helper()
 	var err error
 	for range 5 {
 		port := freePort(t)
@@ -63,7 +79,6 @@ func StartRedis(t testing.TB) *RedisServer {
 		t.Fatalf("start redis-server: %v", err)
 	}
 	t.Cleanup(s.Kill)
-	return s
 }
 
 // Options returns client options for the server.
@@ -121,9 +136,7 @@ func (s *RedisServer) signal(sig syscall.Signal) {
 // start runs redis-server on s.Addr and waits until it accepts connections.
 func (s *RedisServer) start() error {
 	_, port, _ := net.SplitHostPort(s.Addr)
-	cmd := exec.Command("redis-server",
-		"--port", port, "--bind", "127.0.0.1", "--dir", s.dir,
-		"--save", "", "--appendonly", "no", "--daemonize", "no", "--protected-mode", "yes")
+	cmd := exec.Command("redis-server", s.args(port)...)
 	out, err := cmd.StdoutPipe()
 	if err != nil {
 		return err
@@ -145,7 +158,7 @@ func (s *RedisServer) start() error {
 				log.WriteString(line + "\n")
 			}
 			logMu.Unlock()
-			if !signalled && strings.Contains(strings.ToLower(line), "ready to accept connections") {
+			if !signalled && strings.Contains(strings.ToLower(line), s.ready) {
 				signalled = true
 				close(ready)
 			}
@@ -189,4 +202,58 @@ func freePort(t testing.TB) int {
 	}
 	defer ln.Close()
 	return ln.Addr().(*net.TCPAddr).Port
+}
+
+// StartReplica starts a private redis-server replicating master.
+func StartReplica(t testing.TB, master *RedisServer) *RedisServer {
+	t.Helper()
+	s := StartRedis(t) // a plain server first, so that the port is ours
+	host, mport, _ := net.SplitHostPort(master.Addr)
+	rdb := redis.NewClient(s.Options())
+	defer rdb.Close()
+	if err := rdb.SlaveOf(context.Background(), host, mport).Err(); err != nil {
+		t.Fatalf("replicaof %s: %v", master.Addr, err)
+	}
+	// Restarts keep replicating.
+	base := s.args
+	s.args = func(port string) []string { return append(base(port), "--replicaof", host, mport) }
+	deadline := time.Now().Add(readyTimeout)
+	for {
+		info, _ := rdb.Info(context.Background(), "replication").Result()
+		if strings.Contains(info, "master_link_status:up") {
+			return s
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("replica of %s not in sync after %s:\n%s", master.Addr, readyTimeout, info)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// StartSentinels starts n redis-sentinel processes monitoring master under
+// name, with quorum 2, down-after 1000ms and failover-timeout 3000ms, so
+// that a failover completes within a few seconds. Each rewrites its own
+// configuration file in its temporary directory, as sentinels do.
+func StartSentinels(t testing.TB, master *RedisServer, name string, n int) []*RedisServer {
+	t.Helper()
+	host, mport, _ := net.SplitHostPort(master.Addr)
+	list := make([]*RedisServer, n)
+	for i := range list {
+		s := &RedisServer{t: t, dir: t.TempDir(), ready: "+monitor master"}
+		conf := s.dir + "/sentinel.conf"
+		s.args = func(port string) []string {
+			text := fmt.Sprintf("port %s\nbind 127.0.0.1\ndir %s\n"+
+				"sentinel monitor %s %s %s 2\n"+
+				"sentinel down-after-milliseconds %s 1000\n"+
+				"sentinel failover-timeout %s 3000\n",
+				port, s.dir, name, host, mport, name, name)
+			if err := os.WriteFile(conf, []byte(text), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			return []string{conf, "--sentinel"}
+		}
+		s.launch()
+		list[i] = s
+	}
+	return list
 }

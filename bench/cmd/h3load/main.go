@@ -17,9 +17,6 @@ import (
 	"io"
 	"net/http"
 	"os"
-	"slices"
-	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/quic-go/quic-go"
@@ -59,45 +56,12 @@ func main() {
 		}
 	}
 
-	var (
-		measuring atomic.Bool
-		stop      atomic.Bool
-		errs      atomic.Int64
-		wg        sync.WaitGroup
-	)
-	lat := make([][]time.Duration, *conns**streams)
-	for i := range lat {
-		c := clients[i%*conns]
-		wg.Go(func() {
-			for !stop.Load() {
-				start := time.Now()
-				if err := get(context.Background(), c, *url, *proto); err != nil {
-					if !stop.Load() {
-						errs.Add(1)
-					}
-					continue
-				}
-				if measuring.Load() && !stop.Load() {
-					lat[i] = append(lat[i], time.Since(start))
-				}
-			}
-		})
-	}
-	time.Sleep(*warmup)
-	fmt.Println("measuring")
-	begin := time.Now()
-	errs.Store(0)
-	measuring.Store(true)
-	time.Sleep(*dur)
-	stop.Store(true)
-	elapsed := time.Since(begin)
-	fmt.Println("done")
-	wg.Wait()
-
-	all := slices.Concat(lat...)
-	slices.Sort(all)
+	phase := func(s string) { fmt.Println(s) }
+	r := loadgen.ClosedLoop(*conns**streams, *warmup, *dur, func(i int) error {
+		return get(context.Background(), clients[i%*conns], *url, *proto)
+	}, phase)
 	fmt.Printf("reqs_per_s=%.1f p50_ms=%.3f p99_ms=%.3f errors=%d\n",
-		float64(len(all))/elapsed.Seconds(), loadgen.Millis(loadgen.Percentile(all, 0.50)), loadgen.Millis(loadgen.Percentile(all, 0.99)), errs.Load())
+		r.Rate, loadgen.Millis(r.P50), loadgen.Millis(r.P99), r.Errors)
 }
 
 // get sends one GET and reads the body; a response over another protocol

@@ -24,9 +24,6 @@ import (
 	"net/http"
 	"net/url"
 	"os"
-	"slices"
-	"sync"
-	"sync/atomic"
 	"time"
 
 	"edge/bench/internal/loadgen"
@@ -55,45 +52,15 @@ func main() {
 	}
 	req := []byte("GET " + u.RequestURI() + " HTTP/1.1\r\nHost: " + *serverName + "\r\nConnection: close\r\n\r\n")
 
-	var (
-		measuring atomic.Bool
-		stop      atomic.Bool
-		errs      atomic.Int64
-		wg        sync.WaitGroup
-	)
-	lat := make([][]time.Duration, *conns)
-	for i := range *conns {
-		wg.Go(func() {
-			br := bufio.NewReaderSize(nil, 4096)
-			for !stop.Load() {
-				start := time.Now()
-				if err := once(u.Host, cfg, req, br); err != nil {
-					if !stop.Load() {
-						errs.Add(1)
-					}
-					continue
-				}
-				if measuring.Load() && !stop.Load() {
-					lat[i] = append(lat[i], time.Since(start))
-				}
-			}
-		})
+	brs := make([]*bufio.Reader, *conns)
+	for i := range brs {
+		brs[i] = bufio.NewReaderSize(nil, 4096)
 	}
-	time.Sleep(*warmup)
-	fmt.Println("measuring")
-	begin := time.Now()
-	errs.Store(0)
-	measuring.Store(true)
-	time.Sleep(*dur)
-	stop.Store(true)
-	elapsed := time.Since(begin)
-	fmt.Println("done")
-	wg.Wait()
-
-	all := slices.Concat(lat...)
-	slices.Sort(all)
+	r := loadgen.ClosedLoop(*conns, *warmup, *dur, func(i int) error {
+		return once(u.Host, cfg, req, brs[i])
+	}, func(s string) { fmt.Println(s) })
 	fmt.Printf("conns_per_s=%.1f p50_ms=%.3f p99_ms=%.3f errors=%d\n",
-		float64(len(all))/elapsed.Seconds(), loadgen.Millis(loadgen.Percentile(all, 0.50)), loadgen.Millis(loadgen.Percentile(all, 0.99)), errs.Load())
+		r.Rate, loadgen.Millis(r.P50), loadgen.Millis(r.P99), r.Errors)
 }
 
 // once runs one connection: dial, handshake, request, response to EOF.

@@ -114,3 +114,55 @@ func Names[S any](ss []S, name func(S) string) []string {
 	}
 	return n
 }
+
+// Result is what a closed-loop run measured: the rate of completed
+// operations in the measured window, their latency percentiles, and the
+// errors in that window.
+type Result struct {
+	Rate     float64
+	P50, P99 time.Duration
+	Errors   int64
+}
+
+// ClosedLoop runs workers goroutines, each calling op(i) back to back:
+// warmup unmeasured, then dur measured (latency of every operation that
+// started and ended in the window; errors counted). It returns once every
+// worker has finished its last operation.
+func ClosedLoop(workers int, warmup, dur time.Duration, op func(worker int) error, onPhase func(string)) Result {
+	var (
+		measuring atomic.Bool
+		stop      atomic.Bool
+		errs      atomic.Int64
+		wg        sync.WaitGroup
+	)
+	lat := make([][]time.Duration, workers)
+	for i := range workers {
+		wg.Go(func() {
+			for !stop.Load() {
+				start := time.Now()
+				if err := op(i); err != nil {
+					if !stop.Load() {
+						errs.Add(1)
+					}
+					continue
+				}
+				if measuring.Load() && !stop.Load() {
+					lat[i] = append(lat[i], time.Since(start))
+				}
+			}
+		})
+	}
+	time.Sleep(warmup)
+	onPhase("measuring")
+	begin := time.Now()
+	errs.Store(0)
+	measuring.Store(true)
+	time.Sleep(dur)
+	stop.Store(true)
+	elapsed := time.Since(begin)
+	onPhase("done")
+	wg.Wait()
+	all := slices.Concat(lat...)
+	slices.Sort(all)
+	return Result{Rate: float64(len(all)) / elapsed.Seconds(), P50: Percentile(all, 0.50), P99: Percentile(all, 0.99), Errors: errs.Load()}
+}

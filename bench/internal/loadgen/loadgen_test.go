@@ -2,6 +2,7 @@ package loadgen
 
 import (
 	"errors"
+	"fmt"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -82,5 +83,31 @@ func TestPercentile(t *testing.T) {
 	}
 	if got := Millis(1500 * time.Microsecond); got != 1.5 {
 		t.Errorf("Millis(1.5ms) = %v", got)
+	}
+}
+
+// TestClosedLoop: every worker runs, errors in the measured window are
+// counted, and the phases are announced in order.
+func TestClosedLoop(t *testing.T) {
+	var calls [3]atomic.Int64
+	var phases []string
+	r := ClosedLoop(3, 20*time.Millisecond, 50*time.Millisecond, func(i int) error {
+		calls[i].Add(1)
+		time.Sleep(time.Millisecond)
+		if i == 2 {
+			return errors.New("worker 2 fails")
+		}
+		return nil
+	}, func(p string) { phases = append(phases, p) })
+	for i := range calls {
+		if calls[i].Load() == 0 {
+			t.Errorf("worker %d never ran", i)
+		}
+	}
+	if r.Rate <= 0 || r.P50 < time.Millisecond || r.P99 < r.P50 || r.Errors == 0 {
+		t.Errorf("result %+v, want a rate, latencies of at least the 1ms op, and worker 2's errors", r)
+	}
+	if fmt.Sprint(phases) != "[measuring done]" {
+		t.Errorf("phases %v", phases)
 	}
 }

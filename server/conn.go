@@ -204,42 +204,22 @@ func (l *listener) countReset(st *connState, r *http.Request) {
 // *tls.Conn, which net/http gives to its HTTP/2 server. The listener's
 // top handler restores r.TLS for the wrapped ones.
 type tlsListener struct {
-	inner   net.Listener
+	handoff // Accept, Addr: handshaken connections
 	config  *cryptotls.Config
 	timeout time.Duration // of a handshake; 0: none
 	log     *slog.Logger
 	refused func() // counts a plain HTTP request answered 400; set before run
-
-	ready     chan net.Conn // handshaken connections; never closed
-	errs      chan error    // Accept errors of inner; never closed
-	done      chan struct{} // closed by Close
-	closeOnce sync.Once
 }
 
 func newTLSListener(inner net.Listener, config *cryptotls.Config, timeout time.Duration, log *slog.Logger) *tlsListener {
-	return &tlsListener{inner: inner, config: config, timeout: timeout, log: log,
-		ready: make(chan net.Conn), errs: make(chan error), done: make(chan struct{})}
+	return &tlsListener{handoff: newHandoff(inner), config: config, timeout: timeout, log: log}
 }
 
 // run accepts connections and starts their handshakes until the inner
 // listener fails for good (Close). Each handshake goroutine ends within
 // the handshake timeout.
 func (l *tlsListener) run() {
-	for {
-		c, err := l.inner.Accept()
-		if err != nil {
-			select {
-			case l.errs <- err:
-			case <-l.done:
-				return
-			}
-			if te, ok := err.(interface{ Temporary() bool }); ok && te.Temporary() {
-				continue // EMFILE and the like: http.Server backs off and asks again
-			}
-			return
-		}
-		go l.handshake(c)
-	}
+	l.acceptLoop(func(c net.Conn) { go l.handshake(c) })
 }
 
 func (l *tlsListener) handshake(raw net.Conn) {
@@ -268,11 +248,7 @@ func (l *tlsListener) handshake(raw net.Conn) {
 	} else {
 		bc.batch()
 	}
-	select {
-	case l.ready <- c:
-	case <-l.done:
-		c.Close()
-	}
+	l.hand(c)
 }
 
 func looksLikeHTTP(hdr [5]byte) bool {
@@ -283,20 +259,4 @@ func looksLikeHTTP(hdr [5]byte) bool {
 	return false
 }
 
-func (l *tlsListener) Accept() (net.Conn, error) {
-	select {
-	case c := <-l.ready:
-		return c, nil
-	case err := <-l.errs:
-		return nil, err
-	case <-l.done:
-		return nil, net.ErrClosed
-	}
-}
-
-func (l *tlsListener) Close() error {
-	l.closeOnce.Do(func() { close(l.done) })
-	return l.inner.Close()
-}
-
-func (l *tlsListener) Addr() net.Addr { return l.inner.Addr() }
+func (l *tlsListener) Close() error { return l.close(nil) }

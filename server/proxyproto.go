@@ -57,15 +57,10 @@ var (
 // per-IP caps count the address from the header, and below tlsListener, so
 // the header is read before the TLS handshake.
 type proxyListener struct {
-	inner   net.Listener
+	handoff                                // Accept, Addr: connections past their header
 	policy  *atomic.Pointer[ProxyProtocol] // the Server's; nil value: off
 	log     *slog.Logger
 	refused func(reason string) // counts a refused connection; set before run
-
-	ready     chan net.Conn // never closed
-	errs      chan error    // Accept errors of inner; never closed
-	done      chan struct{} // closed by Close
-	closeOnce sync.Once
 
 	mu      sync.Mutex
 	reading map[net.Conn]struct{} // guarded by mu: headers being read; Close cuts them short
@@ -73,8 +68,7 @@ type proxyListener struct {
 }
 
 func newProxyListener(inner net.Listener, policy *atomic.Pointer[ProxyProtocol], log *slog.Logger) *proxyListener {
-	return &proxyListener{inner: inner, policy: policy, log: log,
-		ready: make(chan net.Conn), errs: make(chan error), done: make(chan struct{}),
+	return &proxyListener{handoff: newHandoff(inner), policy: policy, log: log,
 		reading: map[net.Conn]struct{}{}}
 }
 
@@ -83,40 +77,19 @@ func newProxyListener(inner net.Listener, policy *atomic.Pointer[ProxyProtocol],
 // once after Close.
 func (l *proxyListener) run() {
 	defer l.headers.Wait()
-	for {
-		c, err := l.inner.Accept()
-		if err != nil {
-			select {
-			case l.errs <- err:
-			case <-l.done:
-				return
-			}
-			if te, ok := err.(interface{ Temporary() bool }); ok && te.Temporary() {
-				continue // EMFILE and the like: http.Server backs off and asks again
-			}
-			return
-		}
+	l.acceptLoop(func(c net.Conn) {
 		pp := l.policy.Load()
 		switch {
 		case pp == nil:
 		case pp.trusts(remoteIP(c)):
 			l.headers.Add(1)
 			go l.readHeader(c, pp)
-			continue
+			return
 		default:
 			c = &proxyConn{wrapped: wrapped{c}, refuse: l.refuseFunc(c)}
 		}
 		l.hand(c)
-	}
-}
-
-// hand passes c to Accept, or closes it when the listener closes first.
-func (l *proxyListener) hand(c net.Conn) {
-	select {
-	case l.ready <- c:
-	case <-l.done:
-		c.Close()
-	}
+	})
 }
 
 func (l *proxyListener) refuseFunc(c net.Conn) func() {
@@ -194,31 +167,16 @@ func parseProxyHeader(c net.Conn, required bool) (*proxyConn, error) {
 	return pc, nil
 }
 
-func (l *proxyListener) Accept() (net.Conn, error) {
-	select {
-	case c := <-l.ready:
-		return c, nil
-	case err := <-l.errs:
-		return nil, err
-	case <-l.done:
-		return nil, net.ErrClosed
-	}
-}
-
 // Close stops accepting and cuts short the headers being read.
 func (l *proxyListener) Close() error {
-	l.closeOnce.Do(func() {
+	return l.close(func() {
 		l.mu.Lock()
-		close(l.done)
 		for c := range l.reading {
 			c.SetReadDeadline(time.Now())
 		}
 		l.mu.Unlock()
 	})
-	return l.inner.Close()
 }
-
-func (l *proxyListener) Addr() net.Addr { return l.inner.Addr() }
 
 // proxyConn is a connection on a listener with PROXY protocol on: either a
 // trusted peer's, whose header was read (remote and the bytes read

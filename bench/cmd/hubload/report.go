@@ -38,6 +38,7 @@ var scenarioMetrics = []metric{
 	{key: "slow_clients", label: "slow clients closed", sum: true},
 	{key: "closed", label: "connections ended early", sum: true},
 	{key: "dial_errors", label: "connect errors", sum: true},
+	{key: "publish_errors", label: "publish errors", sum: true},
 	{key: "publish_s", label: "publishing took s"},
 	{key: "load_busy", label: "load receiving busy %"},
 	{key: "load_cpu", label: "load tool CPU %"},
@@ -94,7 +95,7 @@ func (rp *report) header(w io.Writer) {
 	if len(b.edgeEnv) > 0 {
 		fmt.Fprintf(w, "edge environment: %s\n", strings.Join(b.edgeEnv, " "))
 	}
-	fmt.Fprintln(w, "ratios: edge/X; above 1 is better for deliveries/s and frames per write, below 1 for latency, CPU and memory")
+	fmt.Fprintln(w, "ratios: edge/X (history-cost: redis-history/X); above 1 is better for deliveries/s and frames per write, below 1 for latency, CPU and memory")
 }
 
 func firstLine(cmd string, args ...string) string {

@@ -2,7 +2,7 @@
 # Hub benchmark: edge's hub vs a bare one-write-per-delivery gorilla loop
 # (and Centrifugo when it builds), all fed by one private redis-server.
 #
-#   bench/hub.sh                          every scenario, 2 rounds (about 5 minutes)
+#   bench/hub.sh                          every scenario, 2 rounds (about 8 minutes)
 #   bench/hub.sh fanout-10                selected scenarios
 #   bench/hub.sh cluster-3x3000 history-cost
 #                                         three edge nodes on one Redis; the cost of

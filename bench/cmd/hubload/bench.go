@@ -41,11 +41,25 @@ type scenario struct {
 	conns      int
 	rate       float64
 	dur        time.Duration
+	// servers, when set, are what this scenario measures instead of
+	// -servers; base is the column the others are compared with (edge/X).
+	servers []string
+	base    string
+}
+
+// baseName is the column the ratios divide by.
+func (sc *scenario) baseName() string {
+	if sc.base != "" {
+		return sc.base
+	}
+	return "edge"
 }
 
 type bench struct {
 	self, edgeBin, centrifugoBin, redisBin string
 	centrifugoNote                         string
+	edgeOldBin, edgeOldNote                string
+	clusterConns                           int
 	outFile, profileDir                    string
 	rounds, conns, coalConns, queueSize    int
 	dur, coalDur, settle, drain            time.Duration
@@ -70,11 +84,27 @@ type result map[string]float64
 
 func (b *bench) scenarios() []*scenario {
 	return []*scenario{
-		{"fanout-5", fmt.Sprintf("%d subscribers × 5 msg/s for %s (also: memory per idle subscribed connection)", b.conns, b.dur), b.conns, 5, b.dur},
-		{"fanout-10", fmt.Sprintf("%d subscribers × 10 msg/s for %s", b.conns, b.dur), b.conns, 10, b.dur},
+		{"fanout-5", fmt.Sprintf("%d subscribers × 5 msg/s for %s (also: memory per idle subscribed connection)", b.conns, b.dur), b.conns, 5, b.dur, nil, ""},
+		{"fanout-10", fmt.Sprintf("%d subscribers × 10 msg/s for %s", b.conns, b.dur), b.conns, 10, b.dur, nil, ""},
 		{"coalesce-400", fmt.Sprintf("%d subscribers × %g msg/s for %s (offered: %s deliveries/s)", b.coalConns, b.coalRate, b.coalDur,
-			num(float64(b.coalConns)*b.coalRate)), b.coalConns, b.coalRate, b.coalDur},
+			num(float64(b.coalConns)*b.coalRate)), b.coalConns, b.coalRate, b.coalDur, nil, ""},
+		{"cluster-3x3000", fmt.Sprintf("%d edge nodes sharing CPU %s and one Redis; %d × %d subscribers (the load's connections taken by the nodes in turn) × 5 msg/s published with FCALL edge_publish for %s",
+			clusterNodes, serverCore, clusterNodes, b.clusterConns, b.dur), clusterNodes * b.clusterConns, 5, b.dur, []string{"edge-cluster"}, "edge-cluster"},
+		{"history-cost", fmt.Sprintf("%d subscribers × %g msg/s for %s: history in Redis (FCALL edge_publish) vs live only (PUBLISH, current edge) vs per node (PUBLISH, %s)",
+			b.coalConns, b.coalRate, b.coalDur, b.oldName()), b.coalConns, b.coalRate, b.coalDur,
+			[]string{"redis-history", "live-only", "node-history"}, "redis-history"},
 	}
+}
+
+// oldName says which edge node-history runs.
+func (b *bench) oldName() string {
+	switch {
+	case b.edgeOldBin == "":
+		return "not measured: no -edge-old"
+	case b.edgeOldNote != "":
+		return b.edgeOldNote
+	}
+	return b.edgeOldBin
 }
 
 func runBench(args []string) error {
@@ -83,6 +113,9 @@ func runBench(args []string) error {
 	fs.StringVar(&b.edgeBin, "edge", "bin/edge", "edge binary")
 	fs.StringVar(&b.centrifugoBin, "centrifugo", "", "Centrifugo v6 binary; empty: no Centrifugo column")
 	fs.StringVar(&b.centrifugoNote, "centrifugo-note", "", "why there is no Centrifugo column (printed in the report)")
+	fs.StringVar(&b.edgeOldBin, "edge-old", "", "edge binary from before the hub's history moved to Redis, for history-cost's node-history column (hub.sh builds it); empty: no such column")
+	fs.StringVar(&b.edgeOldNote, "edge-old-note", "", "what -edge-old is (printed in the report, e.g. its commit)")
+	fs.IntVar(&b.clusterConns, "cluster-c", 3000, "subscribers per node of cluster-3x3000")
 	fs.StringVar(&b.redisBin, "redis-server", "redis-server", "redis-server binary")
 	fs.StringVar(&b.outFile, "out", "", "also write the report to this file")
 	fs.StringVar(&b.profileDir, "profile-dir", "", "take a CPU profile of edge (admin /debug/pprof) over each measured window into this directory")
@@ -117,9 +150,23 @@ func runBench(args []string) error {
 	if err != nil {
 		return err
 	}
-	srvs, err := b.servers(strings.Split(*servers, ","))
+	defaults, err := b.servers(strings.Split(*servers, ","))
 	if err != nil {
 		return err
+	}
+	// Each scenario's servers, and every server once (to stop them all on
+	// an interrupt; each is started afresh per measurement anyway).
+	var plan []planned
+	var srvs []*server
+	for _, sc := range sel {
+		ss := defaults
+		if sc.servers != nil {
+			if ss, err = b.servers(sc.servers); err != nil {
+				return err
+			}
+		}
+		plan = append(plan, planned{sc, ss})
+		srvs = append(srvs, ss...)
 	}
 	if err := syscall.Setpriority(syscall.PRIO_PROCESS, 0, b.nice); err != nil {
 		fmt.Fprintf(os.Stderr, "hubload bench: cannot set niceness %d (%v): figures may suffer from other load\n", b.nice, err)
@@ -145,7 +192,7 @@ func runBench(args []string) error {
 		b.stopRedis()
 		os.Exit(130)
 	}()
-	err = b.compare(sel, srvs)
+	err = b.compare(plan, srvs)
 	for _, s := range srvs {
 		b.stop(s)
 	}
@@ -214,14 +261,23 @@ func (b *bench) waitQuiet() bool {
 	}
 }
 
-func (b *bench) compare(sel []*scenario, srvs []*server) error {
+// planned is a scenario and the servers it measures.
+type planned struct {
+	sc   *scenario
+	srvs []*server
+}
+
+func (b *bench) compare(plan []planned, all []*server) error {
 	b.started = time.Now()
 	b.loadStart = sysinfo.LoadAvg()
-	rp := &report{b: b, srvs: srvs}
+	rp := &report{b: b, srvs: all}
 	var w io.Writer = os.Stdout
 	rp.header(io.MultiWriter(w, &rp.text))
-	all := map[string]map[string][]result{} // scenario → server → rounds
-	for _, sc := range sel {
+	results := map[string]map[string][]result{} // scenario → server → rounds
+	var sel []*scenario
+	for _, p := range plan {
+		sc, srvs := p.sc, p.srvs
+		sel = append(sel, sc)
 		res := map[string][]result{}
 		for round := range b.rounds {
 			order := slices.Clone(srvs)
@@ -238,11 +294,11 @@ func (b *bench) compare(sel []*scenario, srvs []*server) error {
 				res[s.name] = append(res[s.name], r)
 			}
 		}
-		all[sc.name] = res
-		rp.scenario(io.MultiWriter(w, &rp.text), sc, res)
+		results[sc.name] = res
+		rp.scenario(io.MultiWriter(w, &rp.text), sc, srvs, res)
 	}
-	rp.memory(io.MultiWriter(w, &rp.text), sel, all)
-	rp.targets(io.MultiWriter(w, &rp.text), all)
+	rp.memory(io.MultiWriter(w, &rp.text), sel, results)
+	rp.targets(io.MultiWriter(w, &rp.text), results)
 	fmt.Fprintf(io.MultiWriter(w, &rp.text), "\nrun took %s; %d measurements started while other work used over 10%% of the CPUs; load average at the end: %s\n",
 		time.Since(b.started).Round(time.Second), b.noisy, sysinfo.LoadAvg())
 	if b.outFile != "" {
@@ -258,8 +314,8 @@ func (r result) brief() string {
 	if r["failed"] != 0 {
 		return "failed"
 	}
-	return fmt.Sprintf("%.0f deliveries/s, lost %.0f, p50 %.1f ms, p99 %.1f ms, max %.1f ms, server CPU %.0f%%, load CPU %.0f%%, %.2f KiB/conn",
-		r["rate"], r["lost"], r["p50_ms"], r["p99_ms"], r["max_ms"], r["cpu"], r["load_cpu"], r["kib_rss"])
+	return fmt.Sprintf("%.0f deliveries/s, lost %.0f, p50 %.1f ms, p99 %.1f ms, max %.1f ms, server CPU %.0f%%, redis CPU %.1f%%, load CPU %.0f%%, %.2f KiB/conn",
+		r["rate"], r["lost"], r["p50_ms"], r["p99_ms"], r["max_ms"], r["cpu"], r["redis_cpu"], r["load_cpu"], r["kib_rss"])
 }
 
 // loadProc is a running `hubload load` and its output lines.
@@ -296,6 +352,9 @@ func (b *bench) startLoad(sc *scenario, s *server) (*loadProc, error) {
 		"-drain", b.drain.String(), "-size", strconv.Itoa(b.size)}
 	if s.apiURL != "" {
 		args = append(args, "-publish-api", s.apiURL)
+	}
+	if s.fcall {
+		args = append(args, "-fcall", "-channel", "bench")
 	}
 	args = append(args, "-spin="+strconv.FormatBool(b.spin))
 	cmd := exec.Command("taskset", args...)
@@ -341,7 +400,7 @@ func (b *bench) measure(sc *scenario, s *server) (result, error) {
 		return nil, err
 	}
 	defer b.stop(s)
-	pid := s.pid()
+	pids := s.pids()
 	lp, err := b.startLoad(sc, s)
 	if err != nil {
 		return nil, err
@@ -353,8 +412,8 @@ func (b *bench) measure(sc *scenario, s *server) (result, error) {
 		return nil, err
 	}
 	time.Sleep(time.Second)
-	rss0 := sysinfo.RSSKiB(pid)
-	heap0, stack0 := sysinfo.GoMemory(b.client, s.metricsURL)
+	rss0 := rssKiB(pids)
+	heap0, stack0 := goMemory(b.client, s.metricsURLs)
 	fmt.Fprintln(lp.stdin)
 
 	line, err := lp.expect("ready", 3*time.Minute)
@@ -364,8 +423,8 @@ func (b *bench) measure(sc *scenario, s *server) (result, error) {
 	var n, dialErrs int
 	fmt.Sscanf(line, "ready %d errors %d", &n, &dialErrs)
 	time.Sleep(b.settle)
-	rss1 := sysinfo.RSSKiB(pid)
-	heap1, stack1 := sysinfo.GoMemory(b.client, s.metricsURL)
+	rss1 := rssKiB(pids)
+	heap1, stack1 := goMemory(b.client, s.metricsURLs)
 	if n > 0 {
 		r["kib_rss"] = (rss1 - rss0) / float64(n)
 		if heap0 > 0 && heap1 > 0 {
@@ -380,10 +439,14 @@ func (b *bench) measure(sc *scenario, s *server) (result, error) {
 		return nil, err
 	}
 	st0 := s.stats(b.client)
-	t0, cpu0, rcpu0 := time.Now(), cpuSeconds(pid), cpuSeconds(b.redis.Process.Pid)
+	cpu0 := make([]float64, len(pids))
+	for i, p := range pids {
+		cpu0[i] = cpuSeconds(p)
+	}
+	t0, rcpu0 := time.Now(), cpuSeconds(b.redis.Process.Pid)
 	c0b, c0t := sysinfo.CPUStat("cpu" + loadCore)
 	var prof chan error
-	if b.profileDir != "" && strings.HasPrefix(s.name, "edge") {
+	if b.profileDir != "" && s.adminPort != 0 {
 		prof = make(chan error, 1)
 		go func() { prof <- b.profile(sc, s, sc.dur) }()
 	}
@@ -391,7 +454,13 @@ func (b *bench) measure(sc *scenario, s *server) (result, error) {
 		return nil, err
 	}
 	el := time.Since(t0).Seconds()
-	r["cpu"] = 100 * (cpuSeconds(pid) - cpu0) / el
+	for i, p := range pids {
+		c := 100 * (cpuSeconds(p) - cpu0[i]) / el
+		r["cpu"] += c
+		if len(pids) > 1 {
+			r["cpu_node_max"] = max(r["cpu_node_max"], c)
+		}
+	}
 	r["redis_cpu"] = 100 * (cpuSeconds(b.redis.Process.Pid) - rcpu0) / el
 	if c1b, c1t := sysinfo.CPUStat("cpu" + loadCore); c1t > c0t {
 		r["load_core"] = 100 * (c1b - c0b) / (c1t - c0t)
@@ -434,7 +503,7 @@ func (b *bench) measure(sc *scenario, s *server) (result, error) {
 func (b *bench) profile(sc *scenario, s *server, d time.Duration) error {
 	secs := max(1, int(d.Seconds())-1)
 	c := &http.Client{Timeout: d + 30*time.Second}
-	resp, err := c.Get(fmt.Sprintf("http://127.0.0.1:%d/debug/pprof/profile?seconds=%d", edgeAdminPort, secs))
+	resp, err := c.Get(fmt.Sprintf("http://127.0.0.1:%d/debug/pprof/profile?seconds=%d", s.adminPort, secs))
 	if err != nil {
 		return err
 	}
@@ -456,6 +525,28 @@ func (b *bench) profile(sc *scenario, s *server, d time.Duration) error {
 	}
 	fmt.Fprintf(os.Stderr, "   profile written to %s\n", f)
 	return nil
+}
+
+// rssKiB is the resident memory of the processes together.
+func rssKiB(pids []int) float64 {
+	var sum float64
+	for _, p := range pids {
+		sum += sysinfo.RSSKiB(p)
+	}
+	return sum
+}
+
+// goMemory is the Go heap in use and the goroutine stacks of the processes
+// together, or zeros when any of them does not say.
+func goMemory(c *http.Client, urls []string) (heap, stack float64) {
+	for _, u := range urls {
+		h, s := sysinfo.GoMemory(c, u)
+		if h == 0 {
+			return 0, 0
+		}
+		heap, stack = heap+h, stack+s
+	}
+	return heap, stack
 }
 
 // parseResult reads the key=value pairs of the load's result line.

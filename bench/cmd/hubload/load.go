@@ -39,7 +39,7 @@ import (
 )
 
 type loadConfig struct {
-	url        string
+	url        string // WebSocket URL; several, comma-separated, take connections in turn (cluster)
 	proto      string // edge, bare or centrifugo: what the handshake looks like
 	conns      int
 	srcAddrs   int
@@ -47,6 +47,7 @@ type loadConfig struct {
 	redisAddr  string
 	pubChannel string // the Redis channel, prefix included
 	apiURL     string // centrifugo: publish through its HTTP API instead
+	fcall      bool   // publish with FCALL edge_publish (edge's history in Redis) instead of PUBLISH
 	channel    string // centrifugo: the channel to subscribe to
 	rate       float64
 	dur        time.Duration
@@ -60,7 +61,7 @@ type loadConfig struct {
 func runLoad(args []string) error {
 	var lc loadConfig
 	fs := flag.NewFlagSet("load", flag.ExitOnError)
-	fs.StringVar(&lc.url, "url", "ws://127.0.0.1:21800/socket/?channel=bench", "WebSocket URL")
+	fs.StringVar(&lc.url, "url", "ws://127.0.0.1:21800/socket/?channel=bench", "WebSocket URL; several, comma-separated, take the connections in turn (one per node of a cluster)")
 	fs.StringVar(&lc.proto, "proto", "edge", "handshake: edge (welcome + subscribed), bare (subscribed) or centrifugo (connect + subscribe commands)")
 	fs.IntVar(&lc.conns, "c", 10000, "subscribed connections")
 	fs.IntVar(&lc.srcAddrs, "src", 16, "source addresses 127.0.0.1..127.0.0.N the connections are spread over (ephemeral ports)")
@@ -68,7 +69,8 @@ func runLoad(args []string) error {
 	fs.StringVar(&lc.redisAddr, "redis", "127.0.0.1:6379", "Redis address the publisher PUBLISHes to")
 	fs.StringVar(&lc.pubChannel, "publish", "edge:bench", "Redis channel to publish to (prefix included)")
 	fs.StringVar(&lc.apiURL, "publish-api", "", "publish through this Centrifugo HTTP API URL (…/api/publish) instead of Redis")
-	fs.StringVar(&lc.channel, "channel", "bench", "channel name (centrifugo subscribe and API publish)")
+	fs.StringVar(&lc.channel, "channel", "bench", "channel name (centrifugo subscribe and API publish, FCALL edge_publish)")
+	fs.BoolVar(&lc.fcall, "fcall", false, "publish with FCALL edge_publish 1 CHANNEL PAYLOAD (edge's cluster-wide history in Redis) instead of PUBLISH")
 	fs.Float64Var(&lc.rate, "rate", 5, "messages published per second")
 	fs.DurationVar(&lc.dur, "d", 20*time.Second, "publishing duration")
 	fs.IntVar(&lc.size, "size", 64, "payload size in bytes (JSON, padded)")
@@ -94,7 +96,11 @@ func runLoad(args []string) error {
 	}
 
 	d := newDialer(lc.srcAddrs)
-	dial := func() (*websocket.Conn, error) { return dialOne(d, &lc) }
+	urls := strings.Split(lc.url, ",")
+	var nextURL atomic.Uint64
+	dial := func() (*websocket.Conn, error) {
+		return dialOne(d, &lc, urls[(nextURL.Add(1)-1)%uint64(len(urls))])
+	}
 	if lc.warm > 0 {
 		ws, errs := loadgen.DialAll(lc.warm, lc.dialPar, dial)
 		for _, c := range ws {
@@ -172,8 +178,8 @@ func newDialer(n int) *websocket.Dialer {
 // dialOne connects and waits until the subscription is confirmed: after
 // that the server sends nothing until the first publish, so gorilla has
 // nothing buffered and the connection can be read raw.
-func dialOne(d *websocket.Dialer, lc *loadConfig) (*websocket.Conn, error) {
-	c, resp, err := d.Dial(lc.url, nil)
+func dialOne(d *websocket.Dialer, lc *loadConfig, url string) (*websocket.Conn, error) {
+	c, resp, err := d.Dial(url, nil)
 	if err != nil {
 		if resp != nil {
 			err = fmt.Errorf("%w (HTTP %s)", err, resp.Status)
@@ -607,6 +613,11 @@ func newPublisher(lc *loadConfig) (*publisher, error) {
 
 func (p *publisher) publish(ctx context.Context, i int) error {
 	payload := fmt.Appendf(nil, `{"bt":%d,"bi":%d,"pad":"%s"}`, time.Now().UnixNano(), i, p.pad)
+	if p.rdb != nil && p.lc.fcall {
+		// As a backend publishes into edge's history: the payload only, so
+		// the library's history size and ttl apply.
+		return p.rdb.FCall(ctx, "edge_publish", []string{p.lc.channel}, payload).Err()
+	}
 	if p.rdb != nil {
 		return p.rdb.Publish(ctx, p.lc.pubChannel, payload).Err()
 	}

@@ -32,11 +32,13 @@ var scenarioMetrics = []metric{
 	{key: "p99_ms", label: "p99 ms"},
 	{key: "max_ms", label: "max ms"},
 	{key: "cpu", label: "server CPU %"},
+	{key: "cpu_node_max", label: "busiest node CPU %"},
 	{key: "frames_per_write", label: "frames per write"},
 	{key: "server_dropped", label: "frames dropped (server)", sum: true},
 	{key: "slow_clients", label: "slow clients closed", sum: true},
 	{key: "closed", label: "connections ended early", sum: true},
 	{key: "dial_errors", label: "connect errors", sum: true},
+	{key: "publish_errors", label: "publish errors", sum: true},
 	{key: "publish_s", label: "publishing took s"},
 	{key: "load_busy", label: "load receiving busy %"},
 	{key: "load_cpu", label: "load tool CPU %"},
@@ -57,13 +59,21 @@ func (rp *report) header(w io.Writer) {
 	fmt.Fprintf(w, "machine: %s, %d CPUs, kernel %s; load average at start: %s\n",
 		sysinfo.CPUModel(), runtime.NumCPU(), firstLine("uname", "-r"), b.loadStart)
 	names := []string{}
+	seen := map[string]bool{}
 	for _, s := range rp.srvs {
-		switch s.name {
-		case "edge":
-			names = append(names, firstLine(b.edgeBin, "version"))
-		case "bare":
+		switch {
+		case s.bin != "":
+			if !seen[s.bin] {
+				seen[s.bin] = true
+				v := firstLine(s.bin, "version")
+				if s.bin == b.edgeOldBin && b.edgeOldNote != "" {
+					v += " [" + b.edgeOldNote + "]"
+				}
+				names = append(names, v)
+			}
+		case s.name == "bare":
 			names = append(names, "bare: gorilla PreparedMessage, one write per delivery ("+runtime.Version()+")")
-		case "centrifugo":
+		case s.name == "centrifugo":
 			names = append(names, firstLine(b.centrifugoBin, "version"))
 		}
 	}
@@ -71,7 +81,7 @@ func (rp *report) header(w io.Writer) {
 	if b.centrifugoBin == "" && b.centrifugoNote != "" {
 		fmt.Fprintf(w, "centrifugo: not measured: %s\n", b.centrifugoNote)
 	}
-	fmt.Fprintf(w, "broker: %s on %s (private, no persistence); publisher: PUBLISH edge:bench, %d-byte JSON payload with its send time\n",
+	fmt.Fprintf(w, "broker: %s on %s (private, no persistence); publisher: PUBLISH edge:bench (edge-cluster, redis-history: FCALL edge_publish 1 bench), %d-byte JSON payload with its send time\n",
 		firstLine(b.redisBin, "--version"), b.redisAddr, b.size)
 	fmt.Fprintf(w, "pinning: server on CPU %s with GOMAXPROCS=1; hubload load (GOMAXPROCS=1) and redis-server on CPU %s; niceness %d\n",
 		serverCore, loadCore, b.nice)
@@ -85,7 +95,7 @@ func (rp *report) header(w io.Writer) {
 	if len(b.edgeEnv) > 0 {
 		fmt.Fprintf(w, "edge environment: %s\n", strings.Join(b.edgeEnv, " "))
 	}
-	fmt.Fprintln(w, "ratios: edge/X; above 1 is better for deliveries/s and frames per write, below 1 for latency, CPU and memory")
+	fmt.Fprintln(w, "ratios: edge/X (history-cost: redis-history/X); above 1 is better for deliveries/s and frames per write, below 1 for latency, CPU and memory")
 }
 
 func firstLine(cmd string, args ...string) string {
@@ -97,30 +107,31 @@ func firstLine(cmd string, args ...string) string {
 	return line
 }
 
-func (rp *report) others() []*server {
+func others(srvs []*server, base string) []*server {
 	var o []*server
-	for _, s := range rp.srvs {
-		if s.name != "edge" {
+	for _, s := range srvs {
+		if s.name != base {
 			o = append(o, s)
 		}
 	}
 	return o
 }
 
-func (rp *report) hasEdge() bool {
-	return slices.ContainsFunc(rp.srvs, func(s *server) bool { return s.name == "edge" })
+func has(srvs []*server, base string) bool {
+	return slices.ContainsFunc(srvs, func(s *server) bool { return s.name == base })
 }
 
-// table prints rows of metrics for every server, with edge/X ratios.
-func (rp *report) table(w io.Writer, ms []metric, res map[string][]result) {
+// table prints rows of metrics for every server of srvs, with base/X
+// ratios.
+func (rp *report) table(w io.Writer, ms []metric, srvs []*server, base string, res map[string][]result) {
 	tw := tabwriter.NewWriter(w, 8, 0, 2, ' ', tabwriter.AlignRight)
 	cols := []string{"metric"}
-	for _, s := range rp.srvs {
+	for _, s := range srvs {
 		cols = append(cols, s.name)
 	}
-	if rp.hasEdge() {
-		for _, o := range rp.others() {
-			cols = append(cols, "edge/"+o.name)
+	if has(srvs, base) {
+		for _, o := range others(srvs, base) {
+			cols = append(cols, base+"/"+o.name)
 		}
 	}
 	fmt.Fprintln(tw, strings.Join(cols, "\t")+"\t")
@@ -128,7 +139,7 @@ func (rp *report) table(w io.Writer, ms []metric, res map[string][]result) {
 		row := []string{m.label}
 		vals := map[string]float64{}
 		seen := false
-		for _, s := range rp.srvs {
+		for _, s := range srvs {
 			v, ok := aggregate(res[s.name], m)
 			vals[s.name] = v
 			if ok {
@@ -141,9 +152,9 @@ func (rp *report) table(w io.Writer, ms []metric, res map[string][]result) {
 		if !seen {
 			continue
 		}
-		if rp.hasEdge() {
-			for _, o := range rp.others() {
-				row = append(row, ratio(vals["edge"], vals[o.name], m))
+		if has(srvs, base) {
+			for _, o := range others(srvs, base) {
+				row = append(row, ratio(vals[base], vals[o.name], m))
 			}
 		}
 		fmt.Fprintln(tw, strings.Join(row, "\t")+"\t")
@@ -151,9 +162,9 @@ func (rp *report) table(w io.Writer, ms []metric, res map[string][]result) {
 	tw.Flush()
 }
 
-func (rp *report) scenario(w io.Writer, sc *scenario, res map[string][]result) {
+func (rp *report) scenario(w io.Writer, sc *scenario, srvs []*server, res map[string][]result) {
 	fmt.Fprintf(w, "\n== %s: %s\n", sc.name, sc.what)
-	rp.table(w, scenarioMetrics, res)
+	rp.table(w, scenarioMetrics, srvs, sc.baseName(), res)
 }
 
 // memory shows the idle-connection memory measured before publishing in
@@ -165,6 +176,7 @@ func (rp *report) memory(w io.Writer, sel []*scenario, all map[string]map[string
 	}
 	res := map[string][]result{}
 	var from []string
+	var srvs []*server
 	for _, sc := range sel {
 		if sc.conns != most {
 			continue
@@ -174,13 +186,18 @@ func (rp *report) memory(w io.Writer, sel []*scenario, all map[string]map[string
 			res[name] = append(res[name], rs...)
 		}
 	}
+	for _, s := range rp.srvs {
+		if _, ok := res[s.name]; ok && !has(srvs, s.name) {
+			srvs = append(srvs, s)
+		}
+	}
 	if len(from) == 0 {
 		return
 	}
 	all["idle-mem"] = res
 	fmt.Fprintf(w, "\n== idle-mem: memory per idle subscribed connection, %d held (measured %s after connecting, before publishing, in %s)\n",
 		most, rp.b.settle, strings.Join(from, ", "))
-	rp.table(w, memoryMetrics, res)
+	rp.table(w, memoryMetrics, srvs, "edge", res)
 }
 
 // targets checks DESIGN.md's hub targets.
@@ -222,6 +239,11 @@ func (rp *report) targets(w io.Writer, all map[string]map[string][]result) {
 		offered := float64(rp.b.coalConns) * rp.b.coalRate
 		fmt.Fprintf(tw, "coalesce-400: > 800,000 deliveries/s (offered %s/s)\t%s/s, lost %.0f, p99 %.1f ms\t%s\t\n",
 			num(offered), num(e), lost, p99, verdict(offered >= 800000 && lost == 0 && e >= 0.99*offered))
+	}
+	if e, ok := med("cluster-3x3000", "edge-cluster", "rate"); ok {
+		lost, _ := sum("cluster-3x3000", "edge-cluster", "lost")
+		p99, _ := med("cluster-3x3000", "edge-cluster", "p99_ms")
+		fmt.Fprintf(tw, "cluster-3x3000: no loss (issue 11)\t%s/s, lost %.0f, p99 %.1f ms\t%s\t\n", num(e), lost, p99, verdict(lost == 0))
 	}
 	if e, ok := aggregate(all["idle-mem"]["edge"], metric{key: "kib_rss"}); ok {
 		h, _ := aggregate(all["idle-mem"]["edge"], metric{key: "kib_heap"})

@@ -339,10 +339,13 @@
     if (msg.type === undefined && typeof msg.channel === "string") {
       st = this._channels.get(msg.channel);
       if (!st) return; // unsubscribed meanwhile
-      if (st.seq === null || msg.seq > st.seq) {
-        st.seq = msg.seq;
-        st.epoch = this._epoch;
+      if (st.seq !== null && msg.seq <= st.seq && st.epoch === this._epoch) {
+        // Seen already, in this epoch: a resume position shared by
+        // several channels (SSE's Last-Event-ID) can replay one again.
+        return;
       }
+      st.seq = msg.seq;
+      st.epoch = this._epoch;
       this._emit("message", msg);
       return;
     }

@@ -7,7 +7,6 @@ import (
 	"errors"
 	"io"
 	"net"
-	"net/http"
 	"strings"
 	"testing"
 	"time"
@@ -28,34 +27,10 @@ type rawClient struct {
 const testKey = "dGhlIHNhbXBsZSBub25jZQ=="
 
 // dialRaw performs the handshake at e's hub with query, sending extra in
-// the same write as the request.
+// the same write as the request (dialExt without extensions).
 func dialRaw(t *testing.T, e *env, query string, extra ...[]byte) *rawClient {
 	t.Helper()
-	host := strings.TrimPrefix(e.http, "http://")
-	nc, err := net.Dial("tcp", host)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { nc.Close() })
-	req := "GET /socket/" + query + " HTTP/1.1\r\nHost: " + host +
-		"\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: " + testKey +
-		"\r\nSec-WebSocket-Version: 13\r\n\r\n"
-	b := []byte(req)
-	for _, x := range extra {
-		b = append(b, x...)
-	}
-	nc.SetDeadline(time.Now().Add(5 * time.Second))
-	if _, err := nc.Write(b); err != nil {
-		t.Fatal(err)
-	}
-	rc := &rawClient{t: t, nc: nc, br: bufio.NewReader(nc)}
-	resp, err := http.ReadResponse(rc.br, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if resp.StatusCode != http.StatusSwitchingProtocols {
-		t.Fatalf("handshake: status %d", resp.StatusCode)
-	}
+	rc, _ := dialExt(t, e, "/socket/"+query, "", extra...)
 	return rc
 }
 

@@ -114,8 +114,9 @@ sites:
 // TestBrowserHub runs hub/client.js in Chromium over wss (trusting edge's
 // local CA): with WebSockets blocked at the network level it falls back
 // to SSE, receives, and recovers what was published while it was away;
-// a token refreshed in place keeps it connected past the first token's
-// exp; a disconnect with reconnect:false stops it.
+// it goes back to WebSocket after wsRetry once upgrades work again; a
+// token refreshed in place keeps it connected past the first token's exp;
+// a disconnect with reconnect:false stops it.
 func TestBrowserHub(t *testing.T) {
 	for _, bin := range []string{"chromium", "certutil", "node"} {
 		if _, err := exec.LookPath(bin); err != nil {
@@ -172,6 +173,7 @@ sites:
 			Opens     int
 			LastClose int
 		}
+		Back []string
 	}
 	if err := json.Unmarshal(out, &res); err != nil {
 		t.Fatalf("hub.js printed %q: %v", out, err)
@@ -185,6 +187,9 @@ sites:
 	}
 	if fmt.Sprint(res.Refresh.Transports) != "[websocket]" || len(res.Refresh.Closes) != 0 || res.Refresh.Refreshed < 1 || res.Refresh.Tokens < 2 {
 		t.Errorf("token refresh: %+v, want one wss connection, never closed, refreshed at least once", res.Refresh)
+	}
+	if fmt.Sprint(res.Back) != "[sse websocket]" {
+		t.Errorf("WebSocket again after wsRetry: opens %v, want [sse websocket]", res.Back)
 	}
 	if res.Stop.State != "closed" || res.Stop.Opens != 1 || res.Stop.LastClose != 4403 {
 		t.Errorf("disconnect reconnect:false: %+v, want closed with 4403 and no reconnect", res.Stop)

@@ -77,7 +77,11 @@ const logOf = (page, name) => page.evaluate((n) => window[n + 'Log'], name);
 
     // 1. WebSockets blocked at the network level for /socket/: the
     // client falls back to SSE, receives, and recovers after a drop.
-    await page.routeWebSocket(/\/socket\//, (ws) => ws.close({ code: 1011, reason: 'blocked by the test' }));
+    let blockWS = true;
+    await page.routeWebSocket(/\/socket\//, (ws) => {
+      if (blockWS) ws.close({ code: 1011, reason: 'blocked by the test' });
+      else ws.connectToServer();
+    });
     await newHub(page, 'sse', base.replace(/^http/, 'ws') + '/socket/', { channels: ['orders'], sseAfter: 2, minDelay: 1000, maxDelay: 1000 });
     await until(page, () => sseLog.some((e) => e.type === 'open'), null, 'SSE open');
     await post('/publish/orders', { n: 1 });
@@ -94,7 +98,17 @@ const logOf = (page, name) => page.evaluate((n) => window[n + 'Log'], name);
       gaps: sl.filter((e) => e.type === 'gap').length,
     };
     await page.evaluate(() => window.sse.close());
-    await page.unrouteAll();
+
+    // 1b. On SSE, the client tries WebSocket again after wsRetry, and
+    // stays on it once it opens.
+    await newHub(page, 'back', base.replace(/^http/, 'ws') + '/socket/', { channels: ['orders'], sseAfter: 1, wsRetry: 1500 });
+    await until(page, () => backLog.some((e) => e.type === 'open' && e.transport === 'sse'), null, 'SSE open before the retry');
+    blockWS = false; // upgrades pass again
+    await until(page, () => backLog.some((e) => e.type === 'open' && e.transport === 'websocket'), null, 'back on WebSocket');
+    await post('/publish/orders', { n: 'on ws' });
+    await until(page, () => backLog.some((e) => e.type === 'message' && e.data.n === 'on ws'), null, 'message on WebSocket');
+    result.back = (await logOf(page, 'back')).filter((e) => e.type === 'open').map((e) => e.transport);
+    await page.evaluate(() => window.back.close());
 
     // 2. A token refreshed in place keeps the page connected (over wss)
     // past the first token's exp.

@@ -5,25 +5,13 @@
 //   {"shot": "/path.png"}                     -> {"shot": true}
 //   {"quit": true}
 // Usage: node demo.js URL CA_PEM WORKDIR
-const { chromium } = require('playwright-core');
-const cp = require('child_process');
-const fs = require('fs');
+const { trustCA, launch } = require('./chromium');
 const path = require('path');
 const readline = require('readline');
 
 (async () => {
   const [url, caPem, work] = process.argv.slice(2);
-  const home = path.join(work, 'home');
-  const db = path.join(home, '.pki', 'nssdb');
-  fs.mkdirSync(db, { recursive: true });
-  cp.execFileSync('certutil', ['-N', '-d', 'sql:' + db, '--empty-password']);
-  cp.execFileSync('certutil', ['-A', '-d', 'sql:' + db, '-n', 'edge-test-ca', '-t', 'C,,', '-i', caPem]);
-  const ctx = await chromium.launchPersistentContext(path.join(work, 'profile'), {
-    executablePath: '/usr/bin/chromium', headless: true, viewport: { width: 1920, height: 1080 },
-    env: { ...process.env, HOME: home },
-    args: ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
-      '--disable-background-networking', '--disable-component-update', '--disable-sync'],
-  });
+  const ctx = await launch(work, trustCA(work, caPem), { viewport: { width: 1920, height: 1080 } });
   const out = (o) => process.stdout.write(JSON.stringify(o) + '\n');
   const errors = [];
   let page;

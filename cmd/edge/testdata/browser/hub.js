@@ -4,10 +4,7 @@
 // a disconnect with reconnect:false that stops the client.
 // Usage: node hub.js BASE_URL CA_PEM WORKDIR ADMIN_URL SECRET
 // Prints one JSON line: {sse: {...}, refresh: {...}, stop: {...}} or {error}.
-const { chromium } = require('playwright-core');
-const cp = require('child_process');
-const fs = require('fs');
-const path = require('path');
+const { trustCA, launch } = require('./chromium');
 
 const [base, caPem, work, admin, secret] = process.argv.slice(2);
 
@@ -58,17 +55,7 @@ async function until(page, fn, arg, what, timeout = 15000) {
 const logOf = (page, name) => page.evaluate((n) => window[n + 'Log'], name);
 
 (async () => {
-  const home = path.join(work, 'home');
-  const db = path.join(home, '.pki', 'nssdb');
-  fs.mkdirSync(db, { recursive: true });
-  cp.execFileSync('certutil', ['-N', '-d', 'sql:' + db, '--empty-password']);
-  cp.execFileSync('certutil', ['-A', '-d', 'sql:' + db, '-n', 'edge-test-ca', '-t', 'C,,', '-i', caPem]);
-  const ctx = await chromium.launchPersistentContext(path.join(work, 'profile'), {
-    executablePath: '/usr/bin/chromium', headless: true,
-    env: { ...process.env, HOME: home },
-    args: ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
-      '--disable-background-networking', '--disable-component-update', '--disable-sync'],
-  });
+  const ctx = await launch(work, trustCA(work, caPem));
   const result = {};
   try {
     const page = ctx.pages()[0] || await ctx.newPage();

@@ -2,24 +2,12 @@
 // through an NSS database in a private HOME, then waits for the page's hub
 // WebSocket to open and for a published message to appear.
 // Usage: node page.js URL CA_PEM WORKDIR   (prints one JSON line)
-const { chromium } = require('playwright-core');
-const cp = require('child_process');
-const fs = require('fs');
+const { trustCA, launch } = require('./chromium');
 const path = require('path');
 
 (async () => {
   const [url, caPem, work] = process.argv.slice(2);
-  const home = path.join(work, 'home');
-  const db = path.join(home, '.pki', 'nssdb');
-  fs.mkdirSync(db, { recursive: true });
-  cp.execFileSync('certutil', ['-N', '-d', 'sql:' + db, '--empty-password']);
-  cp.execFileSync('certutil', ['-A', '-d', 'sql:' + db, '-n', 'edge-test-ca', '-t', 'C,,', '-i', caPem]);
-  const ctx = await chromium.launchPersistentContext(path.join(work, 'profile'), {
-    executablePath: '/usr/bin/chromium', headless: true,
-    env: { ...process.env, HOME: home },
-    args: ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
-      '--disable-background-networking', '--disable-component-update', '--disable-sync'],
-  });
+  const ctx = await launch(work, trustCA(work, caPem));
   const result = { security: 'unknown', wsErrors: [] };
   try {
     const page = ctx.pages()[0] || await ctx.newPage();

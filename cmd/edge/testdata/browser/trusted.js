@@ -3,20 +3,14 @@
 // depends only on the NSS database under HOME/.pki/nssdb (what `edge trust`
 // changes). Usage: node trusted.js URL HOME WORKDIR   (prints one JSON line:
 // {status, security} when the page loaded, {error} when it did not)
-const { chromium } = require('playwright-core');
-const path = require('path');
+const { launch } = require('./chromium');
 
 (async () => {
   const [url, home, work] = process.argv.slice(2);
   const result = {};
   let ctx;
   try {
-    ctx = await chromium.launchPersistentContext(path.join(work, 'profile'), {
-      executablePath: '/usr/bin/chromium', headless: true,
-      env: { ...process.env, HOME: home },
-      args: ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
-        '--disable-background-networking', '--disable-component-update', '--disable-sync'],
-    });
+    ctx = await launch(work, home);
     const page = ctx.pages()[0] || await ctx.newPage();
     const cdp = await ctx.newCDPSession(page);
     cdp.on('Security.visibleSecurityStateChanged', (e) => { result.security = e.visibleSecurityState.securityState; });

@@ -293,3 +293,50 @@ func getStatus(t *testing.T, url string) (int, string) {
 	line, _, _ := strings.Cut(string(b), "\n")
 	return resp.StatusCode, line
 }
+
+// TestSSESlowClientDropped: an SSE client that stops reading is dropped
+// as slow once its queue is full, and the others (and the publisher) are
+// not held up: the same rule as for WebSockets.
+func TestSSESlowClientDropped(t *testing.T) {
+	e := newEnv(t, NodeOptions{}, `{ queue_size: 48 }`)
+	fast := e.connect(t, "feed")
+	host := strings.TrimPrefix(e.http, "http://")
+	slow, err := smallBufferDialer.NetDial("tcp", host)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer slow.Close()
+	fmt.Fprintf(slow, "GET /socket/sse?channel=feed HTTP/1.1\r\nHost: %s\r\n\r\n", host)
+	waitFor(t, 5*time.Second, "SSE subscriber", func() bool { return e.n.LocalPresence().Channels["feed"].Subscribers == 2 })
+
+	const n = 300
+	payload := `"` + strings.Repeat("x", 32<<10) + `"`
+	got := make(chan int, 1)
+	go func() {
+		count := 0
+		for count < n {
+			fast.SetReadDeadline(time.Now().Add(10 * time.Second))
+			_, data, err := fast.ReadMessage()
+			if err != nil {
+				break
+			}
+			if strings.HasPrefix(string(data), `{"channel"`) {
+				count++
+			}
+		}
+		got <- count
+	}()
+	start := time.Now()
+	for range n {
+		e.publish(t, "feed", payload)
+	}
+	if d := time.Since(start); d > 2*time.Second {
+		t.Errorf("publishing %d messages took %s: the hub waited on the SSE client", n, d)
+	}
+	if c := <-got; c != n {
+		t.Fatalf("fast client got %d of %d messages", c, n)
+	}
+	waitFor(t, 10*time.Second, "slow SSE client dropped", func() bool {
+		return e.n.stats.slow.Load() == 1 && e.n.stats.conns.Load() == 1
+	})
+}

@@ -297,6 +297,11 @@ func (rt *route) servePublish(w http.ResponseWriter, r *http.Request) {
 	var m inbound
 	body := http.MaxBytesReader(w, r.Body, int64(cfg.hub.MaxMessageSize)+maxSSEPublishBody)
 	if err := json.NewDecoder(body).Decode(&m); err != nil {
+		var tooBig *http.MaxBytesError
+		if errors.As(err, &tooBig) {
+			writeReply(w, http.StatusRequestEntityTooLarge, replyMsg{Type: "error", Code: errBadRequest, Message: "data larger than max_message_size"})
+			return
+		}
 		writeReply(w, http.StatusBadRequest, replyMsg{Type: "error", Code: errInvalidJSON, Message: "body must be a JSON object {channel, data}"})
 		return
 	}

@@ -263,6 +263,8 @@ func TestSSEPublish(t *testing.T) {
 		{`not json`, 400, errInvalidJSON},
 		{`{"channel":"a b","data":1}`, 400, errInvalidChannel},
 		{`{"channel":"chat"}`, 400, errBadRequest},
+		{`{"channel":"chat","data":"` + strings.Repeat("x", 70<<10) + `"}`, 413, errBadRequest},
+		{`{"channel":"chat","data":"` + strings.Repeat("x", 1<<20) + `"}`, 413, errBadRequest},
 		{`{"channel":"chat","data":2}`, 200, ""},
 		{`{"channel":"chat","data":3}`, 429, errRateLimited},
 	} {

@@ -50,9 +50,7 @@ func (c *client) refreshMsg(m *inbound) {
 		c.closeWith(wsframe.ClosePolicy, "refresh token for another sub")
 		return
 	}
-	if cfg.pubProxy == nil && cfg.subProxy == nil {
-		g.claims = nil // kept only for the application
-	}
+	g = cfg.keep(g)
 	// Swap the grant, and leave what the new token no longer allows (the
 	// subscribe proxy is asked again; when it cannot answer, the
 	// subscription stays: an outage of the application is not a refusal).

@@ -295,10 +295,7 @@ func (rt *route) admitConn(w http.ResponseWriter, r *http.Request) *admission {
 			return nil
 		}
 	}
-	if cfg.pubProxy == nil && cfg.subProxy == nil {
-		g.claims = nil // kept only for the application
-	}
-	a.g = g
+	a.g = cfg.keep(g)
 	return a
 }
 
@@ -322,6 +319,16 @@ func (t *hijackTap) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 		brw.Reader.Read(t.early) // buffered bytes only: no socket read
 	}
 	return nc, brw, nil
+}
+
+// keep returns g as a connection keeps it: the token's claims only when
+// the application (publish or subscribe proxy) is sent them, since every
+// idle connection would hold them otherwise.
+func (rc *routeConfig) keep(g *grant) *grant {
+	if rc.pubProxy == nil && rc.subProxy == nil {
+		g.claims = nil
+	}
+	return g
 }
 
 // allowed reports whether g may subscribe to channel on this route.

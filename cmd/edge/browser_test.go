@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"encoding/json"
 	"fmt"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -114,7 +115,8 @@ sites:
 // TestBrowserHub runs hub/client.js in Chromium over wss (trusting edge's
 // local CA): with WebSockets blocked at the network level it falls back
 // to SSE, receives, and recovers what was published while it was away;
-// it goes back to WebSocket after wsRetry once upgrades work again; a
+// it goes back to WebSocket after wsRetry once upgrades work again and
+// takes compressed frames there; a
 // token refreshed in place keeps it connected past the first token's exp;
 // a disconnect with reconnect:false stops it.
 func TestBrowserHub(t *testing.T) {
@@ -137,7 +139,7 @@ tls: { ca: internal, storage: %s }
 sites:
   - hosts: [localhost, 127.0.0.1]
     routes:
-      - { path: /socket/, hub: { channels: [orders] } }
+      - { path: /socket/, hub: { channels: [orders], compression: true } }
       - { path: /jwt/, hub: { channels: [orders], auth: { mode: jwt, secret_file: secret } } }
       - { path: /, static: { root: www } }
 `, httpAddr, httpsAddr, adminAddr, storage))
@@ -187,6 +189,12 @@ sites:
 	}
 	if fmt.Sprint(res.Refresh.Transports) != "[websocket]" || len(res.Refresh.Closes) != 0 || res.Refresh.Refreshed < 1 || res.Refresh.Tokens < 2 {
 		t.Errorf("token refresh: %+v, want one wss connection, never closed, refreshed at least once", res.Refresh)
+	}
+	// Chromium took the compressed frame: the hub compressed the 3 KB
+	// message (and only once), and the page got it whole (hub.js).
+	var st struct{ Compressed uint64 }
+	if code, body := httpGet(t, http.DefaultClient, "http://"+adminAddr+"/hub/stats"); code != 200 || json.Unmarshal([]byte(body), &st) != nil || st.Compressed != 1 {
+		t.Errorf("hub stats %d %s: want compressed 1", code, body)
 	}
 	if fmt.Sprint(res.Back) != "[sse websocket]" {
 		t.Errorf("WebSocket again after wsRetry: opens %v, want [sse websocket]", res.Back)

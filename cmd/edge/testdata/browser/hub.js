@@ -94,6 +94,10 @@ const logOf = (page, name) => page.evaluate((n) => window[n + 'Log'], name);
     await until(page, () => backLog.some((e) => e.type === 'open' && e.transport === 'websocket'), null, 'back on WebSocket');
     await post('/publish/orders', { n: 'on ws' });
     await until(page, () => backLog.some((e) => e.type === 'message' && e.data.n === 'on ws'), null, 'message on WebSocket');
+    // The route compresses (permessage-deflate): a 3 KB message arrives
+    // whole in Chromium, which negotiated it.
+    await post('/publish/orders', { n: 'big', pad: 'x'.repeat(3000) });
+    await until(page, () => backLog.some((e) => e.type === 'message' && e.data.n === 'big' && e.data.pad.length === 3000), null, 'compressed message');
     result.back = (await logOf(page, 'back')).filter((e) => e.type === 'open').map((e) => e.transport);
     await page.evaluate(() => window.back.close());
 
